@@ -1,0 +1,510 @@
+"""``headseg`` command line: segment, evaluate, phantom, models.
+
+Exit codes (stable, the Slicer modules rely on them): 0 success, 1 unexpected error (a bug: please
+report it), 2 bad input or usage, 3 model package problem, 4 out of memory, 5 cancelled.
+
+``--progress-format json`` prints one JSON object per line on stdout for programs driving the CLI
+(the Slicer modules): ``{"event": "progress", "fraction": f, "message": m}``, ``{"event": "log", ...}``,
+``{"event": "result", ...}`` and ``{"event": "error", "message": m, "code": n}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import __version__
+from .errors import Cancelled, HeadSegError, InputError, ModelPackageError
+
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
+
+IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
+LABEL_HINTS = ("label", "seg", "mask", "truth")
+
+log = logging.getLogger("headseg")
+
+
+# -- reporting ---------------------------------------------------------------------------------------
+class Reporter:
+    """Progress bars for people, JSON lines for programs."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        self._bar = None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.fmt == "json":
+            sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+            sys.stdout.flush()
+
+    def start(self, title: str) -> None:
+        if self.fmt == "bar":
+            from tqdm import tqdm
+
+            self.close()
+            self._bar = tqdm(total=1000, desc=title, unit="‰", leave=True, file=sys.stderr,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+        self.emit("progress", fraction=0.0, message=title)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        if self._bar is not None:
+            self._bar.n = int(1000 * fraction)
+            self._bar.set_postfix_str(message[:40], refresh=False)
+            self._bar.refresh()
+        self.emit("progress", fraction=round(float(fraction), 4), message=message)
+
+    def info(self, message: str, level: str = "info") -> None:
+        if self.fmt == "json":
+            self.emit("log", level=level, message=message)
+        elif self.fmt != "none":
+            from tqdm import tqdm
+
+            tqdm.write(("Warning: " if level == "warning" else "") + message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# -- case discovery ------------------------------------------------------------------------------------
+def case_name(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    for child in list(path.iterdir())[:50]:
+        if child.is_file():
+            if child.suffix.lower() == ".dcm":
+                return True
+            try:
+                with open(child, "rb") as f:
+                    if f.read(132)[128:132] == b"DICM":
+                        return True
+            except OSError:
+                continue
+    return False
+
+
+def _case_image_in(folder: Path) -> Optional[Path]:
+    """The image of a case folder: ``image.*`` or ``ct.*`` (as written by ``headseg phantom``/OpenKBP)."""
+    for child in sorted(folder.iterdir()):
+        if _is_image(child) and case_name(child).lower() in ("image", "ct"):
+            return child
+    return None
+
+
+def discover_cases(inputs: Sequence[str]) -> List[Tuple[str, Path]]:
+    """(case name, image path or DICOM folder) for files, DICOM folders and folders of cases."""
+    cases: List[Tuple[str, Path]] = []
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise InputError(f"Input {path} does not exist.")
+        if path.is_file():
+            cases.append((case_name(path), path))
+        elif _is_dicom_dir(path):
+            cases.append((path.name, path))
+        elif _case_image_in(path) is not None:
+            cases.append((path.name, _case_image_in(path)))
+        else:
+            for child in sorted(path.iterdir()):
+                if _is_image(child) and not any(h in child.name.lower() for h in LABEL_HINTS):
+                    cases.append((case_name(child), child))
+                elif child.is_dir():
+                    image = _case_image_in(child)
+                    if image is not None:
+                        cases.append((child.name, image))
+                    elif _is_dicom_dir(child):
+                        cases.append((child.name, child))
+    if not cases:
+        raise InputError(f"No CT images found in {', '.join(inputs)} (looked for {', '.join(IMAGE_SUFFIXES)} "
+                         "files, DICOM folders and case folders with an image.* file).")
+    names = [c[0] for c in cases]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"Several inputs would write the same output name: {', '.join(dupes)}. Rename them.")
+    return cases
+
+
+# -- commands ------------------------------------------------------------------------------------------
+def parse_roi(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 6 or min(values[3:]) <= 0:
+        raise InputError("--roi needs six numbers: centre x,y,z and size x,y,z in LPS millimetres.")
+    return values[:3], values[3:]
+
+
+def cmd_segment(args, reporter: Reporter, cancel) -> int:
+    from .io import read_volume, write_segmentation
+    from .packages import find_package
+    from .pipeline import segment_volume
+    from .volumes import volume_table, write_volume_csv
+
+    cases = discover_cases(args.inputs)
+    out_dir = Path(args.output)
+    package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
+    targets = {}
+    for name, _ in cases:
+        targets[name] = (out_dir / f"{name}.seg.nrrd", out_dir / f"{name}_volumes.csv")
+    existing = [str(p) for pair in targets.values() for p in pair if p.exists()]
+    if existing and not args.overwrite:
+        raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}). "
+                         "Choose another output folder or pass --overwrite.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"Cannot create the output folder {out_dir}: {exc.strerror}.") from exc
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"The output folder {out_dir} is not writable. Choose another one with -o.")
+    roi = parse_roi(args.roi)
+    keep = [s.strip() for s in args.structures.split(",")] if args.structures else None
+    reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
+    if package.card.get("synthetic"):
+        reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
+                      "warning")
+    from .inference import select_device
+
+    device = select_device(args.device)
+    reporter.info(f"Device: {device.device} ({device.reason})")
+    model = package.load_model(device.device)
+    batch_rows = []
+    failures = 0
+    for n, (name, path) in enumerate(cases, start=1):
+        reporter.start(f"[{n}/{len(cases)}] {name}")
+        try:
+            volume = read_volume(path)
+            result = segment_volume(volume, package, device=str(device.device), roi=roi, keep=keep,
+                                    progress=reporter.progress, cancel=cancel, batch_size=args.batch_size,
+                                    model=model)
+        except (InputError, MemoryError) as exc:
+            if len(cases) == 1:
+                raise
+            failures += 1
+            reporter.close()
+            reporter.info(f"{name}: skipped: {exc}", "warning")
+            reporter.emit("error", case=name, message=str(exc), code=EXIT_INPUT)
+            continue
+        seg_path, csv_path = targets[name]
+        write_segmentation(result.labelmap, result.label_set, seg_path, overwrite=True)
+        rows = volume_table(result.labelmap, result.label_set)
+        write_volume_csv(rows, csv_path)
+        batch_rows.extend((name, r) for r in rows)
+        reporter.close()
+        for note in result.notes:
+            reporter.info(f"{name}: {note}", "warning")
+        reporter.info(f"{name}: wrote {seg_path.name} and {csv_path.name} ({result.seconds:.1f} s on {result.device})")
+        reporter.emit("result", case=name, segmentation=str(seg_path), volumes_csv=str(csv_path),
+                      device=result.device, seconds=round(result.seconds, 2), notes=result.notes)
+    if batch_rows:
+        _write_batch_csv(out_dir / "volumes.csv", batch_rows)
+    return EXIT_INPUT if failures == len(cases) else EXIT_OK
+
+
+def _write_batch_csv(path: Path, rows) -> None:
+    import csv
+    import tempfile
+
+    from .volumes import CSV_COLUMNS
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=str(path.parent))
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=("case",) + CSV_COLUMNS)
+        writer.writeheader()
+        for case, row in rows:
+            writer.writerow({"case": case, **row.as_dict()})
+    os.replace(tmp, path)
+
+
+def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
+    """The reference label map of ``case``: ``<case>.seg.nrrd``/``<case>.<ext>``, ``<case>_labels.<ext>`` or
+    ``<case>/labels.<ext>`` (the layout of ``headseg phantom`` and OpenKBP)."""
+    for suffix in IMAGE_SUFFIXES:
+        for stem in (case, f"{case}_labels", f"{case}_label", f"{case}_seg"):
+            candidate = gt_dir / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    folder = gt_dir / case
+    if folder.is_dir():
+        for child in sorted(folder.iterdir()):
+            if _is_image(child) and any(h in child.name.lower() for h in LABEL_HINTS):
+                return child
+    return None
+
+
+def contoured_in(reference: Path) -> Optional[List[str]]:
+    """Structures a ``meta.json`` beside the reference says were contoured (OpenKBP), else None."""
+    meta = reference.parent / "meta.json"
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            return list(data.get("contoured")) if "contoured" in data else None
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
+    import numpy as np
+
+    from .io import read_segmentation
+    from .labels import get_label_set
+    from .metrics import evaluate_labels
+    from .resample import resample_to_grid
+
+    label_set = get_label_set(args.label_set or {"orbit": "orbit", "han": "openkbp"}.get(args.task, args.task))
+    pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
+    for d in (pred_dir, gt_dir):
+        if not d.is_dir():
+            raise InputError(f"{d} is not a folder.")
+    preds = [(case_name(p), p) for p in sorted(pred_dir.iterdir()) if _is_image(p)]
+    if not preds:
+        raise InputError(f"No predicted segmentations (.seg.nrrd or label maps) in {pred_dir}.")
+    rows: List[Dict[str, Any]] = []
+    reporter.start(f"Evaluating {len(preds)} case(s)")
+    for n, (case, pred_path) in enumerate(preds):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        ref_path = find_reference(gt_dir, case)
+        if ref_path is None:
+            reporter.info(f"{case}: no reference in {gt_dir}; skipped", "warning")
+            continue
+        pred = read_segmentation(pred_path, label_set)
+        ref = read_segmentation(ref_path, label_set)
+        if not pred.same_geometry(ref, tol=1e-3):
+            pred = resample_to_grid(pred, ref, interpolation="nearest", default_value=0)
+        contoured = contoured_in(ref_path)
+        present = set(np.unique(ref.array).tolist())
+        skip = set()
+        contoured_keys = None
+        if contoured is not None:
+            contoured_keys = {getattr(_safe_lookup(label_set, c), "key", None) for c in contoured}
+        for s in label_set.structures:
+            if contoured_keys is not None and s.key not in contoured_keys:
+                skip.add(s.key)  # not contoured in this case (meta.json): missing, not background
+            elif contoured_keys is None and s.label not in present:
+                skip.add(s.key)  # missing from the reference: not contoured, never scored as zero
+        for row in evaluate_labels(pred.array, ref.array, {s.key: s.label for s in label_set.structures},
+                                   spacing_kji=ref.spacing_kji, skip=skip):
+            rows.append({"case": case, **row})
+        reporter.progress((n + 1) / len(preds), case)
+    reporter.close()
+    if not rows:
+        raise InputError("No case had a reference to compare with.")
+    _write_report(Path(args.output), rows)
+    reporter.info(f"Wrote {args.output} ({len(rows)} rows) and {Path(args.output).with_suffix('')}_summary.csv")
+    for line in _summary_lines(rows):
+        reporter.info(line)
+    return EXIT_OK
+
+
+def _safe_lookup(label_set, name):
+    try:
+        return label_set.by_name(name)
+    except (KeyError, ValueError, HeadSegError):
+        return None
+
+
+METRIC_COLUMNS = ("dsc", "iou", "sensitivity", "specificity", "hd95_mm", "assd_mm", "pred_volume_cm3",
+                  "ref_volume_cm3")
+
+
+def _summarise(rows):
+    import numpy as np
+
+    by_structure: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        by_structure.setdefault(r["structure"], []).append(r)
+    summary = []
+    for structure, items in by_structure.items():
+        entry: Dict[str, Any] = {"structure": structure, "cases": len(items)}
+        for m in METRIC_COLUMNS:
+            values = np.array([float(i[m]) for i in items if i.get(m) is not None], dtype=float)
+            values = values[np.isfinite(values)]
+            entry[f"{m}_mean"] = round(float(values.mean()), 4) if values.size else ""
+            entry[f"{m}_std"] = round(float(values.std(ddof=1)), 4) if values.size > 1 else ""
+        summary.append(entry)
+    return summary
+
+
+def _write_report(path: Path, rows) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["case", "structure"] + [c for c in METRIC_COLUMNS]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    summary = _summarise(rows)
+    with open(path.with_name(path.stem + "_summary.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0].keys()))
+        writer.writeheader()
+        writer.writerows(summary)
+
+
+def _summary_lines(rows) -> List[str]:
+    lines = []
+    for s in _summarise(rows):
+        lines.append(f"  {s['structure']:<28} n={s['cases']:<3} DSC {s['dsc_mean']} ± {s['dsc_std']}  "
+                     f"HD95 {s['hd95_mm_mean']} mm")
+    return lines
+
+
+def cmd_phantom(args, reporter: Reporter, cancel) -> int:
+    from .phantoms import write_phantom_cases
+
+    out = Path(args.output)
+    reporter.start(f"Writing {args.cases} phantom case(s)")
+    paths = write_phantom_cases(out, args.cases, seed=args.seed)
+    reporter.close()
+    reporter.info(f"Wrote {len(paths)} synthetic phantom case(s) to {out} (synthetic data, not a patient).")
+    return EXIT_OK
+
+
+def cmd_models(args, reporter: Reporter, cancel) -> int:
+    from .packages import list_packages, search_dirs
+
+    errors: List[str] = []
+    packages = list_packages(args.model_dir or (), errors=errors)
+    if args.json:
+        print(json.dumps([{"path": str(p.path), **p.card} for p in packages], indent=2))
+    else:
+        if not packages:
+            print("No model packages installed. Searched: " + ", ".join(str(d) for d in search_dirs(args.model_dir or ())))
+        for p in packages:
+            card = p.card
+            print(f"{p.name}  [{p.task}]  {card['architecture']}  label set {card['label_set']}"
+                  f"{'  (default)' if card.get('default') else ''}")
+            print(f"    {card.get('description', '')}")
+            print(f"    input spacing {card['input']['spacing_mm']} mm, window {card['input'].get('window_kji')}, "
+                  f"licence {card.get('license', 'unknown')}")
+            if card.get("synthetic"):
+                print("    trained on SYNTHETIC phantoms: demonstration only, not for clinical use")
+            summary = (card.get("metrics") or {}).get("summary")
+            if summary:
+                print(f"    metrics: {summary}")
+            print(f"    {p.path}")
+    for e in errors:
+        print(f"Broken package skipped: {e}", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- entry point ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headseg", description="Deep-learning segmentation of head CT.")
+    parser.add_argument("--version", action="version", version=f"headseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--progress-format", choices=("bar", "json", "none"), default="bar",
+                       help="progress bars (default), JSON lines on stdout for programs, or nothing")
+        p.add_argument("--model-dir", action="append", help="extra folder to search for model packages")
+        p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+
+    seg = sub.add_parser("segment", help="segment CT images (files, case folders, DICOM series folders)")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT")
+    seg.add_argument("--task", choices=("orbit", "han"), required=True)
+    seg.add_argument("--model", help="model name or package folder (default: the task's default model)")
+    seg.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    seg.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
+    seg.add_argument("--roi", help="region of interest 'cx,cy,cz,sx,sy,sz' in LPS mm (orbit: overrides the search)")
+    seg.add_argument("--structures", help="comma-separated structure keys to keep (default: all)")
+    seg.add_argument("--batch-size", type=int, default=None)
+    seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    common(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    ev = sub.add_parser("evaluate", help="compare predicted segmentations with references")
+    ev.add_argument("pred_dir")
+    ev.add_argument("gt_dir")
+    ev.add_argument("--task", choices=("orbit", "han"), required=True)
+    ev.add_argument("--label-set", help="label set of the files (default: orbit for orbit, openkbp for han)")
+    ev.add_argument("-o", "--output", default="report.csv")
+    common(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    ph = sub.add_parser("phantom", help="write synthetic head-CT phantoms with orbit labels")
+    ph.add_argument("-o", "--output", required=True)
+    ph.add_argument("--cases", type=int, default=1)
+    ph.add_argument("--seed", type=int, default=0)
+    common(ph)
+    ph.set_defaults(func=cmd_phantom)
+
+    mo = sub.add_parser("models", help="list installed model packages and their cards")
+    mo.add_argument("--json", action="store_true")
+    common(mo)
+    mo.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    reporter = Reporter(args.progress_format)
+    cancel = None
+    try:
+        from .inference import CancelToken
+
+        cancel = CancelToken()
+        previous = {}
+
+        def on_signal(signum, frame):  # cancel cleanly; a second signal kills
+            cancel.cancel()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    except (ImportError, ValueError):  # not in the main thread (tests calling main directly)
+        pass
+    code, message = EXIT_OK, None
+    try:
+        code = args.func(args, reporter, cancel)
+    except Cancelled:
+        code, message = EXIT_CANCELLED, "Cancelled; no output was written for the case in progress."
+    except ModelPackageError as exc:
+        code, message = EXIT_MODEL, str(exc)
+    except (InputError, FileNotFoundError, FileExistsError) as exc:
+        code, message = EXIT_INPUT, str(exc)
+    except MemoryError:
+        code, message = EXIT_OOM, ("Out of memory. Close other programs, use --device cpu, or crop the image "
+                                   "to the region of interest.")
+    except HeadSegError as exc:
+        code, message = EXIT_INPUT, str(exc)
+    except Exception as exc:  # a bug: say so plainly, show the traceback only when asked
+        code, message = EXIT_BUG, f"Unexpected error: {type(exc).__name__}: {exc}. Run with -v for details."
+        if args.verbose:
+            traceback.print_exc()
+    finally:
+        reporter.close()
+    if message:
+        reporter.emit("error", message=message, code=code)
+        print(f"headseg: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

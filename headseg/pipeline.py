@@ -1,0 +1,216 @@
+"""From a CT volume and a model package to a label map on the CT's own grid.
+
+The two tasks differ only in how the model sees the CT:
+
+* ``orbit`` (SV-net, seed 000): each orbit is located, resampled into the model's crop (left orbits
+  mirrored so the network always sees a right orbit), predicted with the 32-slice sliding window, and the
+  class probabilities are resampled back onto the input grid and labelled per side.
+* ``han`` (AnatomyNet, seed 004): the whole CT is resampled onto the model's LPS grid and spacing,
+  predicted whole (or in large patches when it does not fit), and the probabilities resampled back.
+
+In both, probabilities are interpolated before the argmax, and seed 000's post-processing (hole filling
+and largest connected component per class) runs on the input grid, so what the user sees and measures
+is what was cleaned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import Volume
+from .packages import ModelPackage
+from .preprocessing import AIR_HU, model_grid_for, normalize, orbit_crops, subgrid_covering
+from .validation import check_ct
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class SegmentationResult:
+    labelmap: Volume  # label-set values on the input grid (uint8)
+    label_set: Any
+    model_name: str
+    device: str
+    notes: List[str] = field(default_factory=list)  # warnings the user should see (fallbacks, QC)
+    regions: Dict[str, Any] = field(default_factory=dict)  # orbit side -> RegionBox used
+    seconds: float = 0.0
+
+
+class _Stages:
+    """Maps per-stage progress onto one 0..1 bar."""
+
+    def __init__(self, progress: Optional[ProgressCallback], weights: Sequence[float]):
+        self.progress = progress
+        total = float(sum(weights))
+        self.starts = np.concatenate([[0.0], np.cumsum(weights)[:-1]]) / total
+        self.widths = np.asarray(weights, dtype=float) / total
+
+    def report(self, stage: int, fraction: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(float(min(1.0, self.starts[stage] + self.widths[stage] * fraction)), message)
+
+    def callback(self, stage: int, message: str) -> ProgressCallback:
+        return lambda f, m="": self.report(stage, f, m or message)
+
+
+def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
+                   roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                   keep: Optional[Sequence[str]] = None, progress: Optional[ProgressCallback] = None,
+                   cancel: Any = None, batch_size: Optional[int] = None, model: Any = None) -> SegmentationResult:
+    """Segment ``volume`` with ``package``; ``roi`` = (centre LPS mm, size mm) restricts the orbit search,
+    ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.inference.CancelToken``."""
+    from .inference import select_device
+
+    start = time.perf_counter()
+    notes = check_ct(volume)
+    choice = select_device(device)
+    log.info("Device: %s (%s)", choice.device, choice.reason)
+    if model is None:
+        model = package.load_model(choice.device)
+    if package.task == "orbit":
+        labels, regions, more = _segment_orbits(volume, package, model, choice.device, roi, progress, cancel,
+                                                batch_size)
+    else:
+        labels, more = _segment_whole(volume, package, model, choice.device, progress, cancel, batch_size)
+        regions = {}
+    notes += more
+    label_set = package.label_set
+    if keep:
+        unknown = [k for k in keep if k not in label_set.keys()]
+        if unknown:
+            raise InputError(f"Unknown structures {unknown}; choose from {', '.join(label_set.keys())}.")
+        kept = [label_set.by_key(k).label for k in keep]
+        labels[~np.isin(labels, kept)] = 0
+    notes += plausibility_notes(Volume(labels, volume.spacing, volume.origin, volume.direction), label_set)
+    result = SegmentationResult(volume.with_array(labels), label_set, package.name, str(choice.device), notes,
+                                regions, time.perf_counter() - start)
+    if progress:
+        progress(1.0, "Done")
+    return result
+
+
+def _predict(model, image: np.ndarray, card: Dict[str, Any], device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
+    """Class probabilities [C, k, j, i] for one normalised image, with the card's window strategy."""
+    from .inference import run_with_fallback, sliding_window_predict, whole_volume_or_patches
+
+    inference = card.get("inference", {})
+    out_channels = len(card["classes"])
+    activation = card.get("output_activation", "softmax")
+    x = image[None].astype(np.float32, copy=False)
+    if card["task"] == "orbit":
+        wk, wj, wi = card["input"]["window_kji"]
+        step_k = int(inference.get("step_k", max(1, wk // 2)))
+        window = (wk, x.shape[2], x.shape[3])  # the crop is exactly the in-plane window: slide along k only
+
+        def run(dev, bs):
+            return sliding_window_predict(
+                x, model, window=window, step=(step_k, window[1], window[2]),
+                blend=inference.get("blend", "gaussian"), batch_size=bs, device=dev,
+                out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
+    else:
+        max_voxels = int(inference.get("max_voxels", 160 ** 3))
+        patch = tuple(inference.get("patch_kji", (96, 160, 160)))
+
+        def run(dev, bs):
+            return whole_volume_or_patches(
+                x, model, max_voxels=max_voxels, patch=patch, batch_size=bs, device=dev,
+                out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
+
+    result = run_with_fallback(run, device, batch_size or int(inference.get("batch_size", 2)), model=model)
+    return result.output, list(result.notes)
+
+
+def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size):
+    from .labels import orbit_label
+    from .postprocess import postprocess_labels
+    from .resample import resample_probabilities_to_grid
+
+    card = package.card
+    stages = _Stages(progress, [1, 8, 1, 8, 1])
+    stages.report(0, 0.0, "Locating the orbits")
+    crops = orbit_crops(volume, card, roi)
+    if not crops:
+        raise InputError("No orbit was found in the region given. Enlarge the region of interest.")
+    labels = np.zeros(volume.shape, np.uint8)
+    notes: List[str] = []
+    regions = {}
+    for n, crop in enumerate(crops):
+        stage = 1 + 2 * n if len(crops) == 2 else 1
+        x = normalize(crop.image.array, card["input"]["normalization"])
+        probs, more = _predict(model, x, card, device, stages.callback(stage, f"Segmenting the {crop.side} orbit"),
+                               cancel, batch_size)
+        notes += more
+        sub_grid, slices = subgrid_covering(volume, crop.image)
+        sub_labels = resample_probabilities_to_grid(probs, crop.image, sub_grid)
+        sub_labels = postprocess_labels(sub_labels, **_post_kwargs(card))
+        mapped = np.zeros_like(sub_labels, dtype=np.uint8)
+        for c in range(1, probs.shape[0]):
+            mapped[sub_labels == c] = orbit_label(crop.side, c)
+        target = labels[slices]
+        free = target == 0  # the other orbit's result is never overwritten
+        target[free] = mapped[free]
+        regions[crop.side] = crop.box
+        stages.report(stage + 1 if len(crops) == 2 else 4, 1.0, f"{crop.side.capitalize()} orbit done")
+    missing = {"right", "left"} - set(regions)
+    if missing and roi is None:
+        notes.append(f"Only the {', '.join(sorted(regions))} orbit was found; the {', '.join(missing)} was not segmented.")
+    return labels, regions, notes
+
+
+def _segment_whole(volume, package, model, device, progress, cancel, batch_size):
+    from .postprocess import postprocess_labels
+    from .resample import resample_probabilities_to_grid, resample_to_grid
+
+    card = package.card
+    stages = _Stages(progress, [1, 8, 2])
+    stages.report(0, 0.0, "Resampling to the model grid")
+    grid = model_grid_for(volume, card["input"]["spacing_mm"])
+    image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
+    x = normalize(image.array, card["input"]["normalization"])
+    probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
+    stages.report(2, 0.0, "Resampling the result to the CT grid")
+    model_labels = resample_probabilities_to_grid(probs, image, volume)
+    model_labels = postprocess_labels(model_labels, **_post_kwargs(card))
+    label_set = package.label_set
+    lut = np.zeros(len(card["classes"]), np.uint8)
+    for c, key in enumerate(card["classes"][1:], start=1):
+        lut[c] = label_set.by_key(key).label
+    return lut[model_labels], notes
+
+
+def _post_kwargs(card: Dict[str, Any]) -> Dict[str, Any]:
+    post = card.get("postprocess", {})
+    return {"fill_holes": bool(post.get("fill_holes", True)),
+            "largest_component": bool(post.get("largest_component", True))}
+
+
+# Plausible volume bands (cm3) from ANATOMY_FACTS.md, wide on purpose (disease enlarges muscles ~2.5x):
+# a value outside is reported as a note for review, never changed.
+PLAUSIBLE_CM3 = {
+    "superior_rectus": (0.15, 3.0), "lateral_rectus": (0.15, 3.0), "medial_rectus": (0.15, 3.0),
+    "inferior_rectus": (0.15, 3.0), "optic_nerve": (0.08, 1.5),
+}
+
+
+def plausibility_notes(labelmap: Volume, label_set) -> List[str]:
+    from .volumes import volume_table
+
+    notes = []
+    for row in volume_table(labelmap, label_set):
+        band = PLAUSIBLE_CM3.get(row.structure)
+        if row.derived or band is None:
+            continue
+        if row.voxels == 0:
+            notes.append(f"{row.name or row.structure}: nothing was segmented; check the image and draw it if needed.")
+        elif not band[0] <= row.volume_cm3 <= band[1]:
+            notes.append(f"{row.name or row.structure}: {row.volume_cm3:.2f} cm3 is outside the usual "
+                         f"{band[0]}-{band[1]} cm3; review the segmentation.")
+    return notes

@@ -1,0 +1,105 @@
+"""Per-structure volumes (the numbers clinicians follow over time), from a label map on any grid.
+
+A volume is ``voxel count x voxel volume``, the voxel volume being ``|det(direction @ diag(spacing))|``,
+so the number is exact for the label map that was given and the same as Slicer's for the same segment.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .geometry import Volume
+
+CSV_COLUMNS = ("structure", "side", "voxels", "volume_cm3")
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    structure: str  # label-set key without side (e.g. "superior_rectus") or a group (e.g. "extraocular_muscles")
+    side: str  # "right", "left" or ""
+    voxels: int
+    volume_cm3: float
+    name: str = ""  # human-readable name, e.g. "right superior rectus"
+    derived: bool = False  # True for totals computed from other rows
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"structure": self.structure, "side": self.side, "voxels": self.voxels,
+                "volume_cm3": round(self.volume_cm3, 4)}
+
+
+def count_labels(labels: np.ndarray, max_label: int) -> np.ndarray:
+    """Voxel count per label value 0..max_label, one pass over the array."""
+    flat = labels.ravel()
+    if flat.size and (flat.min() < 0):
+        raise ValueError("Label maps must not contain negative values.")
+    return np.bincount(flat.astype(np.int64, copy=False), minlength=max_label + 1)[: max_label + 1]
+
+
+def volume_table(labelmap: Volume, label_set, include_empty: bool = True,
+                 structures: Optional[Sequence[str]] = None) -> List[VolumeRow]:
+    """One row per structure of ``label_set`` (optionally only ``structures`` keys), then derived totals
+    (for the orbit: all four rectus muscles of each side)."""
+    voxel_mm3 = labelmap.voxel_volume_mm3
+    max_label = max(s.label for s in label_set.structures)
+    counts = count_labels(labelmap.array, max(max_label, int(labelmap.array.max(initial=0))))
+    rows: List[VolumeRow] = []
+    for s in label_set.structures:
+        if structures is not None and s.key not in structures:
+            continue
+        n = int(counts[s.label])
+        if n == 0 and not include_empty:
+            continue
+        rows.append(VolumeRow(_base(s), s.side, n, n * voxel_mm3 / 1000.0, s.name))
+    rows.extend(derived_rows(rows, label_set))
+    return rows
+
+
+def derived_rows(rows: Sequence[VolumeRow], label_set) -> List[VolumeRow]:
+    """Group totals per side, e.g. total extraocular muscle volume (thyroid eye disease follow-up)."""
+    out: List[VolumeRow] = []
+    groups: Dict[str, Sequence[str]] = getattr(label_set, "groups", {}) or {}
+    for group, members in groups.items():
+        for side in ("right", "left", ""):
+            parts = [r for r in rows if not r.derived and r.side == side and r.structure in members]
+            if len(parts) != len(members):
+                continue
+            name = f"{side} {group.replace('_', ' ')} (total)".strip()
+            out.append(VolumeRow(group, side, sum(r.voxels for r in parts),
+                                 sum(r.volume_cm3 for r in parts), name, derived=True))
+    return out
+
+
+def _base(structure) -> str:
+    return getattr(structure, "base", None) or structure.key
+
+
+def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Optional[str] = None,
+                     append: bool = False) -> Path:
+    """Write ``structure,side,voxels,volume_cm3`` (with ``case`` first when given), atomically."""
+    path = Path(path)
+    columns = (("case",) if case is not None else ()) + CSV_COLUMNS
+    rows = [dict(({"case": case} if case is not None else {}), **r.as_dict()) for r in rows]
+    if append and path.exists():
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, fieldnames=columns).writerows(rows)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
