@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv with the CPU build of torch and headseg (editable) plus test extras.
+# Real users with a GPU install the torch build that fits it first; headseg only asks for torch>=2.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# Pinned on purpose: an unpinned torch would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install --quiet "torch==${HEADSEG_TORCH_VERSION:-2.13.0}"
+.venv/bin/python -m pip install --quiet -e ".[test,bench]"
+.venv/bin/python -c "import headseg, torch; print(f'headseg {headseg.__version__}, torch {torch.__version__}')"
