@@ -150,7 +150,6 @@ class SegmentationProcess:
         self._lines: queue.Queue = queue.Queue()
         self._open_streams = 0
         self._kill_deadline: Optional[float] = None
-        self._error_event_seen = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -295,7 +294,6 @@ class SegmentationProcess:
         elif kind == "result":
             self.results.append(event)
         elif kind == "error":
-            self._error_event_seen = True
             self.error_message = str(event.get("message", "")) or self.error_message
             code = event.get("code")
             self.error_code = int(code) if isinstance(code, (int, float)) else self.error_code
@@ -305,7 +303,7 @@ class SegmentationProcess:
         self.returncode = returncode
         if self.state is RunState.CANCELLING or returncode == EXIT_CANCELLED:
             self._finish(RunState.CANCELLED, EXIT_MESSAGES[EXIT_CANCELLED])
-        elif returncode == 0 and not self._error_event_seen:
+        elif returncode == 0:  # error events with exit 0 are cases skipped in a multi-case run
             if not self.results:
                 self._finish(RunState.FAILED, "The segmentation process ended without producing a result.")
             else:
