@@ -28,16 +28,16 @@ def check_ct(volume: Volume, min_extent_mm: float = 20.0) -> List[str]:
             f"The image is too small to segment ({i} x {j} x {k} voxels): it needs at least "
             f"{MIN_INPLANE} x {MIN_INPLANE} x {MIN_SLICES}. Load the whole CT series, not a single slice."
         )
+    if max(volume.spacing) > 20 or min(volume.spacing) < 0.05:
+        raise InputError(
+            f"The voxel spacing {tuple(round(s, 3) for s in volume.spacing)} mm is not plausible for CT "
+            "(expected 0.05 to 20 mm). Check the file's header."
+        )
     extent = [n * s for n, s in zip(volume.size_ijk, volume.spacing)]
     if min(extent) < min_extent_mm:
         raise InputError(
             f"The image covers only {extent[0]:.0f} x {extent[1]:.0f} x {extent[2]:.0f} mm; "
             f"at least {min_extent_mm:.0f} mm along every axis is needed."
-        )
-    if max(volume.spacing) > 20 or min(volume.spacing) < 0.05:
-        raise InputError(
-            f"The voxel spacing {tuple(round(s, 3) for s in volume.spacing)} mm is not plausible for CT "
-            "(expected 0.05 to 20 mm). Check the file's header."
         )
     if not np.issubdtype(volume.array.dtype, np.number) or np.issubdtype(volume.array.dtype, np.complexfloating):
         raise InputError(f"The image has voxel type {volume.array.dtype}; a grey-scale CT is expected.")

@@ -1,0 +1,128 @@
+"""The `headseg` command end to end, in a subprocess, on phantoms, with a model package built here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headseg.cli import EXIT_INPUT, EXIT_MODEL, discover_cases
+from headseg.errors import InputError
+
+from .conftest import write_tiny_orbit_package
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def headseg(*args, check_code=0):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "headseg", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == check_code, f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantoms")
+    headseg("phantom", "-o", out, "--cases", 2, "--seed", 3)
+    return out
+
+
+def test_phantom_command_writes_cases(phantom_dir):
+    cases = sorted(p for p in phantom_dir.iterdir() if p.is_dir())
+    assert len(cases) == 2
+    for case in cases:
+        assert [c for c in discover_cases([str(case)])][0][0] == case.name
+
+
+def test_segment_evaluate_end_to_end(phantom_dir, tmp_path):
+    package = write_tiny_orbit_package(tmp_path / "models" / "tiny")
+    out = tmp_path / "out"
+    proc = headseg("segment", phantom_dir, "--task", "orbit", "--model", package.path, "-o", out,
+                   "--progress-format", "json", "--device", "cpu")
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    results = [e for e in events if e["event"] == "result"]
+    assert len(results) == 2
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions and max(fractions) == pytest.approx(1.0)
+
+    from headseg.io import read_segmentation, read_volume
+    from headseg.labels import get_label_set
+
+    for result in results:
+        case = result["case"]
+        seg = read_segmentation(result["segmentation"], get_label_set("orbit"))
+        image = read_volume(phantom_dir / case / "image.nrrd")
+        assert seg.same_geometry(image), "the segmentation must be on the input grid"
+        rows = list(csv.DictReader(open(result["volumes_csv"])))
+        assert list(rows[0].keys()) == ["structure", "side", "voxels", "volume_cm3"]
+        assert {r["side"] for r in rows} == {"right", "left"}
+        for r in rows:  # numbers are voxel count x voxel volume, exactly
+            assert float(r["volume_cm3"]) == pytest.approx(int(r["voxels"]) * image.voxel_volume_mm3 / 1000, abs=1e-4)
+        sr = [r for r in rows if r["structure"] == "superior_rectus" and r["side"] == "right"][0]
+        assert int(sr["voxels"]) == int(np.sum(seg.array == 1))
+    batch = list(csv.DictReader(open(out / "volumes.csv")))
+    assert list(batch[0].keys())[0] == "case"
+    assert {r["case"] for r in batch} == {r["case"] for r in results}
+
+    # Re-running into the same folder refuses to overwrite unless asked.
+    proc = headseg("segment", phantom_dir, "--task", "orbit", "--model", package.path, "-o", out,
+                   check_code=EXIT_INPUT)
+    assert "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+
+    report = tmp_path / "report.csv"
+    headseg("evaluate", out, phantom_dir, "--task", "orbit", "-o", report)
+    rows = list(csv.DictReader(open(report)))
+    assert len(rows) == 2 * 10
+    assert set(rows[0]) >= {"case", "structure", "dsc", "iou", "sensitivity", "specificity", "hd95_mm", "assd_mm",
+                            "pred_volume_cm3", "ref_volume_cm3"}
+    summary = list(csv.DictReader(open(tmp_path / "report_summary.csv")))
+    assert {"dsc_mean", "dsc_std"} <= set(summary[0])
+
+
+def test_evaluate_skips_structures_missing_from_reference(tmp_path):
+    from headseg.geometry import Volume
+    from headseg.io import write_labelmap
+
+    ref = np.zeros((10, 20, 20), np.uint8)
+    ref[2:6, 5:10, 5:10] = 1  # only structure 1 was contoured
+    pred = ref.copy()
+    pred[2:6, 12:15, 12:15] = 2  # a predicted structure the reference never drew
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    write_labelmap(Volume(pred), tmp_path / "pred" / "c1.nrrd")
+    write_labelmap(Volume(ref), tmp_path / "gt" / "c1.nrrd")
+    headseg("evaluate", tmp_path / "pred", tmp_path / "gt", "--task", "orbit", "-o", tmp_path / "r.csv")
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert [r["structure"] for r in rows] == ["superior_rectus_right"]
+    assert float(rows[0]["dsc"]) == pytest.approx(1.0)
+
+
+def test_clear_errors_and_exit_codes(tmp_path, phantom_dir):
+    proc = headseg("segment", tmp_path / "missing.nrrd", "--task", "orbit", "-o", tmp_path / "o", check_code=EXIT_INPUT)
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    bad_model = tmp_path / "badmodel"
+    bad_model.mkdir()
+    proc = headseg("segment", phantom_dir, "--task", "orbit", "--model", bad_model, "-o", tmp_path / "o",
+                   check_code=EXIT_MODEL)
+    assert "model.json" in proc.stderr
+    (tmp_path / "notct.nii.gz").write_bytes(b"this is not an image")
+    proc = headseg("segment", tmp_path / "notct.nii.gz", "--task", "orbit", "-o", tmp_path / "o",
+                   check_code=EXIT_INPUT)
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(InputError, match="No CT images"):
+        discover_cases([str(tmp_path / "o")] if (tmp_path / "o").exists() else [str(bad_model)])
+
+
+def test_models_command_lists_the_demo_model():
+    proc = headseg("models")
+    assert "orbit" in proc.stdout and "SYNTHETIC" in proc.stdout
+    listed = json.loads(headseg("models", "--json").stdout)
+    assert any(m["task"] == "orbit" and m.get("default") for m in listed)
