@@ -1,0 +1,81 @@
+"""Shared pytest fixtures.
+
+* ``shared_dir``: the project's shared reference folder (``<repo>/../shared``); skipped when absent.
+* ``slicer_share_dir``: Slicer's ColorFiles/terminologies copy in ``shared/slicer-share``.
+* ``mrml_scene``: a fresh headless MRML scene with module logics for each test (slicer-core wheel);
+  skipped cleanly when ``slicer`` cannot be imported.
+* ``vtk_messages``: collects VTK/MRML error and warning messages, which never raise in Python.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+SLICER_SHARE_DIR = SHARED_DIR / "slicer-share"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"shared reference folder {SHARED_DIR} is not present")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def slicer_share_dir() -> Path:
+    if not (SLICER_SHARE_DIR / "terminologies").is_dir():
+        pytest.skip(f"Slicer share files {SLICER_SHARE_DIR} are not present")
+    return SLICER_SHARE_DIR
+
+
+@pytest.fixture
+def mrml_scene(tmp_path: Path) -> Iterator[object]:
+    """A :class:`headseg.slicer_glue.HeadlessSlicer` (``.scene``, ``.logics``, ``.app_logic``) per test.
+
+    Uses the Slicer share files when present (terminologies and colour tables), otherwise runs without.
+    """
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from headseg.slicer_glue import init_headless_slicer
+
+    share = str(SLICER_SHARE_DIR) if (SLICER_SHARE_DIR / "terminologies").is_dir() else None
+    temp_dir = tmp_path / "slicer_temp"
+    temp_dir.mkdir()
+    headless = init_headless_slicer(share_dir=share, temp_dir=str(temp_dir))
+    try:
+        yield headless
+    finally:
+        headless.close()
+
+
+@pytest.fixture
+def vtk_messages() -> Iterator[List[str]]:
+    """List that receives every VTK error/warning text emitted during the test (and keeps stderr quiet)."""
+    vtk = pytest.importorskip("vtkmodules.vtkCommonCore")
+    messages: List[str] = []
+    window = vtk.vtkOutputWindow.GetInstance()
+
+    def on_message(_caller, _event, text=None) -> None:
+        messages.append(str(text))
+
+    on_message.CallDataType = vtk.VTK_STRING
+    tags = [window.AddObserver(vtk.vtkCommand.ErrorEvent, on_message),
+            window.AddObserver(vtk.vtkCommand.WarningEvent, on_message)]
+    old_verbosity = vtk.vtkLogger.GetStderrVerbosity() if hasattr(vtk, "vtkLogger") else None
+    if old_verbosity is not None:
+        vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)
+    try:
+        yield messages
+    finally:
+        for tag in tags:
+            window.RemoveObserver(tag)
+        if old_verbosity is not None:
+            vtk.vtkLogger.SetStderrVerbosity(old_verbosity)
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the test machine is small and shared
