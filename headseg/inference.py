@@ -510,7 +510,7 @@ def whole_volume_or_patches(
     predictor: Predictor,
     *,
     max_voxels: int,
-    patch_size: Sequence[int] = (64, 160, 160),
+    patch: Sequence[int] = (64, 160, 160),
     size_multiple: Union[int, Sequence[int]] = 1,
     overlap: float = 0.5,
     **kwargs,
@@ -519,7 +519,7 @@ def whole_volume_or_patches(
 
     The whole volume, padded up to a multiple of ``size_multiple`` (the network's total down-sampling
     factor), is run in one pass when it has at most ``max_voxels`` voxels -- what the paper does and
-    what gives the network its global context. Larger volumes fall back to 3D patches of ``patch_size``
+    what gives the network its global context. Larger volumes fall back to 3D patches of ``patch``
     (rounded up to the multiple) with ``overlap`` and gaussian blending. Other keyword arguments go to
     :func:`sliding_window_predict`.
     """
@@ -535,11 +535,11 @@ def whole_volume_or_patches(
             "Whole-volume inference on a %s grid (%s voxels <= %s).", whole, int(np.prod(whole)), max_voxels
         )
         return sliding_window_predict(tensor, predictor, whole, step=whole, blend="constant", **kwargs)
-    patch = tuple(_round_up(int(p), int(m or 1)) for p, m in zip(patch_size, multiples))
+    patch_window = tuple(_round_up(int(p), int(m or 1)) for p, m in zip(patch, multiples))
     logger.info(
-        "Volume %s exceeds %s voxels: %s patches with overlap %.2f.", shape, max_voxels, patch, overlap
+        "Volume %s exceeds %s voxels: %s patches with overlap %.2f.", shape, max_voxels, patch_window, overlap
     )
-    return sliding_window_predict(tensor, predictor, patch, overlap=overlap, blend="gaussian", **kwargs)
+    return sliding_window_predict(tensor, predictor, patch_window, overlap=overlap, blend="gaussian", **kwargs)
 
 
 def prepare_model(
@@ -576,7 +576,7 @@ def _release_memory(device: torch.device) -> None:
 class FallbackResult(Generic[T]):
     """What :func:`run_with_fallback` returned and where it finally ran; ``notes`` are for the user log."""
 
-    value: T
+    output: T
     device: torch.device
     batch_size: int
     notes: List[str] = field(default_factory=list)
@@ -588,13 +588,15 @@ def run_with_fallback(
     batch_size: int = 4,
     *,
     allow_cpu: bool = True,
+    model: Optional[torch.nn.Module] = None,
 ) -> FallbackResult[T]:
     """Call ``fn(device, batch_size)``, retrying on out-of-memory errors with fewer resources.
 
     Sequence: the requested batch size, half of it, 1, then (if ``allow_cpu`` and not already on the
     CPU) the CPU with the requested batch size -- CPU RAM is usually plentiful and the batch size barely
     changes CPU speed. The device cache is emptied between attempts. ``fn`` must put the model on the
-    device it receives (see :func:`prepare_model`) and restart from scratch (progress restarts too).
+    device it receives and restart from scratch (progress restarts too); pass ``model`` to have it moved
+    there (with :func:`prepare_model`) before each attempt, so ``fn`` can simply close over it.
     Errors other than out-of-memory propagate at once. If every attempt runs out of memory,
     :class:`InferenceOutOfMemoryError` says what to do.
     """
@@ -613,8 +615,10 @@ def run_with_fallback(
     for number, (attempt_device, attempt_batch) in enumerate(attempts):
         failure = ""
         try:
-            value = fn(attempt_device, attempt_batch)
-            return FallbackResult(value, attempt_device, attempt_batch, notes)
+            if model is not None:
+                prepare_model(model, attempt_device)
+            output = fn(attempt_device, attempt_batch)
+            return FallbackResult(output, attempt_device, attempt_batch, notes)
         except Exception as error:  # noqa: BLE001 -- filtered right below
             if not is_out_of_memory(error):
                 raise
