@@ -110,6 +110,8 @@ def read_volume(path: PathLike) -> Volume:
     except RuntimeError as exc:
         raise _unreadable(path, exc) from None
     _check_image_shape(path.name, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
+    if ext in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -124,6 +126,71 @@ def _unreadable(path: Path, exc: Exception) -> InputError:
         f"Could not read {path.name!r}: the file is damaged, incomplete or not really a "
         f"{_extension(path) or 'supported'} image. Re-export or re-copy it. (Reader said: {reason.strip()})"
     )
+
+
+def _nifti_expected_bytes(header: bytes) -> Optional[int]:
+    """Bytes a NIfTI-1/2 file must have (voxel offset + voxel data), or None if the header is unknown."""
+    import struct
+
+    for order in "<>":
+        size = struct.unpack(order + "i", header[:4])[0]
+        if size == 348 and len(header) >= 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if size == 540 and len(header) >= 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    n_voxels = int(np.prod([max(1, int(d)) for d in dims[1 : 1 + max(0, min(7, int(dims[0])))]]))
+    return max(offset, 352 if size == 348 else 544) + n_voxels * int(bitpix) // 8
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """ITK reads a truncated NIfTI file without complaint (the missing voxels come back as garbage),
+    so check the data length ourselves: file size for .nii, the gzip stream for .nii.gz."""
+    import gzip
+    import struct
+    import zlib
+
+    truncated = InputError(
+        f"{path.name!r} is truncated (incomplete download or copy?): it holds fewer voxels than its header "
+        "announces. Copy or export the file again."
+    )
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                expected = _nifti_expected_bytes(f.read(544))
+        except (OSError, EOFError, zlib.error):
+            raise truncated from None
+        if expected is None:
+            return
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            stored_size = struct.unpack("<I", raw.read(4))[0]  # gzip trailer: length modulo 2**32
+        if stored_size == expected % 2**32:
+            return  # single-member gzip with the right length: complete (the usual case, no decompression)
+        total = 0  # multi-member gzip or truncated: decompress to find out
+        try:
+            with gzip.open(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 24)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+        except (OSError, EOFError, zlib.error):
+            raise truncated from None
+        if total < expected:
+            raise truncated
+    else:
+        with open(path, "rb") as f:
+            expected = _nifti_expected_bytes(f.read(544))
+        if expected is not None and path.stat().st_size < expected:
+            raise truncated
 
 
 def _check_image_shape(label: str, dimension: int, size: Sequence[int], components: int) -> None:
