@@ -120,7 +120,8 @@ class Volume:
     def to_sitk(self):
         import SimpleITK as sitk
 
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        array = self.array.astype(np.uint8) if self.array.dtype == bool else self.array  # sitk has no bool
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array))
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         image.SetDirection(tuple(self.direction.ravel()))

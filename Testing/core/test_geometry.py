@@ -204,3 +204,10 @@ def test_left_survives_reorient_to_lps(direction_name: str):
         np.testing.assert_array_equal(lps.direction, np.eye(3))
         k, j, i = np.nonzero(lps.array > 500)
         assert i.mean() > lps.shape[2] / 2
+
+
+def test_boolean_mask_converts_to_sitk():
+    mask = np.zeros((3, 4, 5), bool)
+    mask[1, 2, 3] = True
+    image = Volume(mask).to_sitk()
+    assert image.GetPixel(3, 2, 1) == 1 and image.GetPixelIDTypeAsString() == "8-bit unsigned integer"
