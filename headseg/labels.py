@@ -41,6 +41,7 @@ __all__ = [
     "get_label_set",
     "ORBIT_MODEL_CLASSES",
     "orbit_combined_label",
+    "orbit_label",
     "orbit_model_to_combined_lut",
     "SLICER_TERMINOLOGY_CONTEXT",
     "SLICER_ANATOMIC_CONTEXT",
@@ -356,6 +357,9 @@ def orbit_combined_label(side: str, model_channel: int) -> int:
     if channel == 0:
         return 0
     return channel + len(ORBIT_MODEL_CLASSES) * _ORBIT_SIDES.index(side)
+
+
+orbit_label = orbit_combined_label  # short alias (used by the pipeline)
 
 
 def orbit_model_to_combined_lut(side: str):
