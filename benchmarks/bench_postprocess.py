@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -76,7 +76,7 @@ def best_time(run, repeats: int) -> Tuple[np.ndarray, float]:
     return result, best
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="256 x 256 x 150 map, one repeat")
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (default 3, quick 1)")

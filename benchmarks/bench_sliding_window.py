@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ def compare(a: np.ndarray, b: np.ndarray) -> Dict[str, object]:
     }
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small volume and window (a few seconds)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -369,6 +369,37 @@ def _image_tensor(image) -> torch.Tensor:
     return tensor.to(torch.float32)
 
 
+def _pad_to_window(
+    tensor: torch.Tensor, window: Size3, pad_value: Optional[float]
+) -> Tuple[torch.Tensor, List[int]]:
+    """Pad (centred) the axes shorter than the window; return the tensor and the padding before each axis."""
+    shape = tensor.shape[1:]
+    before = [max(0, w - n) // 2 for w, n in zip(window, shape)]
+    after = [max(0, w - n) - b for w, n, b in zip(window, shape, before)]
+    if any(before) or any(after):
+        value = float(tensor.min()) if pad_value is None else float(pad_value)
+        spec = (before[2], after[2], before[1], after[1], before[0], after[0])  # F.pad lists i first
+        tensor = torch.nn.functional.pad(tensor, spec, mode="constant", value=value)
+    return tensor, before
+
+
+def _forward(predictor: Predictor, batch: torch.Tensor, use_amp: bool) -> torch.Tensor:
+    """One forward pass (under float16 autocast on CUDA if asked), checked for shape."""
+    if use_amp:
+        with torch.autocast(device_type="cuda", dtype=torch.float16):
+            raw = predictor(batch)
+    else:
+        raw = predictor(batch)
+    if not isinstance(raw, torch.Tensor):
+        raise InputError(f"The predictor must return a tensor, got {type(raw).__name__}.")
+    if raw.ndim != 5 or (raw.shape[0], *raw.shape[2:]) != (batch.shape[0], *batch.shape[2:]):
+        raise InputError(
+            f"The predictor returned shape {tuple(raw.shape)} for input {tuple(batch.shape)}; it "
+            "must keep batch and spatial sizes ([B, C_out, k, j, i])."
+        )
+    return raw
+
+
 def _activate(logits: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
     logits = logits.float()
     if activation == "softmax":
@@ -391,13 +422,7 @@ def _run_sliding_window(
     shape: Size3 = tuple(int(n) for n in tensor.shape[1:])  # type: ignore[assignment]
     window, step = options.resolve(shape)
 
-    # Pad (centred) where the volume is smaller than the window.
-    pad_before = [max(0, w - n) // 2 for w, n in zip(window, shape)]
-    pad_after = [max(0, w - n) - b for w, n, b in zip(window, shape, pad_before)]
-    if any(pad_before) or any(pad_after):
-        value = float(tensor.min()) if options.pad_value is None else float(options.pad_value)
-        spec = (pad_before[2], pad_after[2], pad_before[1], pad_after[1], pad_before[0], pad_after[0])
-        tensor = torch.nn.functional.pad(tensor, spec, mode="constant", value=value)
+    tensor, pad_before = _pad_to_window(tensor, window, options.pad_value)
     padded: Size3 = tuple(int(n) for n in tensor.shape[1:])  # type: ignore[assignment]
 
     starts = [window_starts(padded[a], window[a], step[a]) for a in range(3)]
@@ -428,19 +453,7 @@ def _run_sliding_window(
             )
             if use_channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last_3d)
-            if use_amp:
-                with torch.autocast(device_type="cuda", dtype=torch.float16):
-                    raw = predictor(batch)
-            else:
-                raw = predictor(batch)
-            if not isinstance(raw, torch.Tensor):
-                raise InputError(f"The predictor must return a tensor, got {type(raw).__name__}.")
-            expected_spatial = (len(batch_positions), wk, wj, wi)
-            if raw.ndim != 5 or (raw.shape[0], *raw.shape[2:]) != expected_spatial:
-                raise InputError(
-                    f"The predictor returned shape {tuple(raw.shape)} for input {tuple(batch.shape)}; it "
-                    "must keep batch and spatial sizes ([B, C_out, k, j, i])."
-                )
+            raw = _forward(predictor, batch, use_amp)
             if out_channels is None:
                 out_channels = int(raw.shape[1])
             if raw.shape[1] != out_channels:
@@ -539,7 +552,9 @@ def whole_volume_or_patches(
     logger.info(
         "Volume %s exceeds %s voxels: %s patches with overlap %.2f.", shape, max_voxels, patch_window, overlap
     )
-    return sliding_window_predict(tensor, predictor, patch_window, overlap=overlap, blend="gaussian", **kwargs)
+    return sliding_window_predict(
+        tensor, predictor, patch_window, overlap=overlap, blend="gaussian", **kwargs
+    )
 
 
 def prepare_model(
