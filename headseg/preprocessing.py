@@ -103,3 +103,86 @@ def orbit_crops(volume: Volume, card: Dict[str, Any], roi: Optional[Tuple[Sequen
         image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
         crops.append(OrbitCrop(side, image, boxes[side]))
     return crops
+
+
+# -- training: the same crops and grids, with the label map carried along -------------------------------
+# (written for ``training/``: a model is trained on exactly what ``orbit_crops``/``model_grid_for`` give at
+# inference time, so there is one place where preprocessing can change.)
+
+
+@dataclass
+class LabelledCrop:
+    """A model-grid image with its labels as *model classes* (0 background, 1..C-1 as the card's
+    ``classes``) and which of those classes were annotated in the case (1) or are missing (0)."""
+
+    side: str  # "right"/"left" for orbit crops, "" for whole volumes
+    image: Volume  # float32 HU on the model grid (left orbits mirrored)
+    labels: Volume  # uint8 model classes on the same grid
+    annotated: np.ndarray  # [C] float32, background first (1 only when every structure is annotated)
+    box: Any = None
+
+
+def _class_mask(keys: Sequence[Optional[str]], annotated: Optional[Sequence[str]]) -> np.ndarray:
+    """[C] mask: class c > 0 counts when its label-set key is annotated; background when all are."""
+    mask = np.ones(len(keys), np.float32)
+    if annotated is not None:
+        wanted = set(annotated)
+        for c, key in enumerate(keys):
+            if c > 0:
+                mask[c] = 1.0 if key in wanted else 0.0
+        mask[0] = 1.0 if len(keys) < 2 or mask[1:].min() > 0 else 0.0
+    return mask
+
+
+def orbit_class_lut(side: str, max_label: int) -> np.ndarray:
+    """Look-up table from combined orbit label values (1-5 right, 6-10 left) to the per-orbit model
+    classes (0 background, 1 SR .. 5 ON) of ``side``; the other orbit's labels become background."""
+    from .labels import ORBIT_MODEL_CLASSES, orbit_combined_label
+
+    lut = np.zeros(max(int(max_label), 10) + 1, np.uint8)
+    for c in range(1, len(ORBIT_MODEL_CLASSES) + 1):
+        lut[orbit_combined_label(side, c)] = c
+    return lut
+
+
+def orbit_label_crops(volume: Volume, labels: Volume, card: Dict[str, Any],
+                      annotated: Optional[Sequence[str]] = None,
+                      roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                      sides: Sequence[str] = ("right", "left")) -> List[LabelledCrop]:
+    """:func:`orbit_crops` plus the label map resampled (nearest neighbour) onto each crop grid and
+    mapped to per-orbit model classes. ``annotated`` = label-set keys drawn in this case (None: all)."""
+    from .labels import ORBIT_MODEL_CLASSES
+    from .resample import resample_to_grid
+
+    if not volume.same_geometry(labels, tol=1e-3):
+        raise ValueError("The label map is not on the image's grid; resample or re-export it first.")
+    out = []
+    for crop in orbit_crops(volume, card, roi=roi, sides=sides):
+        on_crop = resample_to_grid(labels, crop.image, interpolation="nearest", default_value=0)
+        lut = orbit_class_lut(crop.side, int(on_crop.array.max()) if on_crop.array.size else 0)
+        model_labels = lut[on_crop.array.astype(np.int64)]
+        keys = [None] + [f"{name}_{crop.side}" for name in ORBIT_MODEL_CLASSES]
+        out.append(LabelledCrop(crop.side, crop.image, crop.image.with_array(model_labels),
+                                _class_mask(keys, annotated), crop.box))
+    return out
+
+
+def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
+                          annotated: Optional[Sequence[str]] = None) -> LabelledCrop:
+    """The whole-volume (``han``) model input: the CT and its label map on :func:`model_grid_for`'s grid
+    (linear / nearest), label-set values mapped to the card's class indices."""
+    from .labels import get_label_set
+    from .resample import resample_to_grid
+
+    if not volume.same_geometry(labels, tol=1e-3):
+        raise ValueError("The label map is not on the image's grid; resample or re-export it first.")
+    grid = model_grid_for(volume, card["input"]["spacing_mm"])
+    image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
+    on_grid = resample_to_grid(labels, grid, interpolation="nearest", default_value=0)
+    label_set = get_label_set(card["label_set"])
+    lut = np.zeros(max(label_set.max_label, int(on_grid.array.max())) + 1, np.uint8)
+    for c, key in enumerate(card["classes"][1:], start=1):
+        lut[label_set.by_key(key).label] = c
+    model_labels = lut[on_grid.array.astype(np.int64)]
+    keys = [None] + list(card["classes"][1:])
+    return LabelledCrop("", image, image.with_array(model_labels), _class_mask(keys, annotated))

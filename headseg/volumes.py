@@ -28,6 +28,7 @@ class VolumeRow:
     volume_cm3: float
     name: str = ""  # human-readable name, e.g. "right superior rectus"
     derived: bool = False  # True for totals computed from other rows
+    key: str = ""  # label-set key with side (e.g. "superior_rectus_right") or group name
 
     def as_dict(self) -> Dict[str, object]:
         return {"structure": self.structure, "side": self.side, "voxels": self.voxels,
@@ -56,28 +57,33 @@ def volume_table(labelmap: Volume, label_set, include_empty: bool = True,
         n = int(counts[s.label])
         if n == 0 and not include_empty:
             continue
-        rows.append(VolumeRow(_base(s), s.side, n, n * voxel_mm3 / 1000.0, s.name))
+        rows.append(VolumeRow(_base(s), s.side, n, n * voxel_mm3 / 1000.0, s.name, key=s.key))
     rows.extend(derived_rows(rows, label_set))
     return rows
 
 
 def derived_rows(rows: Sequence[VolumeRow], label_set) -> List[VolumeRow]:
-    """Group totals per side, e.g. total extraocular muscle volume (thyroid eye disease follow-up)."""
+    """Group totals, e.g. all four rectus muscles of one side (thyroid eye disease follow-up).
+
+    A group (``label_set.groups``: name -> structure keys) is reported only when all its members are
+    in ``rows``, so a partial table never shows a misleading total."""
     out: List[VolumeRow] = []
-    groups: Dict[str, Sequence[str]] = getattr(label_set, "groups", {}) or {}
-    for group, members in groups.items():
-        for side in ("right", "left", ""):
-            parts = [r for r in rows if not r.derived and r.side == side and r.structure in members]
-            if len(parts) != len(members):
-                continue
-            name = f"{side} {group.replace('_', ' ')} (total)".strip()
-            out.append(VolumeRow(group, side, sum(r.voxels for r in parts),
-                                 sum(r.volume_cm3 for r in parts), name, derived=True))
+    by_key = {r.key: r for r in rows if not r.derived}
+    for group, members in (getattr(label_set, "groups", {}) or {}).items():
+        parts = [by_key[k] for k in members if k in by_key]
+        if len(parts) != len(members):
+            continue
+        sides = {p.side for p in parts}
+        side = sides.pop() if len(sides) == 1 else ""
+        structure = group[: -len(side) - 1] if side and group.endswith("_" + side) else group
+        name = f"{side} {structure.replace('_', ' ')} (total)".strip()
+        out.append(VolumeRow(structure, side, sum(r.voxels for r in parts), sum(r.volume_cm3 for r in parts),
+                             name, derived=True, key=group))
     return out
 
 
 def _base(structure) -> str:
-    return getattr(structure, "base", None) or structure.key
+    return getattr(structure, "base_key", None) or structure.key
 
 
 def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Optional[str] = None,

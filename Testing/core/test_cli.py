@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_factory import write_tiny_orbit_package
 
 from headseg.cli import EXIT_INPUT, EXIT_MODEL, discover_cases
 from headseg.errors import InputError
-
-from .conftest import write_tiny_orbit_package
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from model_factory import tiny_orbit_card, write_tiny_orbit_package
 
 from headseg.errors import ModelPackageError
 from headseg.packages import (
@@ -17,8 +18,6 @@ from headseg.packages import (
     load_package,
     write_package,
 )
-
-from .conftest import tiny_orbit_card, write_tiny_orbit_package
 
 
 def test_round_trip_gives_identical_network(tiny_orbit_package):
