@@ -149,7 +149,7 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
                                cancel, batch_size)
         notes += more
         sub_grid, slices = subgrid_covering(volume, crop.image)
-        sub_labels = resample_probabilities_to_grid(probs, crop.image, sub_grid)
+        sub_labels = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
         sub_labels = postprocess_labels(sub_labels, **_post_kwargs(card))
         mapped = np.zeros_like(sub_labels, dtype=np.uint8)
         for c in range(1, probs.shape[0]):
@@ -177,7 +177,7 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size)
     x = normalize(image.array, card["input"]["normalization"])
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
     stages.report(2, 0.0, "Resampling the result to the CT grid")
-    model_labels = resample_probabilities_to_grid(probs, image, volume)
+    model_labels = resample_probabilities_to_grid(probs, image, volume).array
     model_labels = postprocess_labels(model_labels, **_post_kwargs(card))
     label_set = package.label_set
     lut = np.zeros(len(card["classes"]), np.uint8)

@@ -90,15 +90,16 @@ def orbit_crops(volume: Volume, card: Dict[str, Any], roi: Optional[Tuple[Sequen
     from .resample import resample_to_grid
 
     inp = card["input"]
-    if roi is not None:
-        boxes = boxes_from_roi(roi[0], roi[1], volume)
-    else:
-        boxes = {loc.side: loc.box for loc in locate_orbits(volume)}
+    locations = boxes_from_roi(roi[0], roi[1], volume) if roi is not None else locate_orbits(volume)
+    boxes = {loc.side: loc.box for loc in locations}
     crops = []
     for side in sides:
         if side not in boxes:
             continue
-        grid = orbit_crop_grid(boxes[side], inp["spacing_mm"], inp["window_kji"], side,
+        # In-plane the crop is exactly the model's window; along k it covers the whole box and the
+        # sliding window runs over it (seed 000's 32-slice window).
+        size_kji = (None, inp["window_kji"][1], inp["window_kji"][2])
+        grid = orbit_crop_grid(boxes[side], inp["spacing_mm"], size_kji, side,
                                mirror_left=bool(inp.get("mirror_left", True)))
         image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
         crops.append(OrbitCrop(side, image, boxes[side]))
