@@ -1,0 +1,65 @@
+"""Fixtures of the Slicer-module tests: phantoms on a small grid and a tiny model package.
+
+The ``mrml_scene`` fixture (a real headless MRML scene from the slicer-core wheel) comes from
+``Testing/conftest.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    """A synthetic head CT with orbit labels, 100 x 100 x 40 voxels of 1.5 x 1.5 x 2 mm (LPS aligned)."""
+    from headseg.phantoms import make_head_phantom
+
+    return make_head_phantom(seed=1, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
+
+
+@pytest.fixture(scope="session")
+def oblique_phantom():
+    """The same anatomy on an oblique grid (rotated 20 degrees about z and 10 degrees about x)."""
+    from headseg.phantoms import make_head_phantom, rotation_matrix_deg
+
+    return make_head_phantom(seed=1, spacing=(1.5, 1.5, 2.0), direction=rotation_matrix_deg((10.0, 0.0, 20.0)),
+                             noise_hu=5.0)
+
+
+def write_tiny_orbit_package(folder: Path, name: str = "tiny-orbit-slicer-test"):
+    """A valid orbit model package with random weights: exercises every code path in seconds."""
+    import torch
+
+    from headseg.models import build_model
+    from headseg.packages import write_package
+
+    card = {
+        "format_version": 1, "name": name, "task": "orbit",
+        "description": "Random weights, built by the Slicer-module tests.",
+        "architecture": "svnet", "architecture_params": {"base_channels": 2}, "in_channels": 1,
+        "label_set": "orbit",
+        "classes": ["background", "superior_rectus", "lateral_rectus", "medial_rectus", "inferior_rectus",
+                    "optic_nerve"],
+        "output_activation": "softmax",
+        "input": {"spacing_mm": [1.0, 1.0, 2.0], "orientation": "LPS", "window_kji": [16, 64, 64],
+                  "normalization": {"type": "window", "lower": -200, "upper": 300}, "mirror_left": True},
+        "inference": {"step_k": 8, "blend": "gaussian", "batch_size": 2},
+        "postprocess": {"fill_holes": True, "largest_component": True},
+        "synthetic": True, "license": "Apache-2.0", "weights": {},
+    }
+    torch.manual_seed(0)
+    model = build_model("svnet", 1, len(card["classes"]), **card["architecture_params"])
+    return write_package(folder, card, model.state_dict())
+
+
+@pytest.fixture(scope="session")
+def tiny_orbit_package(tmp_path_factory):
+    pytest.importorskip("torch")
+    return write_tiny_orbit_package(tmp_path_factory.mktemp("models") / "tiny-orbit-slicer-test")
+
+
+def count_by_label(labels: np.ndarray, max_label: int) -> np.ndarray:
+    return np.bincount(labels.ravel().astype(np.int64), minlength=max_label + 1)
