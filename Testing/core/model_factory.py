@@ -40,3 +40,46 @@ def write_tiny_orbit_package(folder: Path, name: str = "tiny-orbit-test", seed: 
 
     model = build_model("svnet", 1, len(card["classes"]), **card["architecture_params"])
     return write_package(folder, card, model.state_dict())
+
+
+def threshold_han_card(name: str = "threshold-han-test") -> Dict[str, Any]:
+    return {
+        "format_version": 1,
+        "name": name,
+        "task": "han",
+        "description": "A fixed threshold 'network' (bone -> mandible): makes geometry errors measurable.",
+        "architecture": "anatomynet",
+        "architecture_params": {"widths": [4, 4, 4, 4], "blocks_per_stage": 1, "output_block_channels": 4},
+        "in_channels": 1,
+        "label_set": "openkbp",
+        "classes": ["background", "mandible"],
+        "output_activation": "softmax",
+        "input": {"spacing_mm": [1.5, 1.5, 2.0], "orientation": "LPS",
+                  "normalization": {"type": "window", "lower": -1000, "upper": 1000}},
+        "inference": {"max_voxels": 64 ** 3, "patch_kji": [32, 64, 64], "batch_size": 2},
+        "postprocess": {"fill_holes": False, "largest_component": False},
+        "license": "Apache-2.0",
+        "weights": {},
+    }
+
+
+class ThresholdNet:
+    """Logits of 'bone' (> 400 HU after the card's window) vs background: a model whose right answer is
+    known, so the whole-volume path (resample, predict, resample back) can be checked voxel by voxel."""
+
+    def __new__(cls, threshold_hu: float = 400.0):
+        import torch
+
+        class _Net(torch.nn.Module):
+            def forward(self, x):
+                level = (threshold_hu + 1000.0) / 2000.0  # the card's window maps [-1000, 1000] to [0, 1]
+                bone = 200.0 * (x - level)
+                return torch.cat([torch.zeros_like(bone), bone], dim=1)
+
+        return _Net()
+
+
+def write_threshold_han_package(folder: Path):
+    from headseg.packages import write_package
+
+    return write_package(folder, threshold_han_card(), {})

@@ -71,3 +71,38 @@ def test_demo_model_segments_each_side_on_its_own_side(demo, orientation):
     rows = volume_table(result.labelmap, result.label_set)
     totals = [r for r in rows if r.derived]
     assert {r.side for r in totals} == {"right", "left"}
+
+
+@pytest.mark.parametrize("orientation", ["lps", "ras_index_order", "oblique"])
+def test_whole_volume_path_keeps_geometry(tmp_path, orientation):
+    """A known-answer model (threshold at 400 HU) through resampling to 1.5 x 1.5 x 2 mm and back: the
+    result must overlay the CT's own bone, and the left marker bead must stay on the left."""
+    from model_factory import ThresholdNet, write_threshold_han_package
+
+    direction = {"lps": np.eye(3), "ras_index_order": np.diag([-1.0, -1.0, 1.0]),
+                 "oblique": rotation_z(20.0)}[orientation]
+    phantom = make_head_phantom(seed=5, spacing=(1.0, 1.0, 1.5), direction=direction)
+    package = write_threshold_han_package(tmp_path / "threshold")
+    result = segment_volume(phantom.image, package, device="cpu", model=ThresholdNet())
+    assert result.labelmap.same_geometry(phantom.image)
+    mandible = result.label_set.by_key("mandible").label
+    pred = result.labelmap.array == mandible
+    truth = phantom.image.array > 400
+    assert dice(pred, truth) > 0.85
+    # The marker bead on the patient's left: predicted bone near it exists, and nothing at its mirror image.
+    marker = phantom.marker_center_lps
+    mirrored = marker * np.array([-1.0, 1.0, 1.0]) + np.array([2 * float(np.mean([
+        phantom.globe_centers_lps["right"][0], phantom.globe_centers_lps["left"][0]])), 0, 0])
+    for point, expected in ((marker, True), (mirrored, False)):
+        i, j, k = np.round(result.labelmap.lps_to_index(point)).astype(int)
+        window = pred[max(k - 2, 0):k + 3, max(j - 2, 0):j + 3, max(i - 2, 0):i + 3]
+        assert bool(window.any()) is expected
+
+
+def test_keep_drops_other_structures(tmp_path):
+    from model_factory import ThresholdNet, write_threshold_han_package
+
+    phantom = make_head_phantom(seed=6, spacing=(1.2, 1.2, 2.0))
+    package = write_threshold_han_package(tmp_path / "threshold")
+    result = segment_volume(phantom.image, package, device="cpu", model=ThresholdNet(), keep=["brainstem"])
+    assert not result.labelmap.array.any()
