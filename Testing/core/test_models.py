@@ -234,3 +234,12 @@ def test_build_model_rejects_bad_parameters(architecture, params, message) -> No
 def test_too_many_input_channels_for_first_stage_is_rejected() -> None:
     with pytest.raises(ValueError, match="base_channels"):
         build_model("svnet", 8, 6, base_channels=4)
+
+
+def test_vnet_at_seed_000_parameter_budget():
+    """Seed 000 quotes 9.6 M for its V-Net baseline; the narrower faithful V-Net matches that budget."""
+    from headseg.models import build_model, count_parameters
+    from headseg.models.vnet import VNet
+
+    model = build_model("vnet", 1, 6, **VNet.PAPER_BUDGET_PARAMS)
+    assert abs(count_parameters(model) - 9.6e6) / 9.6e6 < 0.05
