@@ -315,9 +315,13 @@ class SegmentationProcess:
             if returncode < 0:
                 general = (f"The segmentation process was killed (signal {-returncode}); "
                            "it may have run out of memory.")
-            detail = self.error_message or (self._stderr_tail[-1] if self._stderr_tail else "")
             self.error_code = self.error_code if self.error_code is not None else returncode
-            self._finish(RunState.FAILED, f"{general} {detail}".strip() if detail not in general else general)
+            if self.error_message and returncode != 4:
+                message = self.error_message  # the CLI's own sentence already says what to do
+            else:  # out of memory: add the advice; a crash: show its last words
+                detail = self.error_message or (self._stderr_tail[-1] if self._stderr_tail else "")
+                message = f"{detail} {general}".strip() if detail else general
+            self._finish(RunState.FAILED, message)
 
     def _finish(self, state: RunState, message: str) -> None:
         self.state = state

@@ -156,6 +156,8 @@ def module_logic(name: str):
 #: Segment tag holding the label-set key of the structure a segment stands for. Names and IDs can be
 #: edited by users; the tag survives renaming and is saved in .seg.nrrd files.
 STRUCTURE_TAG = "HeadSeg.StructureKey"
+#: Segmentation node attribute naming the label set its segments follow (set on import).
+LABEL_SET_ATTRIBUTE = "HeadSeg.LabelSet"
 #: Node reference from a volume table to the segmentation it describes.
 TABLE_SEGMENTATION_REFERENCE = "HeadSeg.segmentation"
 #: Python packages the segmentation child process needs (same as pyproject's dependencies; tested).
@@ -312,6 +314,20 @@ def apply_label_set(segmentation_node, label_set, keep: Optional[Iterable[str]] 
     return matched
 
 
+def label_set_of(segmentation_node, default: Optional[str] = None):
+    """The label set a segmentation was imported with (node attribute), else ``default`` (a name), else None."""
+    from .labels import get_label_set
+
+    name = segmentation_node.GetAttribute(LABEL_SET_ATTRIBUTE) if segmentation_node is not None else None
+    name = name or default
+    if not name:
+        return None
+    try:
+        return get_label_set(name)
+    except InputError:
+        return get_label_set(default) if default and default != name else None
+
+
 def place_next_to(node, reference_node) -> None:
     """Put ``node`` in the same subject-hierarchy folder/study as ``reference_node``."""
     import slicer
@@ -346,8 +362,10 @@ def import_segmentation_file(path: PathLike, label_set, reference_volume_node, n
     if not path.is_file():
         raise InputError(f"The segmentation result {path} does not exist.")
     scene = reference_volume_node.GetScene() or slicer.mrmlScene
-    # Read into a node outside the scene (no display or storage nodes pointing at a temporary file).
+    # Read in a private scene: the user's scene gets no display or storage node pointing at a temporary file.
+    private_scene = slicer.vtkMRMLScene()
     loaded = slicer.vtkMRMLSegmentationNode()
+    private_scene.AddNode(loaded)
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.ReadData(loaded):
@@ -366,6 +384,7 @@ def import_segmentation_file(path: PathLike, label_set, reference_volume_node, n
             # With a transform the file's geometry (world) is kept: the input was written hardened.
             node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
         node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), reference_volume_node.GetID())
+        node.SetAttribute(LABEL_SET_ATTRIBUTE, label_set.name)
     finally:
         node.EndModify(was_modifying)
     if node.GetDisplayNode() is None:
@@ -487,12 +506,17 @@ def update_volume_table(segmentation_node, table_node, label_set=None) -> List[V
     return rows
 
 
+def new_volume_table_node(segmentation_node):
+    """An empty ``<segmentation> volumes`` table next to the segmentation."""
+    scene = segmentation_node.GetScene()
+    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentation_node.GetName()} volumes")
+    place_next_to(table_node, segmentation_node)
+    return table_node
+
+
 def volume_table_node(segmentation_node, label_set=None, table_node=None):
     """The volume table of a segmentation: ``table_node`` or a new ``<segmentation> volumes`` table."""
-    if table_node is None:
-        scene = segmentation_node.GetScene()
-        table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentation_node.GetName()} volumes")
-        place_next_to(table_node, segmentation_node)
+    table_node = table_node or new_volume_table_node(segmentation_node)
     update_volume_table(segmentation_node, table_node, label_set)
     return table_node
 
@@ -527,6 +551,90 @@ def export_table_csv(table_node, path: PathLike, case: Optional[str] = None) -> 
 
 
 # -- segmentation node -> label map -----------------------------------------------------------------------
+def segment_mask(segmentation_node, segment_id: str, reference: Volume, reference_volume_node) -> np.ndarray:
+    """Boolean mask ``[k, j, i]`` of one segment on the reference volume's grid.
+
+    When the segment's labelmap lies on that grid (the case for HeadSeg results and their edits) its
+    voxels are copied as they are; otherwise Slicer resamples it (e.g. after the user changed the
+    segmentation geometry or put a transform on it).
+    """
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation(_binary_labelmap_name())
+    untransformed = (segmentation_node.GetParentTransformNode() is None
+                     and reference_volume_node.GetParentTransformNode() is None)
+    if image is not None and untransformed:
+        matrix = vtk.vtkMatrix4x4()
+        image.GetImageToWorldMatrix(matrix)
+        image_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+        if np.allclose(image_to_ras, reference.ijk_to_ras, atol=1e-4):
+            mask = np.zeros(reference.shape, dtype=bool)
+            i0, i1, j0, j1, k0, k1 = image.GetExtent()
+            scalars = image.GetPointData().GetScalars()
+            if i1 < i0 or j1 < j0 or k1 < k0 or scalars is None:
+                return mask
+            voxels = vtk_to_numpy(scalars).reshape(k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1)
+            inside = voxels == segment.GetLabelValue()
+            lo = np.array([k0, j0, i0])
+            hi = np.minimum(np.array([k1, j1, i1]) + 1, reference.shape)
+            start = np.maximum(lo, 0)
+            if np.any(hi <= start):
+                return mask
+            mask[start[0]:hi[0], start[1]:hi[1], start[2]:hi[2]] = inside[
+                start[0] - lo[0]:hi[0] - lo[0], start[1] - lo[1]:hi[1] - lo[1], start[2] - lo[2]:hi[2] - lo[2]]
+            return mask
+    return _export_segment_with_slicer(segmentation_node, segment_id, reference_volume_node) > 0
+
+
+def _export_segment_with_slicer(segmentation_node, segment_id: str, reference_volume_node) -> np.ndarray:
+    """Slicer's own resampling of a segment onto a volume's grid; removes every helper node it creates."""
+    import slicer
+    import vtk
+
+    scene = segmentation_node.GetScene()
+    existing = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__headseg_temp__")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    try:
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, reference_volume_node):
+            raise InputError(f"Segment '{segment_id}' could not be resampled onto the input volume's grid.")
+        return slicer.util.arrayFromVolume(labelmap).copy()
+    finally:  # the export adds a colour table (and display nodes) besides the label map
+        added = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in existing and node.GetScene() is not None:
+                scene.RemoveNode(node)
+
+
+def remove_nodes(nodes: Iterable[Any]) -> None:
+    """Remove nodes with their display, storage and colour helper nodes (removing a node alone leaves
+    its display nodes behind)."""
+    for node in nodes:
+        if node is None:
+            continue
+        scene = node.GetScene()
+        if scene is None:
+            continue
+        helpers = []
+        if hasattr(node, "GetNumberOfDisplayNodes"):
+            for n in range(node.GetNumberOfDisplayNodes()):
+                display = node.GetNthDisplayNode(n)
+                helpers.append(display)
+                color = display.GetColorNode() if display is not None and hasattr(display, "GetColorNode") else None
+                if color is not None and not color.GetSingletonTag() and color.GetName().startswith(node.GetName()):
+                    helpers.append(color)
+        if hasattr(node, "GetStorageNode"):
+            helpers.append(node.GetStorageNode())
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is not None:
+                scene.RemoveNode(helper)
+
+
 def labelmap_from_segmentation(segmentation_node, label_set,
                                reference_volume_node) -> Tuple[Volume, List[str]]:
     """The segments that stand for ``label_set`` structures as one label map on the reference grid.
@@ -534,8 +642,6 @@ def labelmap_from_segmentation(segmentation_node, label_set,
     Returns ``(label map, warnings)``. Segments that match no structure are left out (warned), and
     where segments overlap the structure with the higher label value wins (warned).
     """
-    import slicer
-
     reference = volume_from_node(reference_volume_node, allow_labelmap=True)
     labels = np.zeros(reference.shape, dtype=np.uint8 if label_set.max_label < 256 else np.uint16)
     warnings: List[str] = []
@@ -558,11 +664,7 @@ def labelmap_from_segmentation(segmentation_node, label_set,
                 "delete or rename one of them."
             )
         seen[key] = segment_name
-        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id,
-                                                          reference_volume_node)
-        if mask is None:
-            continue
-        inside = mask > 0
+        inside = segment_mask(segmentation_node, segment_id, reference, reference_volume_node)
         overlap += int(np.count_nonzero(labels[inside]))
         labels[inside] = label
     if overlap:
@@ -913,6 +1015,91 @@ class SegmentationRun:
         self.segmentation_node = node
 
 
+# -- what both modules' logic classes share ---------------------------------------------------------------
+class TaskLogic:
+    """Qt-free logic of one Slicer module; each module's Lib subclasses it with its task's specifics.
+
+    The widget calls only these methods, so everything a user can do in the panel can be done (and is
+    tested) without Qt.
+    """
+
+    task = ""  # "orbit" or "han"
+    default_label_set = ""  # label set of segmentations not imported by HeadSeg
+    result_suffix = "segmentation"  # new node name: "<input name> <result_suffix>"
+
+    def models(self, extra_dirs: Iterable[PathLike] = ()) -> List[Tuple[str, str]]:
+        """(label for the model menu, package folder) of every installed model of the task."""
+        return [(package.summary(), str(package.path)) for package in model_choices(self.task, extra_dirs)]
+
+    def add_model_folder(self, folder: PathLike) -> Tuple[str, str]:
+        """Validate a model folder chosen by the user; returns its (label, folder) menu entry."""
+        from .errors import ModelPackageError
+        from .packages import load_package
+
+        package = load_package(folder)
+        if package.task != self.task:
+            raise ModelPackageError(
+                f"The model in {folder} segments task '{package.task}', not '{self.task}'. Choose a {self.task} model."
+            )
+        return package.summary(), str(package.path)
+
+    def label_set(self, segmentation_node=None):
+        return label_set_of(segmentation_node, self.default_label_set)
+
+    def start(self, input_node, model: Optional[str] = None, device: str = "auto", roi_node=None,
+              output_node=None, structures: Optional[Sequence[str]] = None, show_3d: bool = False,
+              work_root: Optional[PathLike] = None) -> SegmentationRun:
+        """Start segmenting ``input_node``; poll the returned run until it is finished."""
+        name = f"{input_node.GetName()} {self.result_suffix}" if input_node is not None else None
+        run = SegmentationRun(self.task, input_node, model=model, device=device, roi_node=roi_node,
+                              structures=structures, output_node=output_node, show_3d=show_3d,
+                              result_name=name, work_root=work_root)
+        run.start()
+        return run
+
+    def volume_table(self, segmentation_node, table_node=None):
+        """The (re)computed volume table of a segmentation: the given table, the one made before, or a new one."""
+        table_node = table_node or find_volume_table(segmentation_node)
+        return volume_table_node(segmentation_node, self.label_set(segmentation_node), table_node)
+
+    def refresh_volume_table(self, segmentation_node, table_node=None) -> Tuple[Any, str]:
+        """Recompute the volume table; returns (table node, one-line summary for the panel)."""
+        table_node = table_node or find_volume_table(segmentation_node) or new_volume_table_node(segmentation_node)
+        rows = update_volume_table(segmentation_node, table_node, self.label_set(segmentation_node))
+        return table_node, self.summary(rows)
+
+    def summary(self, rows: Sequence[VolumeRow]) -> str:
+        """One line under the table; modules override it with what matters for their task."""
+        filled = [r for r in rows if not r.derived and r.voxels > 0]
+        return f"{len(filled)} of {len([r for r in rows if not r.derived])} structures have voxels."
+
+    def reviewable_structures(self, segmentation_node) -> List[Tuple[str, str]]:
+        """(structure key, name) of the segments that can be marked as reviewed for the training set."""
+        label_set = self.label_set(segmentation_node)
+        if segmentation_node is None or label_set is None:
+            return []
+        segmentation = segmentation_node.GetSegmentation()
+        found = {}
+        for segment_id in segmentation.GetSegmentIDs():
+            structure = structure_of_segment(segmentation.GetSegment(segment_id), segment_id, label_set)
+            if structure is not None:
+                found[structure.label] = (structure.key, structure.name)
+        return [found[label] for label in sorted(found)]
+
+    def export_csv(self, table_node, path: PathLike) -> Path:
+        return export_table_csv(table_node, path)
+
+    def add_to_training_set(self, volume_node, segmentation_node, dataset_dir: PathLike,
+                            reviewed: Sequence[str]) -> TrainingCase:
+        if not dataset_dir:
+            raise InputError("Choose the training dataset folder first.")
+        label_set = self.label_set(segmentation_node)
+        return add_to_training_set(volume_node, segmentation_node, dataset_dir, self.task, label_set, reviewed)
+
+    def missing_packages(self) -> List[str]:
+        return missing_packages()
+
+
 # -- headless batch ---------------------------------------------------------------------------------------
 @dataclass
 class BatchCase:
@@ -946,7 +1133,6 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
 
     One case failing does not stop the others; the returned list says what happened to each.
     """
-    import slicer
 
     from .cli import discover_cases
     from .io import read_volume
@@ -961,7 +1147,6 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
     if existing and not overwrite:
         raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}). "
                          "Choose another output folder or pass --overwrite.")
-    scene = slicer.mrmlScene
     outcomes: List[BatchCase] = []
     all_rows = []
     for n, (name, path) in enumerate(cases, start=1):
@@ -991,9 +1176,7 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
             outcomes.append(BatchCase(name, "failed", str(exc)))
             log(f"  failed: {exc}")
         finally:
-            for node in created:
-                if node.GetScene() is not None:
-                    scene.RemoveNode(node)
+            remove_nodes(created)
     if all_rows:
         combined = output_dir / "volumes.csv"
         for index, (case, row) in enumerate(all_rows):
@@ -1042,5 +1225,5 @@ __all__ += [
     "import_segmentation_file", "segment_volume_rows", "fill_table_node", "update_volume_table",
     "volume_table_node", "rows_from_table_node", "export_table_csv", "labelmap_from_segmentation",
     "TrainingCase", "unique_case_id", "add_to_training_set", "missing_packages", "model_choices",
-    "find_volume_table", "SegmentationRun", "BatchCase", "write_segmentation_node", "run_batch", "batch_main",
+    "find_volume_table", "segment_mask", "remove_nodes", "SegmentationRun", "TaskLogic", "label_set_of", "LABEL_SET_ATTRIBUTE", "BatchCase", "write_segmentation_node", "run_batch", "batch_main",
 ]
