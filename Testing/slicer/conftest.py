@@ -61,5 +61,37 @@ def tiny_orbit_package(tmp_path_factory):
     return write_tiny_orbit_package(tmp_path_factory.mktemp("models") / "tiny-orbit-slicer-test")
 
 
+def write_tiny_han_package(folder: Path, name: str = "tiny-han-slicer-test"):
+    """A valid AnatomyNet package (PDDCA organs, random weights, tiny widths)."""
+    import torch
+
+    from headseg.models import build_model
+    from headseg.packages import write_package
+
+    card = {
+        "format_version": 1, "name": name, "task": "han",
+        "description": "Random weights, built by the Slicer-module tests.",
+        "architecture": "anatomynet",
+        "architecture_params": {"widths": [4, 4, 4, 4], "blocks_per_stage": 1, "output_block_channels": 4},
+        "in_channels": 1, "label_set": "pddca",
+        "classes": ["background", "brainstem", "mandible", "parotid_left", "parotid_right"],
+        "output_activation": "softmax",
+        "input": {"spacing_mm": [3.0, 3.0, 4.0], "orientation": "LPS",
+                  "normalization": {"type": "window", "lower": -1000, "upper": 1000}},
+        "inference": {"max_voxels": 64 ** 3, "patch_kji": [16, 32, 32], "batch_size": 2},
+        "postprocess": {"fill_holes": False, "largest_component": False},
+        "synthetic": True, "license": "Apache-2.0", "weights": {},
+    }
+    torch.manual_seed(0)
+    model = build_model("anatomynet", 1, len(card["classes"]), **card["architecture_params"])
+    return write_package(folder, card, model.state_dict())
+
+
+@pytest.fixture(scope="session")
+def tiny_han_package(tmp_path_factory):
+    pytest.importorskip("torch")
+    return write_tiny_han_package(tmp_path_factory.mktemp("models") / "tiny-han-slicer-test")
+
+
 def count_by_label(labels: np.ndarray, max_label: int) -> np.ndarray:
     return np.bincount(labels.ravel().astype(np.int64), minlength=max_label + 1)

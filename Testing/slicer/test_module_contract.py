@@ -1,0 +1,242 @@
+"""Static contract of the two Slicer modules, checked without the Slicer application.
+
+* each .ui parses; every ``self.ui.<name>`` the widget uses exists there with the expected class, and
+  every method the widget calls on it belongs to that class;
+* every push button's ``clicked`` signal is connected to an existing handler, every connected signal
+  exists on its widget class, and parameter-node bindings match the wrapper's fields;
+* the CMake files list existing files and every module file is listed;
+* module files parse as Python 3.9 (Slicer 5.6/5.8), the modules never import each other, and their
+  Lib packages import without Qt.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = ("OrbitSegmentation", "AnatomyNetHaN")
+
+# Methods/properties/signals the widgets use, per widget class (from the Qt 5 and Slicer API docs).
+COMMON = {"enabled", "visible", "toolTip", "hide", "show", "setStyleSheet", "connect", "text"}
+API = {
+    "QPushButton": COMMON | {"clicked(bool)"},
+    "QComboBox": COMMON | {"clear", "addItem", "count", "currentIndex", "currentText", "itemData", "findData",
+                           "setCurrentIndex", "currentIndexChanged(int)"},
+    "QProgressBar": COMMON | {"setRange", "setValue"},
+    "QLabel": COMMON,
+    "QPlainTextEdit": COMMON | {"clear", "appendPlainText"},
+    "QListWidget": COMMON | {"clear", "addItem", "count", "item"},
+    "ctkCollapsibleButton": COMMON | {"collapsed"},
+    "ctkDirectoryButton": COMMON | {"directory", "directoryChanged(QString)"},
+    "qMRMLNodeComboBox": COMMON | {"currentNode", "setCurrentNode", "currentNodeChanged(vtkMRMLNode*)"},
+    "qMRMLTableView": COMMON | {"setMRMLTableNode", "resizeColumnsToContents"},
+    "qMRMLSegmentEditorWidget": COMMON | {
+        "setMaximumNumberOfUndoStates", "setMRMLScene", "setMRMLSegmentEditorNode", "installKeyboardShortcuts",
+        "uninstallKeyboardShortcuts", "updateWidgetFromMRML", "setActiveEffect", "removeViewObservations",
+        "setSegmentationNode", "setSourceVolumeNode", "setMasterVolumeNode"},
+}
+NAME_SUFFIX_CLASS = {
+    "Selector": "qMRMLNodeComboBox", "ComboBox": "QComboBox", "ProgressBar": "QProgressBar",
+    "Label": "QLabel", "TextEdit": "QPlainTextEdit", "ListWidget": "QListWidget",
+    "CollapsibleButton": "ctkCollapsibleButton", "DirectoryButton": "ctkDirectoryButton",
+    "TableView": "qMRMLTableView", "EditorWidget": "qMRMLSegmentEditorWidget", "Button": "QPushButton",
+}
+
+
+def ui_widgets(module: str) -> dict:
+    tree = ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui")
+    widgets = {}
+    for widget in tree.iter("widget"):
+        name = widget.get("name")
+        assert name not in widgets, f"{module}.ui: duplicate widget name {name}"
+        widgets[name] = widget
+    return widgets
+
+
+def module_tree(module: str) -> ast.Module:
+    return ast.parse((REPO / module / f"{module}.py").read_text(), feature_version=(3, 9))
+
+
+def widget_class(tree: ast.Module, module: str) -> ast.ClassDef:
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+
+
+def ui_uses(cls: ast.ClassDef):
+    """(widget name, attribute used on it) for every ``self.ui.<name>.<attr>`` and bare ``self.ui.<name>``."""
+    uses = []
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and isinstance(node.value.value, ast.Name) and node.value.value.id == "self" \
+                and node.value.attr == "ui":
+            uses.append(node.attr)
+    pairs = []
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "ui":
+            pairs.append((node.value.attr, node.attr))
+    return uses, pairs
+
+
+def connections(cls: ast.ClassDef):
+    """(widget name, signal, handler method name) of every ``self.ui.<w>.connect("sig", self.<handler>)``."""
+    found = []
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect":
+            target = node.func.value
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute) \
+                    and target.value.attr == "ui" and len(node.args) == 2:
+                signal = node.args[0].value
+                handler = node.args[1].attr if isinstance(node.args[1], ast.Attribute) else None
+                found.append((target.attr, signal, handler))
+    return found
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_parses_with_a_qmrmlwidget_root_and_known_classes(module):
+    tree = ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui")
+    root = tree.getroot().find("widget")
+    assert root.get("class") == "qMRMLWidget" and root.get("name") == module
+    custom = {c.findtext("class") for c in tree.getroot().iter("customwidget")}
+    for widget in tree.iter("widget"):
+        cls = widget.get("class")
+        assert cls.startswith("Q") or cls in custom, f"{cls} is used but not declared as a custom widget"
+    # the node selectors receive the scene from the top-level widget
+    selectors = {n for n, w in ui_widgets(module).items() if w.get("class") == "qMRMLNodeComboBox"}
+    wired = {c.findtext("receiver") for c in tree.getroot().iter("connection")
+             if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert selectors == wired
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_name_the_widget_uses_exists_with_the_expected_class(module):
+    widgets = ui_widgets(module)
+    cls = widget_class(module_tree(module), module)
+    names, pairs = ui_uses(cls)
+    assert names, "the widget uses no self.ui names?"
+    for name in set(names):
+        assert name in widgets, f"{module}.py uses self.ui.{name}, which is not in {module}.ui"
+        actual = widgets[name].get("class")
+        expected = next(c for suffix, c in NAME_SUFFIX_CLASS.items() if name.lower().endswith(suffix.lower()))
+        assert actual == expected, f"self.ui.{name} is a {actual}, the name promises a {expected}"
+    for name, attribute in pairs:
+        cls_name = widgets[name].get("class")
+        assert attribute in API[cls_name], f"self.ui.{name}.{attribute}: not an API of {cls_name}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_button_is_connected_to_an_existing_handler(module):
+    widgets = ui_widgets(module)
+    cls = widget_class(module_tree(module), module)
+    methods = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    links = connections(cls)
+    buttons = {n for n, w in widgets.items() if w.get("class") == "QPushButton"}
+    clicked = {w for w, signal, _ in links if signal.startswith("clicked(")}
+    assert buttons == clicked, f"buttons without handler: {buttons - clicked}"
+    for name, signal, handler in links:
+        assert handler in methods, f"{name}.{signal} -> {handler}, which {module}Widget does not define"
+        assert signal in API[widgets[name].get("class")], f"{name} has no signal {signal}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_parameter_bindings_match_the_parameter_node_and_node_types(module):
+    tree = module_tree(module)
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}ParameterNode")
+    fields = {n.target.id: n.annotation.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    bound = {}
+    for widget in ui_widgets(module).values():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.findtext("string")] = widget
+    assert set(bound) == set(fields)
+    for parameter, widget in bound.items():
+        node_types = [s.text for s in widget.iter("string") if s.text and s.text.startswith("vtkMRML")]
+        assert node_types == [fields[parameter]], f"{parameter}: selector shows {node_types}"
+
+
+def _cmake_list(text: str, variable: str) -> list:
+    match = re.search(r"set\(\s*" + variable + r"\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} is not set"
+    return match.group(1).split()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_cmake_lists_every_file_and_only_existing_ones(module):
+    folder = REPO / module
+    text = (folder / "CMakeLists.txt").read_text()
+    assert f"set(MODULE_NAME {module})" in text
+    listed = [item.replace("${MODULE_NAME}", module) for item in
+              _cmake_list(text, "MODULE_PYTHON_SCRIPTS") + _cmake_list(text, "MODULE_PYTHON_RESOURCES")]
+    for item in listed:
+        assert (folder / item).is_file(), f"{module}/CMakeLists.txt lists missing {item}"
+    shipped = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.parts[len(folder.parts)] != "Testing"
+               and p.name != "CMakeLists.txt"}
+    assert shipped == set(listed), f"not listed: {shipped - set(listed)}"
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    assert "add_subdirectory(Testing)" in text
+    assert (folder / "Testing" / "CMakeLists.txt").read_text().strip() == "add_subdirectory(Python)"
+    testing = (folder / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    scripts = re.findall(r"slicer_add_python_unittest\(SCRIPT (\S+)\)", testing)
+    assert scripts and all((folder / "Testing" / "Python" / s).is_file() for s in scripts)
+    python_tests = {p.name for p in (folder / "Testing" / "Python").glob("*.py")}
+    assert python_tests == set(scripts)
+
+
+def test_top_level_cmake_describes_the_extension():
+    text = (REPO / "CMakeLists.txt").read_text()
+    assert "project(HeadSeg)" in text
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(r"set\(" + key + r" ", text), key
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in text and 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    assert "find_package(Slicer REQUIRED)" in text and "include(${Slicer_USE_FILE})" in text
+    subdirs = re.findall(r"add_subdirectory\((\w+)\)", text)
+    assert subdirs == list(MODULES)
+    assert all((REPO / d / "CMakeLists.txt").is_file() for d in subdirs)
+    assert re.search(r"install\(DIRECTORY \$\{HEADSEG_PACKAGE_DIR\}\s+DESTINATION \$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}",
+                     text)
+    assert "set(HEADSEG_PACKAGE_DIR ${CMAKE_CURRENT_SOURCE_DIR}/headseg)" in text and (REPO / "headseg").is_dir()
+    assert text.index("include(${Slicer_EXTENSION_GENERATE_CONFIG})") < text.index("include(${Slicer_EXTENSION_CPACK})")
+    icon_name = text.split("EXTENSION_ICONURL")[1].split('"')[1].rsplit("/", 1)[1]
+    assert (REPO / icon_name).is_file()
+
+
+@pytest.mark.parametrize("path", [f"{m}/Resources/Icons/{m}.png" for m in MODULES] + ["HeadSeg.png"])
+def test_icons_are_128_pixel_pngs(path):
+    data = (REPO / path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (128, 128)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_sources_are_python39_and_independent(module):
+    other = next(m for m in MODULES if m != module)
+    for path in (REPO / module).rglob("*.py"):
+        tree = ast.parse(path.read_text(), feature_version=(3, 9))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert not imported & {other, f"{other}Lib"}, f"{path} imports the other module"
+        if f"{module}Lib" in path.parts:
+            assert not imported & {"qt", "ctk", "slicer"}, f"{path}: Lib code must be Qt-free"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_lib_imports_without_qt_or_slicer(module):
+    code = (f"import sys; sys.path.insert(0, {str(REPO / module)!r}); import {module}Lib; "
+            "assert 'qt' not in sys.modules and 'slicer' not in sys.modules and 'torch' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
