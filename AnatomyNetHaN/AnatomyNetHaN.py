@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 
 import qt
 import slicer
 import vtk
-from AnatomyNetHaNLib.logic import SEGMENT_BUTTON_TEXT, HeadNeckLogic
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -27,7 +27,21 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from headseg.errors import HeadSegError
+
+def _ensure_headseg_importable():
+    """The extension installs ``headseg`` next to the modules; a source checkout added through
+    'Additional module paths' has it one folder up."""
+    try:
+        import headseg  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+_ensure_headseg_importable()
+
+from AnatomyNetHaNLib.logic import SEGMENT_BUTTON_TEXT, HeadNeckLogic  # noqa: E402
+
+from headseg.errors import HeadSegError  # noqa: E402
 
 SETTINGS_MODEL_FOLDERS = "HeadSeg/ExtraModelFolders"
 SETTINGS_DATASET_FOLDER = "HeadSeg/HeadNeckDatasetFolder"
@@ -436,6 +450,9 @@ class AnatomyNetHaNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.volumeSummaryLabel.text = summary
         except HeadSegError as error:
             self.setStatus(str(error), error=True)
+        except Exception as error:  # runs from a timer: never let a traceback be the only trace
+            logging.exception("Volume table update failed")
+            self.setStatus(_("The volume table could not be updated: {error}").format(error=error), error=True)
         self.ui.volumeTableView.setMRMLTableNode(self._tableNode)
         self.ui.volumeTableView.resizeColumnsToContents()
         self.updateButtons()
@@ -464,6 +481,10 @@ class AnatomyNetHaNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except HeadSegError as error:
             self.setStatus(str(error), error=True)
             return
+        except Exception as error:  # e.g. a missing Python package: a sentence, not a traceback
+            logging.exception("Export CSV failed")
+            self.setStatus(_("Export failed: {error}").format(error=error), error=True)
+            return
         self.setStatus(_("Volumes saved to {path}").format(path=written))
 
     def onDatasetDirectoryChanged(self, directory):
@@ -481,6 +502,10 @@ class AnatomyNetHaNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                   self.ui.datasetDirectoryButton.directory, reviewed)
         except HeadSegError as error:
             self.setStatus(str(error), error=True)
+            return
+        except Exception as error:  # e.g. a missing Python package: a sentence, not a traceback
+            logging.exception("Add to training set failed")
+            self.setStatus(_("Adding the case failed: {error}").format(error=error), error=True)
             return
         message = _("Added case {case} to {folder}.").format(case=case.case, folder=case.manifest.parent)
         self.setStatus(" ".join([message] + case.warnings))

@@ -1185,14 +1185,14 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
 
 
 def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str] = None) -> int:
-    """Command line of the modules' ``batch.py`` (run with ``Slicer --no-main-window --python-script``).
+    """Command line of the modules' batch scripts (``<Module>Batch.py``) (run with ``Slicer --no-main-window --python-script``).
 
     Exit codes: 0 every case succeeded, 1 some failed, 2 bad arguments or nothing could be done.
     """
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="batch.py", description="Segment every CT of a folder with the HeadSeg Slicer module logic.")
+        prog="<Module>Batch.py", description="Segment every CT of a folder with the HeadSeg Slicer module logic.")
     parser.add_argument("--task", choices=sorted(TASK_LABEL_SETS), default=default_task,
                         required=default_task is None)
     parser.add_argument("--input-dir", required=True, help="folder of CT files, case folders, DICOM folders")
@@ -1211,7 +1211,7 @@ def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str]
         outcomes = run_batch(args.task, args.input_dir, args.output_dir, model=args.model, device=args.device,
                              structures=structures, overwrite=args.overwrite)
     except HeadSegError as exc:
-        print(f"batch.py: {exc}")
+        print(f"batch: {exc}")
         return 2
     failed = [o for o in outcomes if o.state != "succeeded"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) segmented; results in {args.output_dir}")

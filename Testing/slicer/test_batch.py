@@ -1,6 +1,6 @@
-"""The headless batch: ``run_batch`` (the core of the modules' ``batch.py``) and the script itself.
+"""The headless batch: ``run_batch`` (the core of the modules' batch scripts) and the script itself.
 
-In Slicer the script runs as ``Slicer --no-main-window --python-script batch.py ...``; here the same
+In Slicer the script runs as ``Slicer --no-main-window --python-script OrbitSegmentationBatch.py ...``; here the same
 file runs under plain Python, where ``batch_main`` builds a headless MRML scene with slicer-core.
 """
 
@@ -76,7 +76,7 @@ def test_batch_script_runs_headless(tmp_path, small_phantom, tiny_orbit_package)
     folder.mkdir()
     write_volume(small_phantom.image, folder / "case1.nrrd")
     out = tmp_path / "out"
-    script = REPO / "OrbitSegmentation" / "Resources" / "Scripts" / "batch.py"
+    script = REPO / "OrbitSegmentation" / "Resources" / "Scripts" / "OrbitSegmentationBatch.py"
     proc = subprocess.run([sys.executable, str(script), "--input-dir", str(folder), "--output-dir", str(out),
                            "--model", str(tiny_orbit_package.path), "--device", "cpu"],
                           capture_output=True, text=True, timeout=300, cwd=str(tmp_path))

@@ -240,3 +240,12 @@ def test_lib_imports_without_qt_or_slicer(module):
             "assert 'qt' not in sys.modules and 'slicer' not in sys.modules and 'torch' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_module_resources_do_not_collide_in_the_shared_install_folder():
+    """Slicer installs every scripted module's resources into one qt-scripted-modules/Resources tree."""
+    listed = []
+    for module in MODULES:
+        text = (REPO / module / "CMakeLists.txt").read_text()
+        listed += [item.replace("${MODULE_NAME}", module) for item in _cmake_list(text, "MODULE_PYTHON_RESOURCES")]
+    assert len(listed) == len(set(listed))

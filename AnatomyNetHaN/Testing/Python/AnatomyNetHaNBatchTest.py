@@ -1,4 +1,4 @@
-"""The batch script's core (what ``Resources/Scripts/batch.py`` runs) inside the Slicer application."""
+"""The batch script's core (what ``Resources/Scripts/AnatomyNetHaNBatch.py`` runs) inside the Slicer application."""
 
 from __future__ import annotations
 
