@@ -69,8 +69,11 @@ def python_executable() -> str:
     if "python" in os.path.basename(executable).lower():
         return executable
     launcher = "PythonSlicer" + (".exe" if os.name == "nt" else "")
-    found = shutil.which(launcher) or os.path.join(os.path.dirname(executable), launcher)
-    if not os.path.isfile(found):
+    here = os.path.dirname(executable)
+    candidates = [shutil.which(launcher), os.path.join(here, launcher),
+                  os.path.join(here, "..", "bin", launcher)]  # macOS: Contents/MacOS/Slicer, Contents/bin
+    found = next((c for c in candidates if c and os.path.isfile(c)), "")
+    if not found:
         raise RuntimeError(
             f"Cannot find the Python interpreter to run the segmentation ({launcher} next to {executable}). "
             "Reinstall 3D Slicer or run 'headseg segment' from a Python environment."

@@ -149,3 +149,20 @@ def test_segment_command_arguments():
         segment_command([], "orbit", "out", python="py")
     with pytest.raises(ValueError):
         segment_command(["a"], "orbit", "out", roi=((1, 2), (3,)), python="py")
+
+
+def test_python_executable_inside_slicer_is_the_pythonslicer_launcher(tmp_path, monkeypatch):
+    from headseg.runner import python_executable
+
+    bin_dir = tmp_path / "Slicer-5.8" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "SlicerApp-real").write_text("")
+    launcher = bin_dir / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "SlicerApp-real"))
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match="PythonSlicer"):
+        python_executable()
+    launcher.write_text("")
+    assert os.path.samefile(python_executable(), launcher)
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3.11")
+    assert python_executable() == "/usr/bin/python3.11"  # plain Python (tests, PythonSlicer itself)
