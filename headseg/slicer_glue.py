@@ -917,7 +917,7 @@ class SegmentationRun:
         """Follow the child (never blocks); import the result once it succeeded. Returns the new events."""
         from .runner import RunState
 
-        if self.process is None or self._failure is not None or self.segmentation_node is not None:
+        if self.process is None or self.finished:
             return []
         events = self.process.poll()
         for event in events:

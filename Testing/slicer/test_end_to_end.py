@@ -110,6 +110,8 @@ def test_a_failure_in_the_child_becomes_a_message(mrml_scene, small_phantom, tin
     assert "CUDA" in run.message and "cpu" in run.message  # says what happened and what to do
     assert "Traceback" not in run.message
     assert node_classes(mrml_scene.scene) == before
+    lines = len(run.log)
+    assert run.poll() == [] and len(run.log) == lines  # polling a finished run changes nothing
 
 
 def test_input_problems_are_refused_before_any_process(mrml_scene, small_phantom, tiny_orbit_package):
