@@ -815,17 +815,14 @@ def model_choices(task: str, extra_dirs: Iterable[PathLike] = ()) -> List[ModelP
 
 def find_volume_table(segmentation_node):
     """The volume table computed earlier for ``segmentation_node``, or None."""
+    import slicer
+
     scene = segmentation_node.GetScene()
     if scene is None:
         return None
-    tables = scene.GetNodesByClass("vtkMRMLTableNode")
-    try:
-        for n in range(tables.GetNumberOfItems()):
-            table = tables.GetItemAsObject(n)
-            if table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE) == segmentation_node.GetID():
-                return table
-    finally:
-        tables.UnRegister(None) if hasattr(tables, "UnRegister") else None
+    for table in slicer.util.getNodesByClass("vtkMRMLTableNode", scene):
+        if table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE) == segmentation_node.GetID():
+            return table
     return None
 
 
