@@ -11,6 +11,7 @@ report it), 2 bad input or usage, 3 model package problem, 4 out of memory, 5 ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -156,6 +157,7 @@ def parse_roi(text: Optional[str]):
 
 
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
+    from .dicom_export import export_dicom, export_paths, parse_export_formats
     from .io import read_volume, write_segmentation
     from .packages import find_package
     from .pipeline import segment_volume
@@ -163,11 +165,20 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
 
     cases = discover_cases(args.inputs)
     out_dir = Path(args.output)
+    export_formats = parse_export_formats(getattr(args, "export", None))
+    dicom_cases = {name for name, path in cases if _is_dicom_input(path)}
+    if export_formats and not dicom_cases:
+        raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
+                         "give the DICOM folder (or one of its files) as input. For other files, load the result "
+                         "in 3D Slicer and use its DICOM export (see docs/dicom.md).")
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
     targets = {}
+    exports = {}
     for name, _ in cases:
         targets[name] = (out_dir / f"{name}.seg.nrrd", out_dir / f"{name}_volumes.csv")
+        exports[name] = export_paths(out_dir, name, export_formats) if name in dicom_cases else {}
     existing = [str(p) for pair in targets.values() for p in pair if p.exists()]
+    existing += [str(p) for paths in exports.values() for p in paths.values() if p.exists()]
     if existing and not args.overwrite:
         raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}). "
                          "Choose another output folder or pass --overwrite.")
@@ -193,7 +204,10 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     for n, (name, path) in enumerate(cases, start=1):
         reporter.start(f"[{n}/{len(cases)}] {name}")
         try:
-            volume = read_volume(path)
+            with _collect_warnings("headseg.io") as read_warnings:
+                volume = read_volume(path)
+            for warning in read_warnings:  # e.g. which DICOM series was chosen: shown in bar and JSON modes
+                reporter.info(f"{name}: {warning}", "warning")
             result = segment_volume(volume, package, device=str(device.device), roi=roi, keep=keep,
                                     progress=reporter.progress, cancel=cancel, batch_size=args.batch_size,
                                     model=model)
@@ -209,16 +223,56 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
         write_segmentation(result.labelmap, result.label_set, seg_path, overwrite=True)
         rows = volume_table(result.labelmap, result.label_set)
         write_volume_csv(rows, csv_path)
+        dicom_files = []
+        if export_formats and name not in dicom_cases:
+            reporter.info(f"{name}: not a DICOM input, so no DICOM SEG/RT Structure Set was written.", "warning")
+        elif export_formats:
+            try:
+                dicom_files = export_dicom(result.labelmap, result.label_set, path, exports[name], overwrite=True,
+                                           algorithm_name=package.name)
+            except InputError as exc:
+                if len(cases) == 1:
+                    raise InputError(f"{seg_path.name} was written, but the DICOM export failed: {exc}") from None
+                failures += 1
+                reporter.info(f"{name}: DICOM export failed: {exc}", "warning")
+                reporter.emit("error", case=name, message=str(exc), code=EXIT_INPUT)
         batch_rows.extend((name, r) for r in rows)
         reporter.close()
         for note in result.notes:
             reporter.info(f"{name}: {note}", "warning")
         reporter.info(f"{name}: wrote {seg_path.name} and {csv_path.name} ({result.seconds:.1f} s on {result.device})")
         reporter.emit("result", case=name, segmentation=str(seg_path), volumes_csv=str(csv_path),
-                      device=result.device, seconds=round(result.seconds, 2), notes=result.notes)
+                      device=result.device, seconds=round(result.seconds, 2), notes=result.notes,
+                      dicom=[str(f) for f in dicom_files])
     if batch_rows:
         _write_batch_csv(out_dir / "volumes.csv", batch_rows)
     return EXIT_INPUT if failures == len(cases) else EXIT_OK
+
+
+@contextlib.contextmanager
+def _collect_warnings(logger_name: str):
+    """Warnings logged by ``logger_name`` inside the block, as strings (not also printed by logging)."""
+    messages: List[str] = []
+
+    class _Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    target = logging.getLogger(logger_name)
+    handler, propagate = _Collector(logging.WARNING), target.propagate
+    target.addHandler(handler)
+    target.propagate = False
+    try:
+        yield messages
+    finally:
+        target.removeHandler(handler)
+        target.propagate = propagate
+
+
+def _is_dicom_input(path: Path) -> bool:
+    from .io import _is_dicom_file
+
+    return path.is_dir() or path.suffix.lower() == ".dcm" or _is_dicom_file(path)
 
 
 def _write_batch_csv(path: Path, rows) -> None:
@@ -228,12 +282,16 @@ def _write_batch_csv(path: Path, rows) -> None:
     from .volumes import CSV_COLUMNS
 
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=str(path.parent))
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=("case",) + CSV_COLUMNS)
-        writer.writeheader()
-        for case, row in rows:
-            writer.writerow({"case": case, **row.as_dict()})
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=("case",) + CSV_COLUMNS)
+            writer.writeheader()
+            for case, row in rows:
+                writer.writerow({"case": case, **row.as_dict()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
@@ -433,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--structures", help="comma-separated structure keys to keep (default: all)")
     seg.add_argument("--batch-size", type=int, default=None)
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    seg.add_argument("--export", metavar="FORMATS",
+                     help="also write DICOM objects for DICOM input: dicom-seg and/or rtstruct, comma-separated "
+                          "(<case>_seg.dcm, <case>_rtstruct.dcm; needs pydicom and highdicom)")
     common(seg)
     seg.set_defaults(func=cmd_segment)
 
@@ -489,11 +550,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code, message = EXIT_MODEL, str(exc)
     except (InputError, FileNotFoundError, FileExistsError) as exc:
         code, message = EXIT_INPUT, str(exc)
+    except OSError as exc:  # disk full, permissions, I/O errors: name the file, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        code, message = EXIT_INPUT, (f"Could not read or write{where}: {exc.strerror or exc}. Check the free disk "
+                                     "space, the permissions and the path; no partial file was left under the "
+                                     "final name.")
     except MemoryError:
         code, message = EXIT_OOM, ("Out of memory. Close other programs, use --device cpu, or crop the image "
                                    "to the region of interest.")
     except HeadSegError as exc:
-        code, message = EXIT_INPUT, str(exc)
+        inference = sys.modules.get("headseg.inference")
+        oom = inference is not None and isinstance(exc, inference.InferenceOutOfMemoryError)
+        code, message = (EXIT_OOM if oom else EXIT_INPUT), str(exc)
     except Exception as exc:  # a bug: say so plainly, show the traceback only when asked
         code, message = EXIT_BUG, f"Unexpected error: {type(exc).__name__}: {exc}. Run with -v for details."
         if args.verbose:
