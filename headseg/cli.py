@@ -204,7 +204,7 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     for n, (name, path) in enumerate(cases, start=1):
         reporter.start(f"[{n}/{len(cases)}] {name}")
         try:
-            with _collect_warnings("headseg.io") as read_warnings:
+            with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
                 volume = read_volume(path)
             for warning in read_warnings:  # e.g. which DICOM series was chosen: shown in bar and JSON modes
                 reporter.info(f"{name}: {warning}", "warning")
@@ -267,6 +267,32 @@ def _collect_warnings(logger_name: str):
     finally:
         target.removeHandler(handler)
         target.propagate = propagate
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """ITK, MetaIO and GDCM print diagnostics straight to file descriptor 2 ("MetaImage: Read: Cannot parse
+    file") before our own clear message; capture them while reading and log them (shown with -v)."""
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace").strip()
+            if text:
+                log.info("Reader diagnostics: %s", text)
 
 
 def _is_dicom_input(path: Path) -> bool:

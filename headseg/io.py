@@ -126,8 +126,15 @@ def read_volume(path: PathLike) -> Volume:
 
 
 def _unreadable(path: Path, exc: Exception) -> InputError:
-    detail = str(exc).strip().splitlines()
-    reason = next((line for line in reversed(detail) if line.strip()), "unknown error")
+    import re
+
+    # ITK's last line is often a stale errno ("Reason: No such file or directory" for a file that exists);
+    # keep the most specific line that says something, without ITK's class/address prefix.
+    detail = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    detail = [line for line in detail if not line.startswith("Exception thrown in")
+              and not (line.startswith("Reason:") and path.exists())]
+    reason = detail[-1] if detail else "unknown error"
+    reason = re.sub(r"^(itk::|sitk::|ITK )?ERROR: (\w+\(0x[0-9a-fA-F]+\): )?", "", reason)
     return InputError(
         f"Could not read {path.name!r}: the file is damaged, incomplete or not really a "
         f"{_extension(path) or 'supported'} image. Re-export or re-copy it. (Reader said: {reason.strip()})"
