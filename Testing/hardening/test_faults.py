@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hardening_factory import ThresholdNet, head_ct, run_cli, threshold_han_card
+from hardening_factory import TALLY, CliRun, ThresholdNet, head_ct, run_cli, threshold_han_card
 
 from headseg.errors import Cancelled, ModelPackageError
 from headseg.inference import CancelToken, InferenceOutOfMemoryError, run_with_fallback, whole_volume_or_patches
@@ -289,6 +289,7 @@ def test_sigterm_cancels_the_cli_with_exit_5_and_no_output(slow_package, tmp_pat
         if proc.poll() is None:
             proc.kill()
     waited = time.perf_counter() - sent
+    TALLY.add("SIGTERM during inference (subprocess)", CliRun(proc.returncode, rest, stderr))
     assert proc.returncode == 5, stderr
     assert "Cancelled" in stderr and "Traceback" not in stderr
     assert leftovers(out) == []
