@@ -65,7 +65,10 @@ def validate_card(card: Dict[str, Any], where: str = "model card") -> None:
         raise ModelPackageError(f"The {where} must list the output classes, starting with 'background'.")
     from .labels import get_label_set  # local: labels is light, but keep import order simple
 
-    label_set = get_label_set(card["label_set"])
+    try:
+        label_set = get_label_set(card["label_set"])
+    except (KeyError, ValueError) as exc:
+        raise ModelPackageError(f"The {where} names an unknown label set {card['label_set']!r}: {exc}") from exc
     if card["task"] == "orbit":
         from .labels import ORBIT_MODEL_CLASSES
 
