@@ -1021,7 +1021,7 @@ class TaskLogic:
     """
 
     task = ""  # "orbit" or "han"
-    default_label_set = ""  # label set of segmentations not imported by HeadSeg
+    default_label_set = ""  # label set of segmentations not imported by HeadSeg; "" = the task's (TASK_LABEL_SETS)
     result_suffix = "segmentation"  # new node name: "<input name> <result_suffix>"
 
     def models(self, extra_dirs: Iterable[PathLike] = ()) -> List[Tuple[str, str]]:
@@ -1041,7 +1041,7 @@ class TaskLogic:
         return package.summary(), str(package.path)
 
     def label_set(self, segmentation_node=None):
-        return label_set_of(segmentation_node, self.default_label_set)
+        return label_set_of(segmentation_node, self.default_label_set or TASK_LABEL_SETS.get(self.task))
 
     def start(self, input_node, model: Optional[str] = None, device: str = "auto", roi_node=None,
               output_node=None, structures: Optional[Sequence[str]] = None, show_3d: bool = False,
@@ -1215,6 +1215,44 @@ def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str]
     return 0 if not failed else (2 if len(failed) == len(outcomes) else 1)
 
 
+def batch_self_test(task: str, seed: int = 1, model: Optional[str] = None) -> None:
+    """The check behind the modules' ``<Module>BatchTest.py`` (CTest runs them inside Slicer): what the batch
+    script runs, on one synthetic phantom, writes the case's segmentation and volume CSV, exits 0 and (in the
+    Slicer application) leaves the scene with as many nodes as before.
+
+    Raises ``unittest.SkipTest`` when no ``task`` model or a needed Python package is installed (a fresh
+    build passes and says why) and ``AssertionError`` when a check fails. Outside Slicer ``batch_main``
+    builds its own headless scene, so the scene check is left to the pytest suite there.
+    """
+    import unittest
+
+    from .io import write_volume
+    from .phantoms import make_head_phantom
+
+    if (model is None and not model_choices(task)) or missing_packages():
+        raise unittest.SkipTest(f"no {task} model package or Python packages installed")
+    scene = init_scene() if in_slicer_app() else None
+    with tempfile.TemporaryDirectory() as folder:
+        inputs, outputs = Path(folder) / "in", Path(folder) / "out"
+        inputs.mkdir()
+        phantom = make_head_phantom(seed=seed, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
+        write_volume(phantom.image, inputs / "case1.nrrd")
+        nodes_before = scene.GetNumberOfNodes() if scene is not None else None
+        argv = ["--input-dir", str(inputs), "--output-dir", str(outputs), "--device", "cpu"]
+        code = batch_main(argv + (["--model", model] if model else []), default_task=task)
+        if code != 0:
+            raise AssertionError(f"the {task} batch exited with {code}, expected 0 (see its output above)")
+        seg_path, csv_path = outputs / "case1.seg.nrrd", outputs / "case1_volumes.csv"
+        if not seg_path.is_file():
+            raise AssertionError(f"the {task} batch wrote no {seg_path.name}")
+        with open(csv_path, newline="") as f:
+            header = next(csv.reader(f))
+        if header != ["structure", "side", "voxels", "volume_cm3"]:
+            raise AssertionError(f"{csv_path.name} starts with {header}")
+        if scene is not None and scene.GetNumberOfNodes() != nodes_before:
+            raise AssertionError(f"the batch left {scene.GetNumberOfNodes() - nodes_before} node(s) in the scene")
+
+
 __all__ += [
     "STRUCTURE_TAG", "HEADSEG_REQUIREMENTS", "volume_from_node", "node_from_volume", "roi_from_markups",
     "structure_of_segment", "set_segment_terminology", "segment_terminology", "apply_label_set",
@@ -1223,4 +1261,5 @@ __all__ += [
     "volume_table_node", "rows_from_table_node", "export_table_csv", "labelmap_from_segmentation",
     "TrainingCase", "unique_case_id", "add_to_training_set", "missing_packages", "model_choices",
     "find_volume_table", "segment_mask", "remove_nodes", "SegmentationRun", "TaskLogic", "label_set_of", "LABEL_SET_ATTRIBUTE", "BatchCase", "write_segmentation_node", "run_batch", "batch_main",
+    "batch_self_test",
 ]

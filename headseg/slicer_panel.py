@@ -1,0 +1,584 @@
+"""The widget behaviour both Slicer modules share: one panel, written once.
+
+:class:`SegmentationPanelMixin` is what OrbitSegmentation's and AnatomyNetHaN's widgets do alike --
+start, poll and cancel a run, show its result in the Segment Editor, ask before installing Python
+packages, keep the volume table in step with edits, export CSV, add a case to the training set, report
+status and keep the buttons right, remember model and dataset folders. Each module's widget keeps only
+what differs: its .ui (``Resources/UI/<Module>.ui``), logic class, texts and extra inputs (the ROI of the
+orbit, the organ checklist of the head and neck), through the class attributes and hooks below.
+
+``qt``, ``slicer`` and ``vtk`` are imported inside the methods, so this module imports (and its pure
+helpers are tested) in plain Python, like the rest of ``headseg``.
+
+Use it as the FIRST base, so its ``setup``/``cleanup``/``enter``/``exit`` replace the Slicer ones::
+
+    class OrbitSegmentationWidget(SegmentationPanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+        logicClass = OrbitSegmentationLogic
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+from .errors import HeadSegError
+
+__all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "model_folders_from_setting",
+           "SETTINGS_MODEL_FOLDERS"]
+
+#: QSettings key of the model folders the user added (both modules; each lists only its task's models).
+SETTINGS_MODEL_FOLDERS = "HeadSeg/ExtraModelFolders"
+POLL_INTERVAL_MS = 200  # how often a running segmentation is polled
+TABLE_DELAY_MS = 500  # the volume table is recomputed this long after the last edit
+
+
+def _(text: str) -> str:
+    """Slicer's ``tr``: the shared panel's texts are translated once, in this file's context
+    (``headseg.slicer_panel``); looked up at call time so that this module imports without Slicer."""
+    try:
+        from slicer.i18n import tr
+    except ImportError:
+        return text
+    return tr(text)
+
+
+def model_folders_from_setting(text: Optional[str], separator: str = os.pathsep) -> List[str]:
+    """The saved model folders that still exist (a folder deleted since is dropped silently)."""
+    return [folder for folder in str(text or "").split(separator) if folder and os.path.isdir(folder)]
+
+
+class SegmentationPanelMixin:
+    """Shared behaviour of the HeadSeg module widgets (see the module docstring).
+
+    A widget sets the class attributes that are None here and may override the hooks
+    :meth:`startOptions` and :meth:`onModelChanged`.
+    """
+
+    #: the module's logic class (ScriptedLoadableModuleLogic + its Lib's TaskLogic subclass)
+    logicClass = None
+    #: text of the Segment button while nothing runs (these texts are translated by the module: _("..."))
+    segmentButtonText = None
+    #: status line shown when no model of the task is installed
+    noModelMessage = None
+    #: QSettings key remembering the training dataset folder
+    datasetFolderSetting = None
+
+    def __init__(self, parent=None):
+        from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+        from slicer.util import VTKObservationMixin
+
+        # State first: without a parent, ScriptedLoadableModuleWidget.__init__ calls setup() at once.
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._logLinesShown = 0
+        self._editorNode = None
+        self._observedSegmentation = None
+        self._tableNode = None
+        self._pollTimer = None
+        self._tableTimer = None
+        VTKObservationMixin.__init__(self)
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+
+    @property
+    def editorNodeTag(self) -> str:
+        """Singleton tag of the module's own Segment Editor parameter node."""
+        return f"{self.moduleName}SegmentEditor"
+
+    # -- hooks -----------------------------------------------------------------------------------------
+    def startOptions(self) -> Dict[str, Any]:
+        """Extra keyword arguments of ``logic.start`` from the module's own inputs (ROI, organs...)."""
+        return {}
+
+    def onModelChanged(self, index=None):
+        """The chosen model changed (modules with a model-dependent checklist rebuild it here)."""
+        self.updateButtons()
+
+    # -- set-up and lifecycle ------------------------------------------------------------------------
+    def setup(self):
+        import qt
+        import slicer
+        from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{self.moduleName}.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = self.logicClass()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self.onPollTimer)
+        self._tableTimer = qt.QTimer()
+        self._tableTimer.setSingleShot(True)
+        self._tableTimer.setInterval(TABLE_DELAY_MS)
+        self._tableTimer.connect("timeout()", self.updateVolumeTable)
+
+        editor = self.ui.segmentEditorWidget
+        editor.setMaximumNumberOfUndoStates(10)
+        self.selectSegmentEditorNode()  # before setMRMLScene, so the scene's automatic choices are kept
+        editor.setMRMLScene(slicer.mrmlScene)
+
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.hide()
+        settings = qt.QSettings()
+        self.ui.datasetDirectoryButton.directory = settings.value(self.datasetFolderSetting, qt.QDir.homePath())
+        self.populateModels()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolderButton)
+        self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsvButton)
+        self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSetButton)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.datasetDirectoryButton.connect("directoryChanged(QString)", self.onDatasetDirectoryChanged)
+
+        self.initializeParameterNode()
+        self.onModelChanged()
+
+    def cleanup(self):
+        if self.isRunning():
+            self._run.cancel()
+        for timer in (self._pollTimer, self._tableTimer):
+            if timer is not None:
+                timer.stop()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+        self.selectSegmentEditorNode()
+        editor = self.ui.segmentEditorWidget
+        editor.installKeyboardShortcuts()
+        editor.updateWidgetFromMRML()
+
+    def exit(self):
+        import vtk
+
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+
+    def onSceneStartClose(self, caller, event):
+        if self.isRunning():
+            self._run.cancel()
+        self.setParameterNode(None)
+        self.observeSegmentation(None)
+        self.ui.segmentEditorWidget.setSegmentationNode(None)
+        self.ui.segmentEditorWidget.removeViewObservations()
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self.selectSegmentEditorNode()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
+
+    def initializeParameterNode(self):
+        import slicer
+
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            # default to the most recently loaded image (not a label map)
+            volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                       if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+            if volumes:
+                self._parameterNode.inputVolume = volumes[-1]
+
+    def setParameterNode(self, inputParameterNode):
+        import vtk
+
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self.updateButtons()
+
+    def selectSegmentEditorNode(self):
+        """This module's own editor parameter node, so its selection does not disturb the Segment Editor."""
+        import slicer
+        import vtk
+
+        tag = self.editorNodeTag
+        node = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(tag)
+            node.SetName(tag)
+            node.SetHideFromEditors(True)
+            node = slicer.mrmlScene.AddNode(node)
+        if node is not self._editorNode:
+            if self._editorNode is not None:
+                self.removeObserver(self._editorNode, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+            self._editorNode = node
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(node)
+        self.onEditorNodeModified()
+
+    def runAction(self, failureText: str, action, *args, **kwargs):
+        """Run ``action`` for the user; returns (True, its result) or (False, None) after reporting the failure.
+
+        A HeadSegError is a problem the user can fix: its message becomes the status line as it is. Any
+        other exception (a bug, a missing package) becomes ``failureText`` (translated, with ``{error}``),
+        and its traceback goes to the Python console -- never a traceback alone.
+        """
+        try:
+            return True, action(*args, **kwargs)
+        except HeadSegError as error:
+            self.setStatus(str(error), error=True)
+        except Exception as error:
+            message = failureText.format(error=error)
+            logging.exception("%s: %s", self.moduleName, message)
+            self.setStatus(message, error=True)
+        return False, None
+
+    # -- models ----------------------------------------------------------------------------------------
+    def extraModelFolders(self) -> List[str]:
+        import qt
+
+        return model_folders_from_setting(qt.QSettings().value(SETTINGS_MODEL_FOLDERS, ""))
+
+    def populateModels(self):
+        combo = self.ui.modelComboBox
+        combo.clear()
+        try:
+            for label, folder in self.logic.models(self.extraModelFolders()):
+                combo.addItem(label, folder)
+        except HeadSegError as error:
+            self.setStatus(str(error), error=True)
+        if combo.count == 0:
+            self.setStatus(self.noModelMessage, error=True)
+        self.updateButtons()
+
+    def onAddModelFolderButton(self):
+        import qt
+        import slicer
+
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
+                                                     _("Choose a model package folder"))
+        if not folder:
+            return
+        try:
+            label, path = self.logic.add_model_folder(folder)
+        except HeadSegError as error:
+            self.setStatus(str(error), error=True)
+            return
+        folders = self.extraModelFolders()
+        if path not in folders:
+            qt.QSettings().setValue(SETTINGS_MODEL_FOLDERS, os.pathsep.join(folders + [path]))
+        self.populateModels()
+        index = self.ui.modelComboBox.findData(path)
+        if index < 0:  # a model with the same name is already listed from another folder
+            self.ui.modelComboBox.addItem(label, path)
+            index = self.ui.modelComboBox.count - 1
+        self.ui.modelComboBox.setCurrentIndex(index)
+        self.setStatus(_("Model added: {label}").format(label=label))
+
+    def currentModel(self) -> Optional[str]:
+        index = self.ui.modelComboBox.currentIndex
+        return self.ui.modelComboBox.itemData(index) if index >= 0 else None
+
+    # -- segmenting ------------------------------------------------------------------------------------
+    def isRunning(self) -> bool:
+        return self._run is not None and not self._run.finished
+
+    def onApplyButton(self):
+        import slicer
+
+        if self.isRunning():
+            self._run.cancel()
+            self.setStatus(_("Cancelling..."))
+            self.updateButtons()
+            return
+        if not self.ensurePythonPackages():
+            return
+        started, self._run = self.runAction(
+            _("Could not start the segmentation: {error}"),
+            self.logic.start,
+            self._parameterNode.inputVolume,
+            model=self.currentModel(),
+            device=self.ui.deviceComboBox.currentText,
+            output_node=self._parameterNode.outputSegmentation,
+            show_3d=not slicer.app.commandOptions().noMainWindow,
+            work_root=slicer.app.temporaryPath,
+            **self.startOptions(),
+        )
+        if not started:
+            return
+        self.ui.logTextEdit.clear()
+        self._logLinesShown = 0
+        self.ui.progressBar.setValue(0)
+        self.setStatus(_("Starting..."))
+        self._pollTimer.start()
+        self.updateButtons()
+
+    def onPollTimer(self):
+        run = self._run
+        if run is None:
+            self._pollTimer.stop()
+            return
+        try:
+            run.poll()
+        except Exception as error:  # never leave a timer firing tracebacks
+            logging.exception("%s: polling failed", self.moduleName)
+            self._pollTimer.stop()
+            run.cancel()
+            self.setStatus(_("Unexpected error: {error}").format(error=error), error=True)
+            self.updateButtons()
+            return
+        for line in run.log[self._logLinesShown:]:
+            self.ui.logTextEdit.appendPlainText(line)
+        self._logLinesShown = len(run.log)
+        self.ui.progressBar.setValue(int(round(100 * run.fraction)))
+        self.setStatus(run.message, error=run.state == "failed")
+        if run.finished:
+            self._pollTimer.stop()
+            if run.state == "succeeded":
+                self.showResult(run)
+            self.updateButtons()
+
+    def showResult(self, run):
+        import slicer
+
+        editor = self.ui.segmentEditorWidget
+        editor.setSegmentationNode(run.segmentation_node)
+        if hasattr(editor, "setSourceVolumeNode"):
+            editor.setSourceVolumeNode(run.input_node)
+        else:  # Slicer < 5.2
+            editor.setMasterVolumeNode(run.input_node)
+        self._tableNode = run.table_node
+        self.observeSegmentation(run.segmentation_node)
+        slicer.util.setSliceViewerLayers(background=run.input_node, fit=False)
+
+    def ensurePythonPackages(self) -> bool:
+        """Install what the segmentation process needs, only after the user agreed."""
+        import slicer
+
+        missing = self.logic.missing_packages()
+        if not missing:
+            return True
+        question = _(
+            "The segmentation needs Python packages that are not installed:\n\n{packages}\n\n"
+            "Install them now? They are downloaded from the internet; this can take several minutes."
+        ).format(packages="\n".join(missing))
+        if not slicer.util.confirmOkCancelDisplay(question, _("Install Python packages")):
+            self.setStatus(_("Not installed: {packages}. Segmentation needs them.").format(
+                packages=", ".join(missing)), error=True)
+            return False
+        try:
+            with slicer.util.WaitCursor():
+                if any(requirement.startswith("torch") for requirement in missing):
+                    self.installTorch()
+                for requirement in missing:
+                    if not requirement.startswith("torch"):
+                        slicer.util.pip_install(requirement)
+        except Exception as error:
+            logging.exception("%s: installing packages failed", self.moduleName)
+            self.setStatus(_("Installing packages failed: {error}").format(error=error), error=True)
+            return False
+        still = self.logic.missing_packages()
+        if still:
+            self.setStatus(_("Still missing after installation: {packages}. Restart Slicer and try again.")
+                           .format(packages=", ".join(still)), error=True)
+            return False
+        return True
+
+    def installTorch(self):
+        """PyTorch comes from the PyTorch extension, which picks the build matching the GPU driver."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(
+                _("Install the PyTorch extension (Extensions Manager), restart Slicer and try again.")
+            ) from None
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        try:
+            torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.1")
+        except TypeError:  # older PyTorchUtils without version arguments
+            torch = torchLogic.installTorch(askConfirmation=False)
+        if torch is None:
+            raise RuntimeError(_("PyTorch was not installed."))
+
+    # -- review: editor, volume table ------------------------------------------------------------------
+    def onEditorNodeModified(self, caller=None, event=None):
+        segmentation = self._editorNode.GetSegmentationNode() if self._editorNode else None
+        if segmentation is not self._observedSegmentation:
+            self.observeSegmentation(segmentation)
+
+    def observeSegmentation(self, segmentationNode):
+        """Recompute the volume table (after a short pause) whenever the reviewed segmentation changes."""
+        import slicer
+
+        events = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                  slicer.vtkSegmentation.SegmentModified)
+        if self._observedSegmentation is not None:
+            for event in events:
+                self.removeObserver(self._observedSegmentation, event, self.onSegmentationModified)
+        self._observedSegmentation = segmentationNode
+        if segmentationNode is not None:
+            for event in events:
+                self.addObserver(segmentationNode, event, self.onSegmentationModified)
+        self.updateReviewedList()
+        self.updateVolumeTable()
+
+    def onSegmentationModified(self, caller=None, event=None):
+        self._tableTimer.start()  # restarts while the user keeps painting
+
+    def updateVolumeTable(self):
+        segmentation = self._observedSegmentation
+        if segmentation is None or segmentation.GetScene() is None:
+            self._tableNode = None
+            self.ui.volumeTableView.setMRMLTableNode(None)
+            self.ui.volumeSummaryLabel.text = ""
+            self.updateButtons()
+            return
+        # runs from a timer: a failure is reported, and the table shows what it showed before
+        updated, result = self.runAction(_("The volume table could not be updated: {error}"),
+                                         self.logic.refresh_volume_table, segmentation)
+        if updated:
+            self._tableNode, self.ui.volumeSummaryLabel.text = result
+        self.ui.volumeTableView.setMRMLTableNode(self._tableNode)
+        self.ui.volumeTableView.resizeColumnsToContents()
+        self.updateButtons()
+
+    def updateReviewedList(self):
+        # the user ticks what was really checked
+        self.fillChecklist(self.ui.reviewedListWidget,
+                           self.logic.reviewable_structures(self._observedSegmentation), checked=False)
+
+    def onExportCsvButton(self):
+        import qt
+        import slicer
+
+        if self._tableNode is None:
+            self.setStatus(_("There is no volume table yet: segment the image or select a segmentation."),
+                           error=True)
+            return
+        default = os.path.join(qt.QDir.homePath(), self._tableNode.GetName() + ".csv")
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export volumes"), default,
+                                              _("CSV files (*.csv)"))
+        if not path:
+            return
+        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_csv, self._tableNode, path)
+        if exported:
+            self.setStatus(_("Volumes saved to {path}").format(path=written))
+
+    def onDatasetDirectoryChanged(self, directory):
+        import qt
+
+        qt.QSettings().setValue(self.datasetFolderSetting, directory)
+
+    def onAddToTrainingSetButton(self):
+        reviewed = self.checkedItemData(self.ui.reviewedListWidget)
+        volume = self._editorNode.GetSourceVolumeNode() if hasattr(self._editorNode, "GetSourceVolumeNode") \
+            else self._editorNode.GetMasterVolumeNode()
+        added, case = self.runAction(_("Adding the case failed: {error}"), self.logic.add_to_training_set,
+                                     volume or self._parameterNode.inputVolume, self._observedSegmentation,
+                                     self.ui.datasetDirectoryButton.directory, reviewed)
+        if not added:
+            return
+        message = _("Added case {case} to {folder}.").format(case=case.case, folder=case.manifest.parent)
+        self.setStatus(" ".join([message] + case.warnings))
+
+    # -- checklists (reviewed structures; a module's own, e.g. the organs) --------------------------------
+    @staticmethod
+    def fillChecklist(listWidget, entries: Iterable[Any], checked: bool) -> None:
+        """Replace a QListWidget's items by checkable (key, name) entries, all ticked or all unticked."""
+        import qt
+
+        listWidget.clear()
+        for key, name in entries:
+            item = qt.QListWidgetItem(name)
+            item.setData(qt.Qt.UserRole, key)
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Checked if checked else qt.Qt.Unchecked)
+            listWidget.addItem(item)
+
+    @staticmethod
+    def checkedItemData(listWidget) -> List[Any]:
+        """The keys (UserRole data) of the ticked items of a checklist."""
+        import qt
+
+        return [listWidget.item(n).data(qt.Qt.UserRole) for n in range(listWidget.count)
+                if listWidget.item(n).checkState() == qt.Qt.Checked]
+
+    # -- view state ------------------------------------------------------------------------------------
+    def setStatus(self, text, error=False):
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.setStyleSheet("color: #c0392b;" if error else "")
+
+    def updateButtons(self, caller=None, event=None):
+        running = self.isRunning()
+        cancelling = running and self._run.state == "cancelling"
+        hasInput = self._parameterNode is not None and self._parameterNode.inputVolume is not None
+        hasModel = self.ui.modelComboBox.count > 0
+        self.ui.applyButton.text = _("Cancel") if running else self.segmentButtonText
+        self.ui.applyButton.enabled = (running and not cancelling) or (not running and hasInput and hasModel)
+        if not running:
+            self.ui.applyButton.toolTip = (_("Run the model in a separate process; press again to cancel.")
+                                           if hasInput else _("Select an input CT first."))
+        self.ui.inputsCollapsibleButton.enabled = not running
+        self.ui.progressBar.visible = running
+        self.ui.exportCsvButton.enabled = self._tableNode is not None
+        self.ui.addToTrainingSetButton.enabled = self._observedSegmentation is not None and not running
+
+
+def describe_module(parent, title: str, help_text: str, acknowledgement: str) -> None:
+    """Fill a module's entry in the Modules menu and its Help section; the category and contributors
+    are the extension's, the same for every HeadSeg module."""
+    from slicer.i18n import translate
+
+    parent.title = title
+    parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+    parent.dependencies = []
+    parent.contributors = ["HeadSeg contributors"]
+    parent.helpText = help_text
+    parent.acknowledgementText = acknowledgement
+
+
+class ModuleSelfTestMixin:
+    """What the modules' ``ScriptedLoadableModuleTest`` classes share (put it first among their bases):
+    each ``test_*`` method runs on a cleared scene, with a synthetic head CT at hand, and the end-to-end
+    step is skipped, saying why, where no model or Python package is installed."""
+
+    #: seed of the synthetic head phantom (make_head_phantom)
+    phantomSeed = 1
+
+    def setUp(self):
+        import slicer
+
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        """Slicer's CI and the Reload & Test button call this: every test_* method, in name order."""
+        for name in sorted(n for n in dir(self) if n.startswith("test_")):
+            self.setUp()
+            getattr(self, name)()
+
+    def phantomCT(self):
+        """(phantom, its CT as a volume node): a synthetic head on a 1.5 x 1.5 x 2 mm grid."""
+        from .phantoms import make_head_phantom
+        from .slicer_glue import node_from_volume
+
+        phantom = make_head_phantom(seed=self.phantomSeed, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
+        return phantom, node_from_volume(phantom.image, "Phantom CT")
+
+    def canSegment(self, logic) -> bool:
+        """True when ``logic`` has a model and every Python package it needs; otherwise says so."""
+        if logic.models() and not logic.missing_packages():
+            return True
+        self.delayDisplay(f"No {logic.task} model or missing packages: end-to-end step skipped")
+        return False
