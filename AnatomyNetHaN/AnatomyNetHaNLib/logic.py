@@ -11,17 +11,13 @@ from typing import List, Optional, Sequence, Tuple
 from headseg.slicer_glue import TaskLogic
 from headseg.volumes import VolumeRow
 
-__all__ = ["HeadNeckLogic", "TASK", "SEGMENT_BUTTON_TEXT"]
-
-TASK = "han"
-SEGMENT_BUTTON_TEXT = "Segment organs"
+__all__ = ["HeadNeckLogic"]
 
 
 class HeadNeckLogic(TaskLogic):
-    """Logic of the AnatomyNetHaN panel: organs at risk of the head and neck."""
+    """Logic of the AnatomyNetHaN panel: organs at risk of the head and neck (PDDCA unless the model says)."""
 
-    task = TASK
-    default_label_set = "pddca"
+    task = "han"
     result_suffix = "organs at risk"
 
     def organs(self, model: Optional[str] = None) -> List[Tuple[str, str]]:

@@ -12,17 +12,13 @@ from typing import Sequence
 from headseg.slicer_glue import TaskLogic
 from headseg.volumes import VolumeRow
 
-__all__ = ["OrbitLogic", "TASK", "SEGMENT_BUTTON_TEXT"]
-
-TASK = "orbit"
-SEGMENT_BUTTON_TEXT = "Segment orbit"
+__all__ = ["OrbitLogic"]
 
 
 class OrbitLogic(TaskLogic):
-    """Logic of the OrbitSegmentation panel: both orbits' recti and optic nerves."""
+    """Logic of the OrbitSegmentation panel: both orbits' recti and optic nerves (label set "orbit")."""
 
-    task = TASK
-    default_label_set = "orbit"
+    task = "orbit"
     result_suffix = "orbit segmentation"
 
     def summary(self, rows: Sequence[VolumeRow]) -> str:

@@ -109,3 +109,12 @@ def test_segment_mask_matches_slicer_resampling(mrml_scene, small_phantom, tmp_p
         assert np.array_equal(fast, slow)
         assert np.array_equal(fast, small_phantom.labels.array == ORBIT.by_key(key).label)
     assert node_classes(mrml_scene.scene) == before, "no helper node is left behind"
+
+
+def test_batch_self_test_passes_with_a_model_and_fails_with_the_wrong_one(tiny_orbit_package, tiny_han_package):
+    """What the modules' <Module>BatchTest.py run inside Slicer, here in plain Python."""
+    if glue.missing_packages():
+        pytest.skip(f"missing Python packages: {glue.missing_packages()}")
+    glue.batch_self_test("orbit", model=str(tiny_orbit_package.path))
+    with pytest.raises(AssertionError, match="exited with 2"):
+        glue.batch_self_test("orbit", model=str(tiny_han_package.path))

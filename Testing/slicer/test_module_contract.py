@@ -1,9 +1,12 @@
 """Static contract of the two Slicer modules, checked without the Slicer application.
 
 * each .ui parses; every ``self.ui.<name>`` the widget uses exists there with the expected class, and
-  every method the widget calls on it belongs to that class;
-* every push button's ``clicked`` signal is connected to an existing handler, every connected signal
-  exists on its widget class, and parameter-node bindings match the wrapper's fields;
+  every method the widget calls on it belongs to that class; the same for the shared panel
+  (``headseg/slicer_panel.py``), against BOTH modules' .ui files;
+* every push button's ``clicked`` signal is connected to a handler that the widget or the shared panel
+  defines, every connected signal exists on its widget class, and parameter-node bindings match the
+  wrapper's fields;
+* each widget puts the shared panel first among its bases and sets every class attribute it needs;
 * the CMake files list existing files and every module file is listed;
 * module files parse as Python 3.9 (Slicer 5.6/5.8), the modules never import each other, and their
   Lib packages import without Qt.
@@ -69,19 +72,43 @@ def widget_class(tree: ast.Module, module: str) -> ast.ClassDef:
     return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
 
 
+PANEL_FILE = REPO / "headseg" / "slicer_panel.py"
+PANEL_CLASS = "SegmentationPanelMixin"
+
+
+def panel_class() -> ast.ClassDef:
+    """The shared widget behaviour both modules' widgets inherit."""
+    tree = ast.parse(PANEL_FILE.read_text(), feature_version=(3, 9))
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == PANEL_CLASS)
+
+
+def _is_self_ui(node) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "ui" and isinstance(node.value, ast.Name) \
+        and node.value.id == "self"
+
+
 def ui_uses(cls: ast.ClassDef):
-    """(widget name, attribute used on it) for every ``self.ui.<name>.<attr>`` and bare ``self.ui.<name>``."""
+    """(widget name, attribute used on it) for every ``self.ui.<name>.<attr>`` and bare ``self.ui.<name>``;
+    ``editor = self.ui.<name>`` followed by ``editor.<attr>`` in the same method counts as a use too."""
     uses = []
     for node in ast.walk(cls):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
-                and isinstance(node.value.value, ast.Name) and node.value.value.id == "self" \
-                and node.value.attr == "ui":
+        if isinstance(node, ast.Attribute) and _is_self_ui(node.value):
             uses.append(node.attr)
     pairs = []
     for node in ast.walk(cls):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
-                and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "ui":
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and _is_self_ui(node.value.value):
             pairs.append((node.value.attr, node.attr))
+    for function in ast.walk(cls):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        aliases = {}
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                    and isinstance(node.value, ast.Attribute) and _is_self_ui(node.value.value):
+                aliases[node.targets[0].id] = node.value.attr
+        for node in ast.walk(function):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                pairs.append((aliases[node.value.id], node.attr))
     return uses, pairs
 
 
@@ -91,12 +118,21 @@ def connections(cls: ast.ClassDef):
     for node in ast.walk(cls):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect":
             target = node.func.value
-            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute) \
-                    and target.value.attr == "ui" and len(node.args) == 2:
+            if isinstance(target, ast.Attribute) and _is_self_ui(target.value) and len(node.args) == 2:
                 signal = node.args[0].value
                 handler = node.args[1].attr if isinstance(node.args[1], ast.Attribute) else None
                 found.append((target.attr, signal, handler))
     return found
+
+
+def methods_of(cls: ast.ClassDef) -> set:
+    return {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+
+
+def class_attributes(cls: ast.ClassDef) -> dict:
+    """Class-level ``name = value`` assignments (value as an AST node)."""
+    return {n.targets[0].id: n.value for n in cls.body
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -115,34 +151,78 @@ def test_ui_parses_with_a_qmrmlwidget_root_and_known_classes(module):
     assert selectors == wired
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_every_ui_name_the_widget_uses_exists_with_the_expected_class(module):
+def check_ui_uses(cls: ast.ClassDef, source: str, module: str) -> None:
+    """Every ``self.ui.<name>`` used in ``cls`` is in ``module``'s .ui with the class its name promises,
+    and every attribute used on it is an API of that class."""
     widgets = ui_widgets(module)
-    cls = widget_class(module_tree(module), module)
     names, pairs = ui_uses(cls)
-    assert names, "the widget uses no self.ui names?"
     for name in set(names):
-        assert name in widgets, f"{module}.py uses self.ui.{name}, which is not in {module}.ui"
+        assert name in widgets, f"{source} uses self.ui.{name}, which is not in {module}.ui"
         actual = widgets[name].get("class")
         expected = next(c for suffix, c in NAME_SUFFIX_CLASS.items() if name.lower().endswith(suffix.lower()))
         assert actual == expected, f"self.ui.{name} is a {actual}, the name promises a {expected}"
     for name, attribute in pairs:
         cls_name = widgets[name].get("class")
-        assert attribute in API[cls_name], f"self.ui.{name}.{attribute}: not an API of {cls_name}"
+        assert attribute in API[cls_name], f"{source}: self.ui.{name}.{attribute}: not an API of {cls_name}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_name_the_widget_uses_exists_with_the_expected_class(module):
+    check_ui_uses(widget_class(module_tree(module), module), f"{module}.py", module)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_name_the_shared_panel_uses_exists_in_both_modules_ui(module):
+    panel = panel_class()
+    names, pairs = ui_uses(panel)
+    assert len(set(names)) >= 10 and pairs, "the shared panel uses (almost) no self.ui names?"
+    assert ("segmentEditorWidget", "setMRMLSegmentEditorNode") in pairs, "aliases (editor = self.ui...) are seen"
+    check_ui_uses(panel, "headseg/slicer_panel.py", module)
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_button_is_connected_to_an_existing_handler(module):
     widgets = ui_widgets(module)
-    cls = widget_class(module_tree(module), module)
-    methods = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
-    links = connections(cls)
+    cls, panel = widget_class(module_tree(module), module), panel_class()
+    methods = methods_of(cls) | methods_of(panel)
+    links = connections(cls) + connections(panel)
     buttons = {n for n, w in widgets.items() if w.get("class") == "QPushButton"}
     clicked = {w for w, signal, _ in links if signal.startswith("clicked(")}
     assert buttons == clicked, f"buttons without handler: {buttons - clicked}"
     for name, signal, handler in links:
-        assert handler in methods, f"{name}.{signal} -> {handler}, which {module}Widget does not define"
+        assert handler in methods, f"{name}.{signal} -> {handler}, which neither {module}Widget nor {PANEL_CLASS} defines"
         assert signal in API[widgets[name].get("class")], f"{name} has no signal {signal}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_widget_inherits_the_shared_panel_first_and_sets_what_it_needs(module):
+    tree = module_tree(module)
+    cls, panel = widget_class(tree, module), panel_class()
+    bases = [b.id for b in cls.bases if isinstance(b, ast.Name)]
+    assert bases == [PANEL_CLASS, "ScriptedLoadableModuleWidget", "VTKObservationMixin"], \
+        "the shared panel must come first so that its setup/enter/exit/cleanup are the ones Slicer calls"
+    imports = {(n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("headseg.slicer_panel", PANEL_CLASS) in imports
+    required = {name for name, value in class_attributes(panel).items()
+                if isinstance(value, ast.Constant) and value.value is None}
+    assert required >= {"logicClass", "segmentButtonText", "noModelMessage", "datasetFolderSetting"}
+    attributes = class_attributes(cls)
+    assert required <= set(attributes), f"{module}Widget does not set {required - set(attributes)}"
+    assert isinstance(attributes["logicClass"], ast.Name) and attributes["logicClass"].id == f"{module}Logic"
+    for name in required - {"logicClass"}:
+        value = attributes[name]
+        if name in {"segmentButtonText", "noModelMessage"}:  # shown to users: translated in the module's context
+            assert isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "_", \
+                f"{module}Widget.{name} is not wrapped in _() for translation"
+            value = value.args[0]
+        assert isinstance(value, ast.Constant) and value.value, f"{name} is empty"
+    # the widget adds or overrides only hooks; it does not re-implement the shared panel's behaviour
+    overridden = methods_of(cls) & methods_of(panel)
+    assert overridden <= {"startOptions", "onModelChanged"}, f"re-implemented in {module}Widget: {overridden}"
+    # the two modules never share a settings key for their dataset folders
+    other = next(m for m in MODULES if m != module)
+    other_attrs = class_attributes(widget_class(module_tree(other), other))
+    assert attributes["datasetFolderSetting"].value != other_attrs["datasetFolderSetting"].value
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -232,6 +312,28 @@ def test_module_sources_are_python39_and_independent(module):
         assert not imported & {other, f"{other}Lib"}, f"{path} imports the other module"
         if f"{module}Lib" in path.parts:
             assert not imported & {"qt", "ctk", "slicer"}, f"{path}: Lib code must be Qt-free"
+
+
+def imports_outside_functions(node) -> set:
+    """Top-level names imported by ``node`` and its children, not counting function bodies (run later)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return set()
+    if isinstance(node, ast.Import):
+        return {a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.ImportFrom):
+        return {node.module.split(".")[0]} if node.module and not node.level else set()
+    return set().union(*(imports_outside_functions(child) for child in ast.iter_child_nodes(node)))
+
+
+def test_shared_panel_is_python39_and_imports_qt_and_slicer_only_inside_functions():
+    tree = ast.parse(PANEL_FILE.read_text(), feature_version=(3, 9))
+    eager = imports_outside_functions(tree)
+    assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, f"slicer_panel.py imports {eager} at import time"
+    code = ("import sys, headseg.slicer_panel as p; "
+            "assert not {'qt', 'ctk', 'slicer', 'vtk', 'torch'} & set(sys.modules), sorted(sys.modules); "
+            "assert p.SegmentationPanelMixin.segmentButtonText is None")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -94,3 +94,10 @@ def test_head_neck_end_to_end_keeps_only_the_chosen_organs(mrml_scene, small_pha
     assert [(r.structure, r.side) for r in rows] == [("mandible", ""), ("parotid", "left")]
     with pytest.raises(InputError, match="at least one"):
         HeadNeckLogic().start(ct, model=str(tiny_han_package.path), structures=[])
+
+
+def test_segmentations_not_imported_by_headseg_read_as_the_tasks_label_set():
+    """Without a label-set attribute a segmentation follows the task's label set (TASK_LABEL_SETS)."""
+    assert OrbitLogic().label_set(None).name == "orbit"
+    assert HeadNeckLogic().label_set(None).name == "pddca"
+    assert glue.TaskLogic().label_set(None) is None  # no task, no guess
