@@ -1,0 +1,98 @@
+"""Seed 000's augmentation: translation, rotation and Gaussian noise, applied to model-grid crops.
+
+Everything random comes from a ``torch.Generator`` passed in, so a sample is a pure function of its seed
+(see ``training.data.sample_seed``): runs repeat exactly, and a resumed run draws what the uninterrupted
+run would have drawn. Image and labels go through one affine transform (linear interpolation for the
+image, nearest neighbour for labels), so they never drift apart.
+
+No flips: left orbits are already mirrored to look like right ones, and a flip would swap the medial and
+lateral recti (and the sides of paired organs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AugmentOptions", "random_affine_kji", "apply_affine", "augment_pair"]
+
+
+@dataclass
+class AugmentOptions:
+    """``translate_vox`` (k, j, i) maximum shift in voxels; ``rotate_deg`` maximum in-plane rotation
+    (about the slice axis, where head tilt in the scanner varies most); ``noise_std`` Gaussian noise in
+    normalised intensity units; ``probability`` of augmenting a sample at all."""
+
+    enabled: bool = True
+    translate_vox: Tuple[float, float, float] = (2.0, 8.0, 8.0)
+    rotate_deg: float = 10.0
+    noise_std: float = 0.03
+    probability: float = 0.8
+
+    @classmethod
+    def from_dict(cls, spec: Optional[dict]) -> AugmentOptions:
+        spec = dict(spec or {})
+        known = {"enabled", "translate_vox", "rotate_deg", "noise_std", "probability"}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"Unknown augmentation option(s) {unknown}; known: {sorted(known)}.")
+        if "translate_vox" in spec:
+            spec["translate_vox"] = tuple(float(v) for v in spec["translate_vox"])
+            if len(spec["translate_vox"]) != 3:
+                raise ValueError("augment.translate_vox needs three values (k, j, i).")
+        return cls(**spec)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return float(low + (high - low) * torch.rand((), generator=generator).item())
+
+
+def random_affine_kji(shape: Sequence[int], options: AugmentOptions, generator: torch.Generator) -> torch.Tensor:
+    """A 4x4 matrix mapping output voxel (i, j, k, 1) to input voxel coordinates: a rotation about the
+    volume centre in the (i, j) plane followed by a translation."""
+    k, j, i = (int(n) for n in shape)
+    angle = math.radians(_uniform(generator, -options.rotate_deg, options.rotate_deg))
+    tk, tj, ti = (_uniform(generator, -t, t) for t in options.translate_vox)
+    centre = torch.tensor([(i - 1) / 2.0, (j - 1) / 2.0, (k - 1) / 2.0], dtype=torch.float64)
+    c, s = math.cos(angle), math.sin(angle)
+    rotation = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    matrix = torch.eye(4, dtype=torch.float64)
+    matrix[:3, :3] = rotation
+    matrix[:3, 3] = centre - rotation @ centre + torch.tensor([ti, tj, tk], dtype=torch.float64)
+    return matrix
+
+
+def apply_affine(volume: torch.Tensor, matrix: torch.Tensor, mode: str, padding_value: float = 0.0) -> torch.Tensor:
+    """Resample ``volume`` ``[C, k, j, i]`` with the voxel-space ``matrix`` (output -> input voxel)."""
+    channels, k, j, i = volume.shape
+    sizes = torch.tensor([i, j, k], dtype=torch.float64)
+    # grid_sample's normalised coordinates (align_corners=True): x_n = 2 x / (n - 1) - 1.
+    to_norm = torch.eye(4, dtype=torch.float64)
+    to_norm[:3, :3] = torch.diag(2.0 / (sizes - 1).clamp(min=1))
+    to_norm[:3, 3] = -1.0
+    theta = (to_norm @ matrix @ torch.linalg.inv(to_norm))[:3].to(torch.float32)
+    grid = F.affine_grid(theta[None], [1, channels, k, j, i], align_corners=True)
+    shifted = volume[None].float() - padding_value  # grid_sample pads with zeros
+    out = F.grid_sample(shifted, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return out[0] + padding_value
+
+
+def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOptions,
+                 generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Augment a normalised image ``[C, k, j, i]`` and its integer labels ``[k, j, i]`` together.
+
+    Outside the original field of view the image takes its minimum (air after normalisation) and the
+    labels background."""
+    if not options.enabled or torch.rand((), generator=generator).item() >= options.probability:
+        return image, labels
+    matrix = random_affine_kji(image.shape[1:], options, generator)
+    floor = float(image.min())
+    image = apply_affine(image, matrix, "bilinear", padding_value=floor)
+    labels = apply_affine(labels[None].to(torch.float32), matrix, "nearest")[0].round().to(labels.dtype)
+    if options.noise_std > 0:
+        image = image + options.noise_std * torch.randn(image.shape, generator=generator)
+    return image, labels
