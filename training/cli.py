@@ -39,7 +39,8 @@ def cmd_train(args) -> int:
         if not args.config:
             raise ValueError("Give a recipe with --config (see 'headseg-train recipes'), or --resume a run.")
         config = load_config(args.config, args.set or [])
-        config["source"] = str(resolve_config_path(args.config))
+        resolve_config_path(args.config)  # fails early with the list of recipes
+        config["source"] = str(args.config)
     out = Path(args.out)
     if not args.resume and (out / "checkpoints" / "last.pt").is_file() and not args.overwrite:
         raise ValueError(f"{out} already holds a run. Continue it with --resume, or choose another --out "

@@ -97,7 +97,7 @@ def test_exported_package_loads_and_segments_a_new_phantom(overfit_run):
 
 
 def test_resume_continues_exactly(phantom_dir, tmp_path):
-    extra = ['model.params={"base_channels": 2}', "input.window_kji=[16,48,48]",
+    extra = ['model.params={"base_channels": 2}', "input.window_kji=[16,48,48]", 'inference={"step_k": 8}',
              'optimizer.phases=[{"type": "adam", "lr": 0.01, "epochs": 1}, '
              '{"type": "sgd", "lr": 0.01, "momentum": 0.9, "epochs": 2, "schedule": "cosine"}]',
              "batch_size=2", "samples_per_epoch=4", "augment.enabled=true", "augment.probability=1.0",
