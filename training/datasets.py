@@ -360,7 +360,8 @@ def validate_dataset(records: Sequence[CaseRecord], label_set, task: Optional[st
         drawn_missing = [s.key for s in label_set.structures
                          if s.label in present and s.key not in case.annotated]
         if drawn_missing and record.annotated is not None:
-            problem("warning", f"structures drawn but not marked reviewed are ignored: {', '.join(drawn_missing)}.")
+            problem("warning", "structures drawn but not marked as reviewed/contoured (or flagged as suspect) are "
+                               f"ignored: {', '.join(drawn_missing)}.")
         if not case.annotated:
             problem("error", "no structure is marked as annotated: nothing to learn from this case.")
             continue

@@ -76,7 +76,7 @@ def test_manifest_reviewed_masks_the_other_structures(tmp_path):
                                             "inferior_rectus", "optic_nerve")]
     assert _class_mask(keys, case.annotated).tolist() == [0, 1, 0, 0, 0, 0]
     report = validate_dataset(records, ORBIT)
-    assert any("not marked reviewed" in p.message for p in report.warnings)
+    assert any("not marked as reviewed" in p.message for p in report.warnings)
     # Re-adding the case replaces its row.
     add_case_to_manifest(tmp_path, "p1", tmp_path / "cases/p1/image.nrrd", tmp_path / "cases/p1/segmentation.seg.nrrd",
                          "orbit", "orbit", reviewed=[])
