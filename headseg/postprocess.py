@@ -127,21 +127,30 @@ def fill_holes_per_class(
     return result
 
 
-def _component_candidates(
-    labels: np.ndarray, wanted: Sequence[int], structure: np.ndarray
-) -> Dict[int, List[Tuple[int, Box, np.ndarray]]]:
-    """Every connected component of every wanted class as (size, box, mask within box).
+def _largest_components(
+    labels: np.ndarray, classes: Optional[Iterable[int]], connectivity: int
+) -> Dict[int, Box]:
+    """Remove (to background, in place) all but the largest component per class; return kept boxes.
 
-    One labelling pass over the foreground of the whole map, then per-component work inside each
-    component's box: a foreground component holding a single class *is* a component of that class;
-    one where classes touch is split per class with a local labelling.
+    One labelling pass over the foreground of the whole map; a foreground component holding a single
+    class *is* a component of that class, one where classes touch is split per class with a local
+    labelling inside its box. Removal is vectorised (one lookup over the map for single-class
+    components, one mask per touching group and class), so neither time nor memory grows with the
+    number of pieces -- a noisy, poorly trained model's output can have hundreds of thousands.
     """
+    structure = _structure(connectivity)
+    wanted = sorted(_class_boxes(labels, classes))
+    if not wanted:
+        return {}
     if len(wanted) == int(labels.max()) and set(wanted) == set(range(1, len(wanted) + 1)):
         foreground = labels > 0
     else:
         foreground = np.isin(labels, np.asarray(wanted, dtype=labels.dtype))
-    components, _ = ndimage.label(foreground, structure=structure)
-    candidates: Dict[int, List[Tuple[int, Box, np.ndarray]]] = {value: [] for value in wanted}
+    components, n_components = ndimage.label(foreground, structure=structure)
+    # Candidates per class: (size, box, where) with where = ("single", component index) or
+    # ("split", group key, part number); ties go to the first in raster order (deterministic).
+    candidates: Dict[int, List[Tuple[int, Box, tuple]]] = {value: [] for value in wanted}
+    split_groups: Dict[Tuple[int, int], Tuple[Box, np.ndarray]] = {}
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
@@ -149,35 +158,34 @@ def _component_candidates(
         values = labels[box][member]
         first = values[0]
         if np.all(values == first):
-            candidates[int(first)].append((int(values.size), box, member))
+            candidates[int(first)].append((int(values.size), box, ("single", index)))
             continue
         region = labels[box]
         for value in np.unique(values):
             parts, count = ndimage.label(member & (region == value), structure=structure)
+            split_groups[(index, int(value))] = (box, parts)
             sizes = np.bincount(parts.ravel(), minlength=count + 1)
             for part in range(1, count + 1):
-                candidates[int(value)].append((int(sizes[part]), box, parts == part))
-    return candidates
-
-
-def _largest_components(
-    labels: np.ndarray, classes: Optional[Iterable[int]], connectivity: int
-) -> Dict[int, Box]:
-    """Remove (to background, in place) all but the largest component per class; return kept boxes."""
-    structure = _structure(connectivity)
-    wanted = sorted(_class_boxes(labels, classes))
-    if not wanted:
-        return {}
+                candidates[int(value)].append((int(sizes[part]), box, ("split", (index, int(value)), part)))
     kept: Dict[int, Box] = {}
-    for value, candidates in _component_candidates(labels, wanted, structure).items():
-        if not candidates:
+    remove_single = np.zeros(n_components + 1, dtype=bool)
+    keep_part: Dict[Tuple[int, int], int] = {}
+    for value, items in candidates.items():
+        if not items:
             continue
-        # Ties: the first in raster order (of the component's box) wins, which is deterministic.
-        best = max(range(len(candidates)), key=lambda n: candidates[n][0])
-        kept[value] = candidates[best][1]
-        for number, (_, box, mask) in enumerate(candidates):
-            if number != best:
-                labels[box][mask] = 0
+        best = max(range(len(items)), key=lambda n: items[n][0])
+        kept[value] = items[best][1]
+        for number, (_, _, where) in enumerate(items):
+            if where[0] == "single" and number != best:
+                remove_single[where[1]] = True
+            elif where[0] == "split" and number == best:
+                keep_part[where[1]] = where[2]
+    if remove_single.any():
+        labels[remove_single[components]] = 0
+    for key, (box, parts) in split_groups.items():
+        best_part = keep_part.get(key, 0)
+        drop = (parts > 0) & (parts != best_part)
+        labels[box][drop] = 0
     return kept
 
 
