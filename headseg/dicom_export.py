@@ -15,7 +15,7 @@ come from the label set (``labels.Terminology``: category, type and laterality m
   table). Holes are inner contours (even-odd rule, as treatment planning systems read them). Where two
   pixels of a structure touch only at a corner the contour is cut by 0.1 pixel there, so every polygon is
   simple (no self-touching vertices, which some readers reject). Rasterising the contours back (pixel
-  centres, even-odd) reproduces the label map exactly on the source grid; see docs/dicom.md.
+  centres, even-odd) reproduces the label map exactly on the source grid; see "DICOM in and out" in README.md.
 
 Only regular stacks of parallel slices are supported: a gantry-tilted or unevenly spaced source series is
 refused with a message (see :func:`headseg.io.slice_stack_geometry`). Oblique but orthogonal grids are fine.

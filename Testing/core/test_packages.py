@@ -100,4 +100,4 @@ def test_shipped_demo_model_is_valid_and_default():
     assert package.weights_path.stat().st_size < 20 * 2**20
     model = package.load_model()
     n = sum(p.numel() for p in model.parameters())
-    assert n > 0 and np.isfinite(sum(float(p.abs().sum()) for p in model.parameters()))
+    assert n > 0 and np.isfinite(sum(float(p.detach().abs().sum()) for p in model.parameters()))

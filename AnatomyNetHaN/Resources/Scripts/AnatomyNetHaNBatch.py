@@ -1,5 +1,5 @@
 """AnatomyNetHaN's headless batch (`Slicer --no-main-window --python-script <this file> --input-dir IN --output-dir OUT`):
-the panel's logic on every CT of a folder; options and outputs in docs/slicer.md and `headseg.slicer_glue.batch_main`."""
+the panel's logic on every CT of a folder; options and outputs in README.md ("Headless batch with Slicer") and `headseg.slicer_glue.batch_main`."""
 
 from __future__ import annotations
 
