@@ -170,7 +170,7 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     if export_formats and not dicom_cases:
         raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
                          "give the DICOM folder (or one of its files) as input. For other files, load the result "
-                         "in 3D Slicer and use its DICOM export (see "DICOM in and out" in README.md).")
+                         "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
     targets = {}
     exports = {}
