@@ -348,8 +348,11 @@ def _in_head_sized_slice(grid: _WorkGrid, a: np.ndarray, b: np.ndarray) -> bool:
     zb, yb, xb = np.clip(np.round(grid.to_zyx(b)).astype(int), 0, np.array(grid.hu.shape) - 1)
     z = (za + zb) // 2
     sections, _ = ndimage.label(grid.body[z])
-    own = sections[(ya + yb) // 2, (xa + xb) // 2] or sections[ya, xa]
-    if own == 0 or sections[yb, xb] not in (0, own):
+    # The section is the one holding the globes; the point between them can fall on the nose, which a
+    # slice may show as a separate island in front of the face.
+    own_a, own_b = sections[ya, xa], sections[yb, xb]
+    own = own_a or own_b or sections[(ya + yb) // 2, (xa + xb) // 2]
+    if own == 0 or (own_a and own_b and own_a != own_b):
         return False
     columns = np.nonzero((sections == own).any(axis=0))[0]
     width = (columns[-1] - columns[0] + 1) * grid.spacing
