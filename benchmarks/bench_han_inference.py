@@ -1,0 +1,107 @@
+"""Inference time of the shipped head-and-neck model on a whole 128^3 case and on a 512 x 512 x 200 CT.
+
+The 512 x 512 x 200 CT is an OpenKBP test case resampled onto a typical clinical grid over the same field
+of view (about 0.98 x 0.98 x 1.6 mm), so the pipeline has to resample it to the model's 3.906 x 3.906 x 2.5
+mm grid and the result back: the time a user waits for ``headseg segment --task han``.
+Seed paper 004 reports 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only).
+
+    python benchmarks/bench_han_inference.py --data ../shared/data/openkbp --case pt_306 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = REPO / "headseg" / "packaged_models" / "han-anatomynet-openkbp"
+
+
+def clinical_grid_like(ct, shape_kji: Sequence[int] = (200, 512, 512)):
+    """A grid of ``shape_kji`` voxels over the same physical box as ``ct`` (LPS, axis-aligned)."""
+    from headseg.resample import Grid
+
+    box = np.asarray(ct.size_ijk, float) * np.asarray(ct.spacing)
+    size_ijk = np.array(shape_kji[::-1], float)
+    spacing = box / size_ijk
+    first = np.asarray(ct.index_to_lps((-0.5, -0.5, -0.5))) + spacing / 2.0
+    return Grid(tuple(int(n) for n in shape_kji), tuple(spacing), tuple(first), ct.direction.copy())
+
+
+def _time(fn, repeats: int) -> List[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(data_dir: Path, case: str, threads: int, repeats: int, device: str) -> Dict[str, List[float]]:
+    import torch
+
+    from headseg.inference import whole_volume_or_patches
+    from headseg.io import read_volume
+    from headseg.packages import load_package
+    from headseg.pipeline import segment_volume
+    from headseg.preprocessing import model_grid_for, normalize
+    from headseg.resample import resample_to_grid
+
+    if threads:
+        torch.set_num_threads(threads)
+    package = load_package(PACKAGE_DIR)
+    model = package.load_model(device)
+    ct = read_volume(data_dir / "test" / case / "ct.nii.gz")
+    big = resample_to_grid(ct, clinical_grid_like(ct), interpolation="linear", default_value=-1000.0,
+                           dtype=np.int16)
+    card = package.card
+    model_grid = model_grid_for(ct, card["input"]["spacing_mm"])
+    x = normalize(resample_to_grid(ct, model_grid, "linear", -1000.0).array, card["input"]["normalization"])
+    classes = len(card["classes"])
+    inference = card.get("inference", {})
+
+    def network_only() -> None:
+        whole_volume_or_patches(x[None].astype(np.float32), model, max_voxels=int(inference.get("max_voxels")),
+                                patch=tuple(inference.get("patch_kji")), batch_size=1, device=torch.device(device),
+                                amp=False, out_channels=classes, activation=card.get("output_activation", "softmax"))
+
+    print(f"model {package.name} {card['architecture_params']}, device {device}, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"case {case}: {ct.shape[::-1]} voxels (i, j, k) at {tuple(round(s, 3) for s in ct.spacing)} mm; "
+          f"model grid {model_grid.shape[::-1]}")
+    print(f"clinical-size CT: {big.shape[::-1]} voxels at {tuple(round(s, 3) for s in big.spacing)} mm")
+    results = {
+        "network only, model grid": _time(network_only, repeats),
+        f"segment_volume, {'x'.join(map(str, ct.shape[::-1]))} case": _time(
+            lambda: segment_volume(ct, package, device=device, model=model), repeats),
+        "segment_volume, 512x512x200 CT": _time(lambda: segment_volume(big, package, device=device, model=model),
+                                                repeats),
+    }
+    for name, times in results.items():
+        print(f"{name:<40} best {min(times):6.2f} s   all {[round(t, 2) for t in times]}")
+    print("seed paper 004: 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only, paper's widths)")
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "openkbp")
+    parser.add_argument("--case", default="pt_306")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if not (args.data / "test" / args.case / "ct.nii.gz").is_file():
+        print(f"No OpenKBP case {args.case} under {args.data}/test.", file=sys.stderr)
+        return 2
+    run(args.data, args.case, args.threads, args.repeats, args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
