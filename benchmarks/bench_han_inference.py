@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DIR = REPO / "headseg" / "packaged_models" / "han-anatomynet-openkbp"
+PACKAGE_DIR = REPO / "Testing" / "han_model" / "undertrained-han-anatomynet-openkbp"  # or --model
 
 
 def clinical_grid_like(ct, shape_kji: Sequence[int] = (200, 512, 512)):

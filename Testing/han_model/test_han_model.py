@@ -1,7 +1,9 @@
-"""The shipped head-and-neck model (han-anatomynet-openkbp) on real OpenKBP test CTs.
+"""The CPU-trained head-and-neck model (han-anatomynet-openkbp) on real OpenKBP test CTs.
 
-Checks what a user relies on: the package is the default for ``--task han``, it segments a real test
-case end to end with at least the accuracy its card reports (minus a margin), and it works on a CT of
+It is under-trained (test mean DSC 0.04, no GPU in the session that made it), so it is NOT installed as
+a model: it lives here to exercise the real-CT path. Checks: no head-and-neck model is installed by
+default (``--task han`` refuses clearly rather than returning near-empty results), the package segments
+a real test case end to end with at least the accuracy its card reports (minus a margin), and it works on a CT of
 another resolution and extent (1 x 1 x 2 mm, padded with 40 mm of air): the organs land where they are.
 The data lives outside the repository (``../shared/data/openkbp``); without it the data tests skip.
 """
@@ -22,7 +24,7 @@ from headseg.pipeline import segment_volume
 from headseg.resample import Grid, resample_labels_to_grid, resample_to_grid
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGE_DIR = REPO / "headseg" / "packaged_models" / "han-anatomynet-openkbp"
+PACKAGE_DIR = Path(__file__).resolve().parent / "undertrained-han-anatomynet-openkbp"
 DATA = REPO.parent / "shared" / "data" / "openkbp"
 OPENKBP_KEYS = {"Brainstem": "brainstem", "SpinalCord": "spinal_cord", "RightParotid": "parotid_right",
                 "LeftParotid": "parotid_left", "Esophagus": "esophagus", "Larynx": "larynx", "Mandible": "mandible"}
@@ -72,10 +74,13 @@ def _centroid_lps(volume: Volume, mask: np.ndarray) -> np.ndarray:
     return np.asarray(volume.index_to_lps(kji[::-1]), float)
 
 
-def test_shipped_package_is_the_han_default_and_small(package):
-    assert default_package("han").path.resolve() == PACKAGE_DIR.resolve()
+def test_undertrained_package_is_not_installed_and_is_documented(package):
+    from headseg.errors import ModelPackageError
+
+    with pytest.raises(ModelPackageError, match="No model for task 'han'"):
+        default_package("han")
     card = package.card
-    assert card["default"] is True and card["synthetic"] is False
+    assert card["default"] is False and card["synthetic"] is False
     assert card["label_set"] == "openkbp" and card["task"] == "han"
     size = sum(p.stat().st_size for p in PACKAGE_DIR.iterdir())
     assert size < 20 * 1024 * 1024
