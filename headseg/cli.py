@@ -462,6 +462,7 @@ def cmd_phantom(args, reporter: Reporter, cancel) -> int:
     out = Path(args.output)
     reporter.start(f"Writing {args.cases} phantom case(s)")
     paths = write_phantom_cases(out, args.cases, seed=args.seed)
+    reporter.progress(1.0, "done")
     reporter.close()
     reporter.info(f"Wrote {len(paths)} synthetic phantom case(s) to {out} (synthetic data, not a patient).")
     return EXIT_OK
