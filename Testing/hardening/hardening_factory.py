@@ -9,21 +9,14 @@ import json
 import math
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from model_factory import ThresholdNet, threshold_han_card, write_random_package, write_threshold_han_package
 
-HERE = Path(__file__).resolve().parent
-CORE_TESTS = HERE.parent / "core"
-if str(CORE_TESTS) not in sys.path:  # Testing has no __init__.py: reach the core tests' model factory
-    sys.path.insert(0, str(CORE_TESTS))
-
-from model_factory import ThresholdNet, threshold_han_card, write_threshold_han_package  # noqa: E402
-
-from headseg.geometry import Volume  # noqa: E402
+from headseg.geometry import Volume
 
 __all__ = ["ThresholdNet", "write_threshold_han_package", "head_ct", "write_random_han_package", "CliRun",
            "run_cli", "TALLY", "edit_series", "write_series"]
@@ -45,15 +38,7 @@ def head_ct(shape=(24, 48, 48), spacing=(2.0, 2.0, 2.5), seed: int = 0, origin=(
 
 def write_random_han_package(folder: Path, name: str = "random-han-test"):
     """The threshold card's tiny AnatomyNet with real (random) weights: loadable through the CLI."""
-    import torch
-
-    from headseg.models import build_model
-    from headseg.packages import write_package
-
-    card = threshold_han_card(name)
-    torch.manual_seed(0)
-    model = build_model(card["architecture"], 1, len(card["classes"]), **card["architecture_params"])
-    return write_package(folder, card, model.state_dict())
+    return write_random_package(folder, threshold_han_card(name))
 
 
 # ----------------------------------------------------------------------------------------------------

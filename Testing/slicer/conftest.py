@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_factory import tiny_orbit_card, write_random_package
 
 
 @pytest.fixture(scope="session")
@@ -30,29 +31,7 @@ def oblique_phantom():
 
 
 def write_tiny_orbit_package(folder: Path, name: str = "tiny-orbit-slicer-test"):
-    """A valid orbit model package with random weights: exercises every code path in seconds."""
-    import torch
-
-    from headseg.models import build_model
-    from headseg.packages import write_package
-
-    card = {
-        "format_version": 1, "name": name, "task": "orbit",
-        "description": "Random weights, built by the Slicer-module tests.",
-        "architecture": "svnet", "architecture_params": {"base_channels": 2}, "in_channels": 1,
-        "label_set": "orbit",
-        "classes": ["background", "superior_rectus", "lateral_rectus", "medial_rectus", "inferior_rectus",
-                    "optic_nerve"],
-        "output_activation": "softmax",
-        "input": {"spacing_mm": [1.0, 1.0, 2.0], "orientation": "LPS", "window_kji": [16, 64, 64],
-                  "normalization": {"type": "window", "lower": -200, "upper": 300}, "mirror_left": True},
-        "inference": {"step_k": 8, "blend": "gaussian", "batch_size": 2},
-        "postprocess": {"fill_holes": True, "largest_component": True},
-        "synthetic": True, "license": "Apache-2.0", "weights": {},
-    }
-    torch.manual_seed(0)
-    model = build_model("svnet", 1, len(card["classes"]), **card["architecture_params"])
-    return write_package(folder, card, model.state_dict())
+    return write_random_package(folder, tiny_orbit_card(name))
 
 
 @pytest.fixture(scope="session")
@@ -63,11 +42,6 @@ def tiny_orbit_package(tmp_path_factory):
 
 def write_tiny_han_package(folder: Path, name: str = "tiny-han-slicer-test"):
     """A valid AnatomyNet package (PDDCA organs, random weights, tiny widths)."""
-    import torch
-
-    from headseg.models import build_model
-    from headseg.packages import write_package
-
     card = {
         "format_version": 1, "name": name, "task": "han",
         "description": "Random weights, built by the Slicer-module tests.",
@@ -82,9 +56,7 @@ def write_tiny_han_package(folder: Path, name: str = "tiny-han-slicer-test"):
         "postprocess": {"fill_holes": False, "largest_component": False},
         "synthetic": True, "license": "Apache-2.0", "weights": {},
     }
-    torch.manual_seed(0)
-    model = build_model("anatomynet", 1, len(card["classes"]), **card["architecture_params"])
-    return write_package(folder, card, model.state_dict())
+    return write_random_package(folder, card)
 
 
 @pytest.fixture(scope="session")

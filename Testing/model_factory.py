@@ -1,4 +1,6 @@
-"""Small model packages built by the tests themselves (random weights: code paths, not accuracy)."""
+"""Small model packages built by the tests themselves (random weights: code paths, not accuracy).
+
+Shared by every test folder: ``Testing/`` is on ``sys.path`` because its ``conftest.py`` lives there."""
 
 from __future__ import annotations
 
@@ -29,17 +31,21 @@ def tiny_orbit_card(name: str = "tiny-orbit-test") -> Dict[str, Any]:
     }
 
 
-def write_tiny_orbit_package(folder: Path, name: str = "tiny-orbit-test", seed: int = 0):
+def write_random_package(folder: Path, card: Dict[str, Any], seed: int = 0):
+    """Build the card's network with seeded random weights and write it as a package."""
     import torch
 
+    from headseg.models import build_model
     from headseg.packages import write_package
 
-    card = tiny_orbit_card(name)
     torch.manual_seed(seed)
-    from headseg.models import build_model
-
-    model = build_model("svnet", 1, len(card["classes"]), **card["architecture_params"])
+    model = build_model(card["architecture"], int(card.get("in_channels", 1)), len(card["classes"]),
+                        **card["architecture_params"])
     return write_package(folder, card, model.state_dict())
+
+
+def write_tiny_orbit_package(folder: Path, name: str = "tiny-orbit-test", seed: int = 0):
+    return write_random_package(folder, tiny_orbit_card(name), seed)
 
 
 def threshold_han_card(name: str = "threshold-han-test") -> Dict[str, Any]:
