@@ -74,8 +74,14 @@ def validate_card(card: Dict[str, Any], where: str = "model card") -> None:
 
         unknown = [c for c in card["classes"][1:] if c not in ORBIT_MODEL_CLASSES]
     else:
+        from .sides import output_classes
+
         known = set(label_set.keys())
-        unknown = [c for c in card["classes"][1:] if c not in known]
+        try:
+            outputs = output_classes(card)
+        except ValueError as exc:
+            raise ModelPackageError(f"The {where} has an invalid side_split: {exc}") from exc
+        unknown = [c for c in outputs[1:] if c not in known]
     if unknown:
         raise ModelPackageError(
             f"The {where} lists classes {unknown} that the label set '{card['label_set']}' does not have."

@@ -26,6 +26,7 @@ from .errors import InputError
 from .geometry import Volume
 from .packages import ModelPackage
 from .preprocessing import AIR_HU, model_grid_for, normalize, orbit_crops, subgrid_covering
+from .sides import output_classes, split_classes_by_side
 from .validation import check_ct
 
 log = logging.getLogger(__name__)
@@ -178,10 +179,14 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size)
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
     stages.report(2, 0.0, "Resampling the result to the CT grid")
     model_labels = resample_probabilities_to_grid(probs, image, volume).array
+    # Paired organs predicted as one class get their side from the patient's midline before the
+    # largest-component step, which would otherwise keep only one of the two glands.
+    model_labels = split_classes_by_side(model_labels, volume, card, image=volume.array)
     model_labels = postprocess_labels(model_labels, **_post_kwargs(card))
     label_set = package.label_set
-    lut = np.zeros(len(card["classes"]), np.uint8)
-    for c, key in enumerate(card["classes"][1:], start=1):
+    classes = output_classes(card)
+    lut = np.zeros(len(classes), np.uint8)
+    for c, key in enumerate(classes[1:], start=1):
         lut[c] = label_set.by_key(key).label
     return lut[model_labels], notes
 

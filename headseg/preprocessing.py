@@ -121,6 +121,8 @@ class LabelledCrop:
     labels: Volume  # uint8 model classes on the same grid
     annotated: np.ndarray  # [C] float32, background first (1 only when every structure is annotated)
     box: Any = None
+    output_labels: Optional[Volume] = None  # side-split cards: labels as output classes (headseg.sides)
+    output_annotated: Optional[np.ndarray] = None
 
 
 def _class_mask(keys: Sequence[Optional[str]], annotated: Optional[Sequence[str]]) -> np.ndarray:
@@ -171,9 +173,14 @@ def orbit_label_crops(volume: Volume, labels: Volume, card: Dict[str, Any],
 def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
                           annotated: Optional[Sequence[str]] = None) -> LabelledCrop:
     """The whole-volume (``han``) model input: the CT and its label map on :func:`model_grid_for`'s grid
-    (linear / nearest), label-set values mapped to the card's class indices."""
+    (linear / nearest), label-set values mapped to the card's class indices.
+
+    With a ``side_split`` card (``headseg.sides``) both sides of a paired organ map to its one network
+    class, which counts as annotated only when both sides are; ``output_labels``/``output_annotated``
+    keep the per-side classes for validation."""
     from .labels import get_label_set
     from .resample import resample_to_grid
+    from .sides import network_class_of, output_classes
 
     if not volume.same_geometry(labels, tol=1e-3):
         raise ValueError("The label map is not on the image's grid; resample or re-export it first.")
@@ -181,9 +188,25 @@ def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
     image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
     on_grid = resample_to_grid(labels, grid, interpolation="nearest", default_value=0)
     label_set = get_label_set(card["label_set"])
-    lut = np.zeros(max(label_set.max_label, int(on_grid.array.max())) + 1, np.uint8)
-    for c, key in enumerate(card["classes"][1:], start=1):
-        lut[label_set.by_key(key).label] = c
-    model_labels = lut[on_grid.array.astype(np.int64)]
-    keys = [None] + list(card["classes"][1:])
-    return LabelledCrop("", image, image.with_array(model_labels), _class_mask(keys, annotated))
+    size = max(label_set.max_label, int(on_grid.array.max())) + 1
+    classes = list(card["classes"])
+    outputs = output_classes(card)
+    to_network = network_class_of(card)
+    lut = np.zeros(size, np.uint8)
+    out_lut = np.zeros(size, np.uint8)
+    for c, key in enumerate(outputs[1:], start=1):
+        lut[label_set.by_key(key).label] = classes.index(to_network[key])
+        out_lut[label_set.by_key(key).label] = c
+    values = on_grid.array.astype(np.int64)
+    model_labels = lut[values]
+    out_mask = _class_mask([None] + outputs[1:], annotated)
+    mask = np.ones(len(classes), np.float32)
+    for c, name in enumerate(classes[1:], start=1):
+        sides = [k for k, net in to_network.items() if net == name]
+        mask[c] = min(out_mask[outputs.index(k)] for k in sides)
+    mask[0] = out_mask[0]
+    crop = LabelledCrop("", image, image.with_array(model_labels), mask)
+    if outputs != classes:
+        crop.output_labels = image.with_array(out_lut[values])
+        crop.output_annotated = out_mask
+    return crop

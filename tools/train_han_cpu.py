@@ -221,7 +221,9 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
     loaded = load_case(record, package.label_set)
     ct, ref = loaded.image, loaded.labels.array
     pred = segment_volume(ct, package, device="cpu").labelmap.array
-    structures = [s for s in package.label_set.structures if s.key in package.card["classes"]]
+    from headseg.sides import output_classes
+
+    structures = [s for s in package.label_set.structures if s.key in output_classes(package.card)]
     colours = plt.get_cmap("tab10")
     k_of = {s.key: _centre_slices(ref == s.label)[0] for s in structures if (ref == s.label).any()}
     axial = sorted({k_of.get("brainstem"), k_of.get("parotid_right"), k_of.get("larynx") or k_of.get("mandible")}

@@ -25,18 +25,25 @@ __all__ = ["AugmentOptions", "random_affine_kji", "apply_affine", "augment_pair"
 class AugmentOptions:
     """``translate_vox`` (k, j, i) maximum shift in voxels; ``rotate_deg`` maximum in-plane rotation
     (about the slice axis, where head tilt in the scanner varies most); ``noise_std`` Gaussian noise in
-    normalised intensity units; ``probability`` of augmenting a sample at all."""
+    normalised intensity units; ``probability`` of augmenting a sample at all; ``scale`` maximum relative
+    zoom (0.1: 0.9-1.1, patients differ in size); ``intensity_scale`` / ``intensity_shift`` maximum
+    contrast factor and offset (normalised units; scanners and reconstructions differ). The last three
+    default to 0 (off), and draw no random numbers then, so older recipes repeat exactly."""
 
     enabled: bool = True
     translate_vox: Tuple[float, float, float] = (2.0, 8.0, 8.0)
     rotate_deg: float = 10.0
     noise_std: float = 0.03
     probability: float = 0.8
+    scale: float = 0.0
+    intensity_scale: float = 0.0
+    intensity_shift: float = 0.0
 
     @classmethod
     def from_dict(cls, spec: Optional[dict]) -> AugmentOptions:
         spec = dict(spec or {})
-        known = {"enabled", "translate_vox", "rotate_deg", "noise_std", "probability"}
+        known = {"enabled", "translate_vox", "rotate_deg", "noise_std", "probability", "scale", "intensity_scale",
+                 "intensity_shift"}
         unknown = sorted(set(spec) - known)
         if unknown:
             raise ValueError(f"Unknown augmentation option(s) {unknown}; known: {sorted(known)}.")
@@ -60,6 +67,8 @@ def random_affine_kji(shape: Sequence[int], options: AugmentOptions, generator: 
     centre = torch.tensor([(i - 1) / 2.0, (j - 1) / 2.0, (k - 1) / 2.0], dtype=torch.float64)
     c, s = math.cos(angle), math.sin(angle)
     rotation = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    if options.scale > 0:  # output -> input: a factor > 1 samples a wider region (the anatomy shrinks)
+        rotation = rotation * _uniform(generator, 1.0 - options.scale, 1.0 + options.scale)
     matrix = torch.eye(4, dtype=torch.float64)
     matrix[:3, :3] = rotation
     matrix[:3, 3] = centre - rotation @ centre + torch.tensor([ti, tj, tk], dtype=torch.float64)
@@ -93,6 +102,10 @@ def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOpti
     floor = float(image.min())
     image = apply_affine(image, matrix, "bilinear", padding_value=floor)
     labels = apply_affine(labels[None].to(torch.float32), matrix, "nearest")[0].round().to(labels.dtype)
+    if options.intensity_scale > 0 or options.intensity_shift > 0:
+        factor = _uniform(generator, 1.0 - options.intensity_scale, 1.0 + options.intensity_scale)
+        shift = _uniform(generator, -options.intensity_shift, options.intensity_shift)
+        image = (image - floor) * factor + floor + shift
     if options.noise_std > 0:
         image = image + options.noise_std * torch.randn(image.shape, generator=generator)
     return image, labels

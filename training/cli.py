@@ -47,7 +47,8 @@ def cmd_train(args) -> int:
                          "(--overwrite starts it again).")
     command = "headseg-train " + " ".join(shlex.quote(a) for a in (args.argv or []))
     result = train(config, args.data, out, resume=args.resume, progress=not args.quiet,
-                   stop_after_epochs=args.epochs_this_run, command=command, export=not args.no_export)
+                   stop_after_epochs=args.epochs_this_run, command=command, export=not args.no_export,
+                   overrides=(args.set or []) if args.resume else ())
     _say(f"Run folder: {result.run_dir}  (best validation mean DSC {result.best_metric:.4f} at epoch "
          f"{result.best_epoch}, {result.epochs_done} epoch(s), {result.seconds / 60:.1f} min)")
     if result.package_dir:

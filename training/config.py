@@ -26,11 +26,13 @@ DEFAULTS: Dict[str, Any] = {
     "label_set": "orbit",
     "seed": 0,
     "device": "auto",
-    "amp": True,  # mixed precision, CUDA only
-    "channels_last": True,  # CUDA only
+    "amp": True,  # mixed precision: float16 on CUDA; on the CPU only with cpu_amp
+    "cpu_amp": False,  # bfloat16 autocast on CPUs with native bf16 (checked at run time; fp32 elsewhere)
+    "channels_last": True,  # channels_last_3d memory format on CUDA, and on the CPU when it runs in bf16
     "deterministic": True,
     "num_threads": 0,  # CPU threads for torch; 0 = torch's default
     "model": {"architecture": "svnet", "params": {}},
+    "side_split": None,  # han: {"parotid": {"right": "parotid_right", "left": "parotid_left"}} (headseg.sides)
     "input": {
         "spacing_mm": [0.5, 0.5, 1.0],
         "window_kji": [32, 256, 256],
@@ -43,7 +45,9 @@ DEFAULTS: Dict[str, Any] = {
         "structures": None,  # None: every structure of the label set
         "cache": True,  # keep preprocessed crops / volumes in memory
         "crop_source": "auto",  # orbit: 'locate' (the localiser), 'labels' (box from labels), 'auto' (both)
-        "foreground_fraction": 0.9,  # share of windows centred on labelled slices
+        "foreground_fraction": 0.9,  # share of windows centred on labelled slices / structures
+        "sampling": "slices",  # or "class_balanced" (training.data.SampleSource)
+        "cache_dir": None,  # folder for preprocessed items (memory-mapped .npy), reused across runs
         "train_window_kji": None,  # training window; None: input.window_kji (orbit) or patch_kji (han)
         "patch_kji": None,  # han: train on random patches of this size when a volume is bigger
         "max_voxels": 160 ** 3,

@@ -34,7 +34,9 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
     if package.task == "orbit":
         predicted = {s.key for s in label_set.structures}
     else:
-        predicted = set(package.card["classes"][1:])
+        from headseg.sides import output_classes
+
+        predicted = set(output_classes(package.card)[1:])
     model = None
     rows: List[Dict[str, Any]] = []
     iterator = records

@@ -44,12 +44,13 @@ __all__ = [
     "dice_loss",
     "focal_loss",
     "hybrid_loss",
+    "marginal_loss",
     "build_loss",
     "SegmentationLoss",
 ]
 
 ACTIVATIONS = ("softmax", "sigmoid")
-LOSSES = ("sigmoid_ce", "dice", "focal", "hybrid")
+LOSSES = ("sigmoid_ce", "dice", "focal", "hybrid", "marginal")
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -177,6 +178,45 @@ def hybrid_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional
             + lam * focal_loss(logits, target, class_mask, class_weights, activation, gamma))
 
 
+def marginal_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[torch.Tensor] = None,
+                  dice_weight: float = 1.0, smooth: float = 1e-5) -> torch.Tensor:
+    """Soft-max cross-entropy + soft Dice where, per case, the classes that were not annotated are merged
+    into background (the *marginal* loss of Shi et al., "Marginal loss and exclusion loss for partially
+    supervised multi-organ segmentation", MedIA 2021).
+
+    A voxel labelled 0 in a case without, say, an oesophagus contour means "background *or* oesophagus":
+    its cross-entropy term is ``-log(p_0 + p_oesophagus)``, so predicting the missing organ there costs
+    nothing, and the annotated organs are learned in full (the masked Dice of seed 004 drops a missing
+    class's terms but, under soft-max, still pushes it down through the background's). Labels of a
+    missing class (drawn but not reviewed) count as that merged background. Dice is averaged over the
+    annotated foreground classes of each case that are present in its window or predicted there."""
+    logits = logits.float()
+    batch, channels = logits.shape[:2]
+    if class_mask is None:
+        class_mask = torch.ones(batch, channels, device=logits.device)
+    annotated = torch.as_tensor(class_mask, dtype=torch.bool, device=logits.device).clone()
+    annotated[:, 0] = False
+    merged = ~annotated  # background + missing classes, per case
+    log_p = torch.log_softmax(logits, dim=1)
+    shape = (batch, channels) + (1,) * (logits.dim() - 2)
+    log_merged = torch.logsumexp(log_p.masked_fill(~merged.view(shape), float("-inf")), dim=1)
+    target = target.long()
+    target_annotated = torch.gather(annotated.long(), 1, target.flatten(1)).view_as(target).bool()
+    log_target = torch.gather(log_p, 1, target[:, None]).squeeze(1)
+    ce = -torch.where(target_annotated, log_target, log_merged).mean()
+    if dice_weight == 0:
+        return ce
+    p = log_p.exp()
+    g = F.one_hot(torch.where(target_annotated, target, torch.zeros_like(target)), channels).movedim(-1, 1).float()
+    tp = (p * g).flatten(2).sum(dim=2)
+    pred = p.flatten(2).sum(dim=2)
+    ref = g.flatten(2).sum(dim=2)
+    dice = (2.0 * tp + smooth) / (pred + ref + smooth)
+    counts = annotated & ((ref > 0) | (pred > 1.0))
+    dice_term = ((1.0 - dice) * counts).sum() / counts.sum().clamp(min=1)
+    return ce + dice_weight * dice_term
+
+
 class SegmentationLoss(torch.nn.Module):
     """A loss chosen by name with its options, callable as ``loss(logits, target, class_mask)``.
 
@@ -192,6 +232,8 @@ class SegmentationLoss(torch.nn.Module):
             raise ValueError(f"Unknown activation {activation!r}; use one of {ACTIVATIONS}.")
         if kind == "sigmoid_ce" and activation != "sigmoid":
             raise ValueError("The sigmoid cross-entropy loss (seed 000) needs activation 'sigmoid'.")
+        if kind == "marginal" and activation != "softmax":
+            raise ValueError("The marginal loss merges soft-max probabilities; it needs activation 'softmax'.")
         self.kind, self.activation, self.masked, self.reduction = kind, activation, masked, reduction
         self.lam, self.gamma, self.alpha, self.beta, self.smooth = lam, gamma, alpha, beta, smooth
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
@@ -207,6 +249,8 @@ class SegmentationLoss(torch.nn.Module):
             return dice_loss(logits, target, mask, w, self.activation, self.alpha, self.beta, self.smooth)
         if self.kind == "focal":
             return focal_loss(logits, target, mask, w, self.activation, self.gamma)
+        if self.kind == "marginal":
+            return marginal_loss(logits, target, mask, self.lam, self.smooth)
         return hybrid_loss(logits, target, mask, w, self.activation, self.lam, self.gamma, self.alpha, self.beta,
                            self.smooth)
 
