@@ -19,15 +19,15 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
+from .cases import IMAGE_SUFFIXES, LABEL_HINTS, case_name, discover_cases
+from .cases import is_image as _is_image
 from .errors import Cancelled, HeadSegError, InputError, ModelPackageError
 
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
 
-IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
-LABEL_HINTS = ("label", "seg", "mask", "truth")
 
 log = logging.getLogger("headseg")
 
@@ -73,74 +73,6 @@ class Reporter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-# -- case discovery ------------------------------------------------------------------------------------
-def case_name(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
-
-
-def _is_dicom_dir(path: Path) -> bool:
-    for child in list(path.iterdir())[:50]:
-        if child.is_file():
-            if child.suffix.lower() == ".dcm":
-                return True
-            try:
-                with open(child, "rb") as f:
-                    if f.read(132)[128:132] == b"DICM":
-                        return True
-            except OSError:
-                continue
-    return False
-
-
-def _case_image_in(folder: Path) -> Optional[Path]:
-    """The image of a case folder: ``image.*`` or ``ct.*`` (as written by ``headseg phantom``/OpenKBP)."""
-    for child in sorted(folder.iterdir()):
-        if _is_image(child) and case_name(child).lower() in ("image", "ct"):
-            return child
-    return None
-
-
-def discover_cases(inputs: Sequence[str]) -> List[Tuple[str, Path]]:
-    """(case name, image path or DICOM folder) for files, DICOM folders and folders of cases."""
-    cases: List[Tuple[str, Path]] = []
-    for raw in inputs:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise InputError(f"Input {path} does not exist.")
-        if path.is_file():
-            cases.append((case_name(path), path))
-        elif _is_dicom_dir(path):
-            cases.append((path.name, path))
-        elif _case_image_in(path) is not None:
-            cases.append((path.name, _case_image_in(path)))
-        else:
-            for child in sorted(path.iterdir()):
-                if _is_image(child) and not any(h in child.name.lower() for h in LABEL_HINTS):
-                    cases.append((case_name(child), child))
-                elif child.is_dir():
-                    image = _case_image_in(child)
-                    if image is not None:
-                        cases.append((child.name, image))
-                    elif _is_dicom_dir(child):
-                        cases.append((child.name, child))
-    if not cases:
-        raise InputError(f"No CT images found in {', '.join(inputs)} (looked for {', '.join(IMAGE_SUFFIXES)} "
-                         "files, DICOM folders and case folders with an image.* file).")
-    names = [c[0] for c in cases]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"Several inputs would write the same output name: {', '.join(dupes)}. Rename them.")
-    return cases
 
 
 # -- commands ------------------------------------------------------------------------------------------
