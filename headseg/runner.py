@@ -128,14 +128,18 @@ class SegmentationProcess:
         work_dir: a temporary folder owned by this run (input copy, raw output). It is removed when the
             run fails or is cancelled, and by :meth:`cleanup` after the caller has read the results.
         env: extra environment variables for the child.
+        base_env: the environment the child starts from; None = this process's. Inside Slicer the
+            modules pass Slicer's startup environment (``slicer.util.startupEnvironment()``), as
+            ``slicer.util.launchConsoleProcess`` does, so the child gets none of Slicer's own settings.
         on_event: called from :meth:`poll` (the caller's thread) with every event dict.
         kill_timeout_s: how long a cancelled child may take to clean up before it is killed.
     """
 
     def __init__(self, command: Sequence[str], work_dir: Optional[Union[str, Path]] = None,
                  env: Optional[Dict[str, str]] = None, on_event: Optional[EventCallback] = None,
-                 kill_timeout_s: float = 5.0) -> None:
+                 kill_timeout_s: float = 5.0, base_env: Optional[Dict[str, str]] = None) -> None:
         self.command = [str(c) for c in command]
+        self.base_env = dict(base_env) if base_env is not None else None
         self.work_dir = Path(work_dir) if work_dir else None
         self.extra_env = dict(env or {})
         self.on_event = on_event
@@ -158,7 +162,7 @@ class SegmentationProcess:
     def start(self) -> None:
         if self.state is not RunState.NOT_STARTED:
             raise RuntimeError("This segmentation process was already started; create a new one.")
-        env = dict(os.environ)
+        env = dict(os.environ if self.base_env is None else self.base_env)
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive while the child works
         env["PYTHONIOENCODING"] = "utf-8"

@@ -166,3 +166,25 @@ def test_python_executable_inside_slicer_is_the_pythonslicer_launcher(tmp_path, 
     assert os.path.samefile(python_executable(), launcher)
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3.11")
     assert python_executable() == "/usr/bin/python3.11"  # plain Python (tests, PythonSlicer itself)
+
+
+def test_child_starts_from_the_given_base_environment(monkeypatch):
+    """Inside Slicer the child starts from Slicer's startup environment (as launchConsoleProcess does):
+    a variable only the running process has does not reach it; the runner's own settings still do."""
+    monkeypatch.setenv("HEADSEG_ONLY_IN_THIS_PROCESS", "1")
+    base = {k: v for k, v in os.environ.items() if k != "HEADSEG_ONLY_IN_THIS_PROCESS"}
+    base["HEADSEG_FROM_STARTUP"] = "yes"
+    code = """
+        import json, os
+        print(json.dumps({"event": "result", "env": dict(os.environ)}))
+    """
+    proc = SegmentationProcess(child(code), base_env=base, env={"HEADSEG_EXTRA": "x"})
+    proc.start()
+    assert proc.wait(timeout=30) is RunState.SUCCEEDED
+    env = proc.result["env"]
+    assert "HEADSEG_ONLY_IN_THIS_PROCESS" not in env and env["HEADSEG_FROM_STARTUP"] == "yes"
+    assert env["HEADSEG_EXTRA"] == "x" and env["PYTHONUNBUFFERED"] == "1"
+    default = SegmentationProcess(child(code))
+    default.start()
+    assert default.wait(timeout=30) is RunState.SUCCEEDED
+    assert default.result["env"]["HEADSEG_ONLY_IN_THIS_PROCESS"] == "1"  # no base: this process's environment
