@@ -241,6 +241,18 @@ def _make_scheduler(optimizer, phase: Dict[str, Any]):
     raise ValueError(f"Unknown schedule {schedule!r}; use constant, cosine or poly.")
 
 
+def _reopen_extended_phase(state: Dict[str, Any], phases: List[Dict[str, Any]]) -> None:
+    """On resume: if the phase that ended last now has more epochs (``--set optimizer.phases.N.epochs``)
+    and the next phase has not started, continue it instead of moving on (or stopping)."""
+    if state["phase"] == 0 or state.get("stopped_early"):
+        return
+    last = state["phase"] - 1
+    done = sum(1 for row in state["history"] if row.get("phase") == last)
+    started_next = any(row.get("phase") == state["phase"] for row in state["history"])
+    if not started_next and done < int(phases[last]["epochs"]):
+        state["phase"], state["phase_start"] = last, int(state["epoch"]) - done
+
+
 # -- RNG state in a form torch.load(weights_only=True) accepts -----------------------------------------
 def _rng_state() -> Dict[str, Any]:
     np_state = np.random.get_state()
@@ -480,9 +492,12 @@ def train(config: Optional[Dict[str, Any]], data_dir, out_dir, resume: bool = Fa
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         state.update({k: checkpoint[k] for k in state})
+        _reopen_extended_phase(state, phases)
         optimizer = _make_optimizer(model, phases[min(state["phase"], len(phases) - 1)], weight_decay)
-        optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler = _make_scheduler(optimizer, phases[min(state["phase"], len(phases) - 1)])
+        # The optimiser's state after the scheduler's: a new scheduler resets the learning rate to its
+        # epoch-0 value, which would restart a poly or cosine schedule from the top.
+        optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         _restore_rng(checkpoint["rng"])
