@@ -29,7 +29,7 @@ from typing import Callable, Dict, Generic, List, Optional, Sequence, Tuple, Typ
 import numpy as np
 import torch
 
-from .errors import Cancelled, HeadSegError, InputError
+from .errors import Cancelled, DeviceUnavailableError, InferenceOutOfMemoryError, InputError
 
 __all__ = [
     "ProgressCallback",
@@ -71,16 +71,8 @@ T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------------
-# Errors, device, cancel
+# Device, cancel (the errors live in headseg.errors and are re-exported here for older imports)
 # ----------------------------------------------------------------------------------------------------
-class DeviceUnavailableError(HeadSegError, RuntimeError):
-    """The requested compute device does not exist on this machine or in this PyTorch build."""
-
-
-class InferenceOutOfMemoryError(HeadSegError, RuntimeError):
-    """Every attempt (smaller batches, then the CPU if allowed) ran out of memory."""
-
-
 @dataclass(frozen=True)
 class DeviceChoice:
     """The device to run on and a sentence saying why (shown to users in logs and the Slicer status)."""

@@ -5,7 +5,8 @@ Slicer's process would freeze the GUI and could take Slicer down with it; a chil
 progress, can be cancelled at any moment, and its failure is just an exit code.
 
 The protocol is the CLI's ``--progress-format json`` mode: one JSON object per stdout line
-(``progress``, ``log``, ``result``, ``error`` events) and the exit codes of :data:`EXIT_MESSAGES`.
+(``progress``, ``log``, ``result``, ``error`` events) and the exit codes of :class:`headseg.errors.ExitCode`,
+whose sentences (:data:`headseg.errors.EXIT_MESSAGES`) the user reads when the child said nothing better.
 
 Nothing here imports Qt: the Slicer widget calls :meth:`SegmentationProcess.poll` from a ``QTimer``,
 the batch script and the tests call :meth:`SegmentationProcess.wait`. Reader threads only move lines
@@ -28,6 +29,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from .errors import EXIT_MESSAGES, ExitCode
+
 __all__ = [
     "EXIT_MESSAGES",
     "RunState",
@@ -37,16 +40,7 @@ __all__ = [
     "segment_command",
 ]
 
-# Exit codes of ``headseg segment`` and what the user should read for each.
-EXIT_MESSAGES: Dict[int, str] = {
-    1: "Segmentation failed with an unexpected error (details in the log).",
-    2: "The input could not be used (see the log for the reason).",
-    3: "The model package is missing, incomplete or incompatible. Choose another model or reinstall it.",
-    4: "Out of memory. Try device 'cpu', draw a smaller box (ROI) around the region, "
-       "or close other programs.",
-    5: "Segmentation was cancelled.",
-}
-EXIT_CANCELLED = 5
+EXIT_CANCELLED = ExitCode.CANCELLED
 STDERR_LINES_KEPT = 40
 
 
@@ -323,7 +317,7 @@ class SegmentationProcess:
                 general = (f"The segmentation process was killed (signal {-returncode}); "
                            "it may have run out of memory.")
             self.error_code = self.error_code if self.error_code is not None else returncode
-            if self.error_message and returncode != 4:
+            if self.error_message and returncode != ExitCode.OUT_OF_MEMORY:
                 message = self.error_message  # the CLI's own sentence already says what to do
             else:  # out of memory: add the advice; a crash: show its last words
                 detail = self.error_message or (self._stderr_tail[-1] if self._stderr_tail else "")
