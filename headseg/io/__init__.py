@@ -1,0 +1,69 @@
+"""Reading and writing images, label maps and Slicer segmentations, with errors a user can act on.
+
+One module per job; import from ``headseg.io`` (this package), which keeps every public name:
+
+* :mod:`headseg.io.files`: extensions, the error types of missing inputs and existing outputs, atomic writes;
+* :mod:`headseg.io.images`: NRRD / NIfTI / MetaImage images and label maps (SimpleITK);
+* :mod:`headseg.io.dicom_series`: DICOM series in (series choice, slice order, geometry checks);
+* :mod:`headseg.io.segmentation`: Slicer ``.seg.nrrd`` files (pynrrd).
+
+Everything goes through :class:`headseg.geometry.Volume` (array[k, j, i], LPS geometry). Writes are
+atomic and replace existing files only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+from .dicom_series import (
+    DicomSeries,
+    DicomSliceGeometry,
+    dicom_slice_geometry,
+    list_dicom_series,
+    read_dicom_folder,
+    select_dicom_series,
+    slice_stack_geometry,
+    write_dicom_series,
+)
+from .files import (
+    READ_EXTENSIONS,
+    WRITE_EXTENSIONS,
+    InputFileNotFoundError,
+    OutputExistsError,
+    PathLike,
+    extension,
+    is_dicom_file,
+    write_atomically,
+)
+from .images import as_label_array, labelmap_dtype, read_volume, write_labelmap, write_volume
+from .segmentation import read_segmentation, write_segmentation
+
+# Older private names, still imported by callers outside this package.
+_write_atomically = write_atomically
+_is_dicom_file = is_dicom_file
+_as_label_array = as_label_array
+_extension = extension
+
+__all__ = [
+    "READ_EXTENSIONS",
+    "WRITE_EXTENSIONS",
+    "PathLike",
+    "InputFileNotFoundError",
+    "OutputExistsError",
+    "DicomSeries",
+    "read_volume",
+    "list_dicom_series",
+    "select_dicom_series",
+    "DicomSliceGeometry",
+    "dicom_slice_geometry",
+    "slice_stack_geometry",
+    "read_dicom_folder",
+    "write_volume",
+    "write_labelmap",
+    "write_dicom_series",
+    "write_segmentation",
+    "read_segmentation",
+    "labelmap_dtype",
+    "as_label_array",
+    "extension",
+    "is_dicom_file",
+    "write_atomically",
+]

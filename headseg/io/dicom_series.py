@@ -1,0 +1,321 @@
+"""DICOM series in (and a synthetic series out, for tests and phantoms).
+
+Which series of a folder is read, in which slice order and on which grid is decided here from the
+files' own position and orientation tags, never from instance numbers, file names or SliceThickness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from headseg.errors import InputError
+from headseg.geometry import Volume
+
+from .files import InputFileNotFoundError, PathLike
+from .images import _check_image_shape, _check_size_before_reading, _unreadable, _volume_from_image
+
+__all__ = [
+    "DicomSeries",
+    "DicomSliceGeometry",
+    "list_dicom_series",
+    "select_dicom_series",
+    "dicom_slice_geometry",
+    "slice_stack_geometry",
+    "read_dicom_folder",
+    "write_dicom_series",
+]
+
+log = logging.getLogger("headseg.io")
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series found in a folder."""
+
+    series_uid: str
+    modality: str
+    description: str
+    files: Tuple[str, ...]  # sorted by GDCM along the slice normal
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.files)
+
+
+def list_dicom_series(folder: PathLike) -> List[DicomSeries]:
+    """All DICOM series in ``folder`` (not recursive), largest first."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFileNotFoundError(f"DICOM folder {str(folder)!r} does not exist or is not a folder.")
+    series = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        if not files:
+            continue
+        modality, description = "", ""
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        try:
+            reader.ReadImageInformation()
+            if reader.HasMetaDataKey("0008|0060"):
+                modality = reader.GetMetaData("0008|0060").strip()
+            if reader.HasMetaDataKey("0008|103e"):
+                description = reader.GetMetaData("0008|103e").strip()
+        except RuntimeError:
+            pass  # unreadable header: keep the series, the actual read will report the problem
+        series.append(DicomSeries(uid, modality, description, files))
+    series.sort(key=lambda s: (-s.n_slices, s.series_uid))
+    return series
+
+
+def select_dicom_series(folder: PathLike, containing_file: Optional[PathLike] = None) -> DicomSeries:
+    """The series :func:`read_volume` reads from ``folder``: the one holding ``containing_file`` if given,
+    else the largest CT series (else the largest series), with a warning naming the others."""
+    folder = Path(folder)
+    all_series = list_dicom_series(folder)
+    if not all_series:
+        raise InputError(
+            f"No DICOM series found in folder {str(folder)!r}. Select the folder that directly contains "
+            "the .dcm files of the CT (sub-folders are not searched), or a .nrrd/.nii.gz file."
+        )
+    if containing_file is not None:
+        target = os.path.realpath(containing_file)
+        matches = [s for s in all_series if target in {os.path.realpath(f) for f in s.files}]
+        if not matches:
+            raise InputError(f"{Path(containing_file).name!r} is not part of a readable DICOM series.")
+        return matches[0]
+    ct = [s for s in all_series if s.modality.upper() == "CT"]
+    chosen = (ct or all_series)[0]
+    if len(all_series) > 1:
+        others = "; ".join(
+            f"{s.modality or '?'} '{s.description}' ({s.n_slices} files, UID {s.series_uid})"
+            for s in all_series
+            if s is not chosen
+        )
+        log.warning(
+            "Folder %s holds %d DICOM series; using %s '%s' (%d slices, UID %s). Others: %s. To use another "
+            "one, give one of its files or put its files in a folder of their own.",
+            folder, len(all_series), chosen.modality or "?", chosen.description, chosen.n_slices,
+            chosen.series_uid, others,
+        )
+    if not ct:
+        log.warning("No CT series in %s; using the largest one (modality %r).", folder, chosen.modality)
+    return chosen
+
+
+@dataclass(frozen=True)
+class DicomSliceGeometry:
+    """Where the slices of a series lie, from ImagePositionPatient/ImageOrientationPatient of every file."""
+
+    files: Tuple[str, ...]  # sorted along the slice normal (ascending), never by instance number or name
+    order: Tuple[int, ...]  # sorted position n holds input slice order[n]
+    positions: np.ndarray  # [n, 3] LPS mm, in the order of ``files``
+    direction: np.ndarray  # 3x3, columns: row direction (i), column direction (j), slice normal (k)
+    slice_spacing: float  # mean distance between neighbouring slices along the normal (not SliceThickness)
+    pixel_spacing: Tuple[float, float]  # (i, j) = (between columns, between rows)
+    rows: int
+    columns: int
+
+
+# A slice may sit this fraction of the in-plane pixel size off the line of the first slice's normal (IPP
+# rounding in the files is ~0.001-0.01 mm); further off means a gantry tilt or slices of several stacks.
+_MAX_LATERAL_OFFSET_PIXELS = 0.25
+# Neighbouring slice distances may differ from the median by this much (5 % or 0.02 mm): more is a
+# missing slice or a variable-spacing reconstruction that one spacing value cannot describe.
+_SPACING_REL_TOL, _SPACING_ABS_TOL = 0.05, 0.02
+
+
+def _float_list(text: str) -> List[float]:
+    return [float(v) for v in text.replace(",", "\\").split("\\") if v.strip()]
+
+
+def dicom_slice_geometry(series: DicomSeries) -> Optional[DicomSliceGeometry]:
+    """Check and sort the slices of ``series`` (see :func:`slice_stack_geometry`) from their file headers.
+
+    Returns None (after a warning) when the files lack positions or orientations, e.g. secondary
+    captures; then GDCM's order is used.
+    """
+    import SimpleITK as sitk
+
+    label = f"DICOM series '{series.description}' (UID {series.series_uid})"
+    positions, orientations, pixel_spacings, sizes = [], [], [], []
+    reader = sitk.ImageFileReader()
+    for name in series.files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            tags = {key: reader.GetMetaData(key) for key in ("0020|0032", "0020|0037", "0028|0030", "0028|0010",
+                                                            "0028|0011") if reader.HasMetaDataKey(key)}
+            positions.append(_float_list(tags["0020|0032"]))
+            orientations.append(_float_list(tags["0020|0037"]))
+            pixel_spacings.append(_float_list(tags.get("0028|0030", "1\\1")))
+            sizes.append((int(tags.get("0028|0010", 0)), int(tags.get("0028|0011", 0))))
+        except (RuntimeError, KeyError, ValueError):
+            log.warning("%s: %s has no usable slice position/orientation; slices are taken in GDCM's order "
+                        "and the slice spacing from ITK.", label, Path(name).name)
+            return None
+    return slice_stack_geometry(label, positions, orientations, pixel_spacings, sizes, series.files)
+
+
+def slice_stack_geometry(
+    label: str,
+    positions: Sequence[Sequence[float]],
+    orientations: Sequence[Sequence[float]],
+    pixel_spacings: Sequence[Sequence[float]],
+    sizes: Sequence[Tuple[int, int]],
+    names: Sequence[str] = (),
+) -> DicomSliceGeometry:
+    """Sort slices by their position along the slice normal (ImagePositionPatient projected on the cross
+    product of the ImageOrientationPatient vectors) and check that they form one regular 3D grid.
+
+    Raises :class:`InputError` for slices with different orientations or sizes, two slices at the same
+    position, a gantry tilt (positions that step off the slice normal: the voxel grid would be sheared)
+    and uneven slice spacing (missing slices). ``names`` (file names) are returned sorted in ``files``.
+    """
+    if any(len(p) != 3 for p in positions) or any(len(o) != 6 for o in orientations):
+        raise InputError(f"{label} has malformed ImagePositionPatient/ImageOrientationPatient values.")
+    orientation = np.asarray(orientations, dtype=float)
+    if np.abs(orientation - orientation[0]).max() > 1e-3:
+        raise InputError(
+            f"{label} mixes slices with different orientations (e.g. a localizer or several stacks in one "
+            "series). Export the axial CT series alone."
+        )
+    if len(set(sizes)) > 1:
+        raise InputError(f"{label} mixes slices of different sizes {sorted(set(sizes))}; export one CT series alone.")
+    row, col = orientation[0, :3], orientation[0, 3:]
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    normal = np.cross(row, col)
+    points = np.asarray(positions, dtype=float)
+    along = points @ normal
+    order = np.argsort(along, kind="stable")
+    points, along = points[order], along[order]
+    steps = np.diff(along)
+    if len(steps) and steps.min() < 1e-3:
+        n = int(np.argmin(steps))
+        raise InputError(
+            f"{label} has two slices at the same position ({along[n]:.2f} mm along the slice normal): several "
+            "acquisitions, phases or copies of a file in one series. Export one reconstruction alone."
+        )
+    first_spacing = list(pixel_spacings[0]) if len(pixel_spacings) else []
+    pixel = (float(first_spacing[1]), float(first_spacing[0])) if len(first_spacing) == 2 else (1.0, 1.0)
+    offsets = points - points[0]
+    lateral = offsets - np.outer(offsets @ normal, normal)
+    lateral_mm = np.linalg.norm(lateral, axis=1)
+    if len(points) > 1 and lateral_mm.max() > _MAX_LATERAL_OFFSET_PIXELS * min(pixel):
+        tilt = float(np.degrees(np.arctan2(lateral_mm[-1], along[-1] - along[0])))
+        raise InputError(
+            f"{label} is not a stack of parallel slices along their normal: the slice positions drift "
+            f"{lateral_mm.max():.1f} mm sideways over {along[-1] - along[0]:.0f} mm, i.e. a gantry tilt of "
+            f"about {tilt:.1f} degrees (or slices of several stacks). HeadSeg cannot resample tilted "
+            "acquisitions correctly. Resample the series to a regular grid first, e.g. in 3D Slicer with "
+            "Application settings > DICOM > ScalarVolume > 'Acquisition geometry regularization', then save "
+            "it as .nrrd, or ask for a reconstruction without tilt."
+        )
+    if len(steps) > 1:
+        median = float(np.median(steps))
+        worst = int(np.argmax(np.abs(steps - median)))
+        if abs(steps[worst] - median) > max(_SPACING_ABS_TOL, _SPACING_REL_TOL * median):
+            raise InputError(
+                f"{label} has uneven slice spacing: {steps[worst]:.2f} mm between slices at {along[worst]:.2f} "
+                f"and {along[worst + 1]:.2f} mm, {median:.2f} mm elsewhere (a missing slice, or a variable "
+                "spacing reconstruction). Export the complete series, or resample it to a regular grid first."
+            )
+    spacing = float((along[-1] - along[0]) / (len(along) - 1)) if len(along) > 1 else 1.0
+    return DicomSliceGeometry(
+        files=tuple(names[n] for n in order) if len(names) else (),
+        order=tuple(int(n) for n in order),
+        positions=points,
+        direction=np.column_stack([row, col, normal]),
+        slice_spacing=spacing,
+        pixel_spacing=pixel,
+        rows=int(sizes[0][0]) if len(sizes) else 0,
+        columns=int(sizes[0][1]) if len(sizes) else 0,
+    )
+
+
+def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None) -> Volume:
+    import SimpleITK as sitk
+
+    chosen = select_dicom_series(folder, containing_file)
+    label = f"DICOM series {chosen.series_uid} in {folder.name}"
+    if chosen.n_slices < 2:
+        raise InputError(
+            f"{label} has a single slice. HeadSeg needs a 3D volume: export the whole CT series, "
+            "not one image."
+        )
+    geometry = dicom_slice_geometry(chosen)
+    if geometry is not None:
+        _check_size_before_reading(label, (geometry.columns, geometry.rows, chosen.n_slices), None)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(geometry.files if geometry is not None else chosen.files))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise _unreadable(folder, exc) from None
+    _check_image_shape(label, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
+    volume = _volume_from_image(image)
+    if geometry is not None:  # positions, not SliceThickness or ITK's first-two-slices estimate
+        volume = Volume(volume.array, (volume.spacing[0], volume.spacing[1], geometry.slice_spacing),
+                        tuple(geometry.positions[0]), geometry.direction)
+    return volume
+
+
+def write_dicom_series(
+    volume: Volume,
+    folder: PathLike,
+    modality: str = "CT",
+    series_description: str = "HeadSeg synthetic series",
+    series_uid: Optional[str] = None,
+) -> List[Path]:
+    """Write an integer volume as a DICOM series, one file per k slice (for tests and synthetic
+    phantoms: the files carry only the geometry and identification tags, no patient data)."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not np.issubdtype(volume.array.dtype, np.integer):
+        raise InputError("write_dicom_series needs an integer volume (e.g. int16 Hounsfield units).")
+    image = volume.to_sitk()
+    direction = volume.direction
+    uid = series_uid or f"2.25.{uuid.uuid4().int}"
+    # Own UIDs for study and frame of reference: "<series>.1" would equal the first slice's SOP UID.
+    study_uid, frame_uid = f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
+    orientation = "\\".join(f"{x:.10g}" for x in list(direction[:, 0]) + list(direction[:, 1]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    paths = []
+    for k in range(volume.shape[0]):
+        slice_image = image[:, :, k]
+        position = volume.index_to_lps((0, 0, k))
+        tags = {
+            "0008|0060": modality,
+            "0008|103e": series_description,
+            "0008|0008": "DERIVED\\SECONDARY\\AXIAL",
+            "0020|000d": study_uid,
+            "0020|000e": uid,
+            "0020|0052": frame_uid,
+            "0010|0020": "HEADSEG-SYNTHETIC",
+            "0020|0011": "1",
+            "0008|0018": f"{uid}.{k + 1}",
+            "0020|0013": str(k + 1),
+            "0020|0037": orientation,
+            "0020|0032": "\\".join(f"{x:.10g}" for x in position),
+            "0018|0050": f"{volume.spacing[2]:.10g}",
+        }
+        for key, value in tags.items():
+            slice_image.SetMetaData(key, value)
+        path = folder / f"slice_{k:04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(slice_image)
+        paths.append(path)
+    return paths
+
+
