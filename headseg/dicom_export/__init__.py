@@ -1,0 +1,104 @@
+"""DICOM out: a label map as a DICOM Segmentation (SEG) and as an RT Structure Set (RTSTRUCT).
+
+Radiotherapy departments import RT Structure Sets, research archives want DICOM SEG; both must point at
+the CT series the label map was computed on (study, series, frame of reference and per-slice SOP
+instance UIDs), so the label map has to lie exactly on that series' grid -- which it does when it comes
+from :func:`headseg.io.read_volume` on the same series. Structure names, colours and SNOMED CT codes
+come from the label set (``labels.Terminology``: category, type and laterality modifier).
+
+* DICOM SEG is written with ``highdicom`` (binary segments, one per structure present). It is exact:
+  reading it back gives the label map voxel for voxel.
+* The RT Structure Set is written with ``pydicom`` by our own code (no rt-utils, which pulls in OpenCV).
+  Contours follow the pixel edges of the mask on every slice ("crack following"): every polygon vertex
+  is a pixel corner, so a pixel lies inside the polygon exactly when it belongs to the mask, and the
+  contour area equals the voxel area (treatment planning systems compute the same volume as HeadSeg's
+  table). Holes are inner contours (even-odd rule, as treatment planning systems read them). Where two
+  pixels of a structure touch only at a corner the contour is cut by 0.1 pixel there, so every polygon is
+  simple (no self-touching vertices, which some readers reject). Rasterising the contours back (pixel
+  centres, even-odd) reproduces the label map exactly on the source grid; see "DICOM in and out" in README.md.
+
+The package keeps one job per module: :mod:`.source` (the referenced series and grid checks),
+:mod:`.dicom_seg`, :mod:`.contours` and :mod:`.rtstruct`; this module adds the calls the command line
+uses (:func:`parse_export_formats`, :func:`check_export_source`, :func:`export_dicom`).
+
+Only regular stacks of parallel slices are supported: a gantry-tilted or unevenly spaced source series is
+refused with a message (see :func:`headseg.io.slice_stack_geometry`). Oblique but orthogonal grids are fine.
+
+``pydicom`` and ``highdicom`` are optional dependencies (``pip install headseg[dicom]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from headseg.errors import InputError
+from headseg.geometry import Volume
+from headseg.labels import LabelSet
+
+from .contours import SADDLE_CUT, mask_to_polygons, rasterize_polygons
+from .dicom_seg import read_dicom_seg, write_dicom_seg
+from .rtstruct import RT_STRUCTURE_SET_STORAGE, read_rtstruct, write_rtstruct
+from .source import GRID_TOLERANCE_MM, DicomSource, SourceLike, _require_highdicom, _require_pydicom, load_dicom_source
+
+__all__ = [
+    "DicomSource",
+    "load_dicom_source",
+    "write_dicom_seg",
+    "write_rtstruct",
+    "read_dicom_seg",
+    "read_rtstruct",
+    "mask_to_polygons",
+    "rasterize_polygons",
+    "export_dicom",
+    "export_paths",
+    "parse_export_formats",
+    "EXPORT_FORMATS",
+    "GRID_TOLERANCE_MM",
+    "SADDLE_CUT",
+    "RT_STRUCTURE_SET_STORAGE",
+]
+
+EXPORT_FORMATS = ("dicom-seg", "rtstruct")
+
+
+def parse_export_formats(text: Optional[str]) -> Tuple[str, ...]:
+    """``"dicom-seg,rtstruct"`` -> ("dicom-seg", "rtstruct"), refusing unknown names with the valid ones."""
+    if not text:
+        return ()
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown:
+        raise InputError(f"Unknown --export format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}.")
+    for fmt in formats:
+        (_require_highdicom if fmt == "dicom-seg" else _require_pydicom)()
+    return formats
+
+
+def export_paths(out_dir: Path, case: str, formats: Sequence[str]) -> Dict[str, Path]:
+    names = {"dicom-seg": f"{case}_seg.dcm", "rtstruct": f"{case}_rtstruct.dcm"}
+    return {fmt: Path(out_dir) / names[fmt] for fmt in formats}
+
+
+def export_dicom(
+    labelmap: Volume,
+    label_set: LabelSet,
+    source: SourceLike,
+    paths: Dict[str, Path],
+    overwrite: bool = False,
+    algorithm_name: str = "HeadSeg",
+) -> List[Path]:
+    """Write the requested DICOM objects (``paths``: format -> file) for one case; returns the files."""
+    src = load_dicom_source(source)
+    written = []
+    for fmt, path in paths.items():
+        if fmt == "dicom-seg":
+            written.append(write_dicom_seg(labelmap, label_set, src, path, overwrite=overwrite,
+                                           algorithm_name=algorithm_name))
+        elif fmt == "rtstruct":
+            written.append(write_rtstruct(labelmap, label_set, src, path, overwrite=overwrite,
+                                          algorithm_name=algorithm_name))
+        else:
+            raise InputError(f"Unknown DICOM export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}.")
+    return written
+
