@@ -1,7 +1,7 @@
 """AnatomyNetHaN: one click to segment head-and-neck organs at risk in a CT (AnatomyNet).
 
 The panel is a thin view over :class:`AnatomyNetHaNLib.HeadNeckLogic` (Qt-free, shared code in
-``headseg.slicer_glue``); what it does alike with OrbitSegmentation is ``headseg.slicer_panel``. The
+``headseg.slicer``); what it does alike with OrbitSegmentation is ``headseg.slicer.panel``. The
 model runs in a separate process (``headseg segment``), polled by a timer, so Slicer stays responsive
 and the run can be cancelled at any time.
 """
@@ -30,7 +30,7 @@ if importlib.util.find_spec("headseg") is None:  # a source checkout: headseg is
 from AnatomyNetHaNLib.logic import HeadNeckLogic  # noqa: E402
 
 from headseg.errors import HeadSegError  # noqa: E402
-from headseg.slicer_panel import ModuleSelfTestMixin, SegmentationPanelMixin, describe_module  # noqa: E402
+from headseg.slicer.panel import ModuleSelfTestMixin, SegmentationPanelMixin, describe_module  # noqa: E402
 
 
 #
@@ -73,7 +73,7 @@ class AnatomyNetHaNLogic(ScriptedLoadableModuleLogic, HeadNeckLogic):
 
 
 #
-# Widget: the shared panel (headseg.slicer_panel) plus the organ checklist
+# Widget: the shared panel (headseg.slicer.panel) plus the organ checklist
 #
 class AnatomyNetHaNWidget(SegmentationPanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     logicClass = AnatomyNetHaNLogic
@@ -111,7 +111,8 @@ class AnatomyNetHaNTest(ModuleSelfTestMixin, ScriptedLoadableModuleTest):
         from headseg.geometry import Volume
         from headseg.io import write_segmentation
         from headseg.labels import get_label_set
-        from headseg.slicer_glue import import_segmentation_file, rows_from_table_node
+        from headseg.slicer.segments import import_segmentation_file
+        from headseg.slicer.tables import rows_from_table_node
 
         self.delayDisplay("Import organs, check the volume table, export a training case")
         phantom, ct = self.phantomCT()

@@ -1,7 +1,7 @@
 """OrbitSegmentation: one click to segment the rectus muscles and optic nerve of both orbits in a head CT.
 
 The panel is a thin view over :class:`OrbitSegmentationLib.OrbitLogic` (Qt-free, shared code in
-``headseg.slicer_glue``); what it does alike with AnatomyNetHaN is ``headseg.slicer_panel``. The model
+``headseg.slicer``); what it does alike with AnatomyNetHaN is ``headseg.slicer.panel``. The model
 runs in a separate process (``headseg segment``), polled by a timer, so Slicer stays responsive and the
 run can be cancelled at any time.
 """
@@ -29,7 +29,7 @@ if importlib.util.find_spec("headseg") is None:  # a source checkout: headseg is
 
 from OrbitSegmentationLib.logic import OrbitLogic  # noqa: E402
 
-from headseg.slicer_panel import ModuleSelfTestMixin, SegmentationPanelMixin, describe_module  # noqa: E402
+from headseg.slicer.panel import ModuleSelfTestMixin, SegmentationPanelMixin, describe_module  # noqa: E402
 
 
 #
@@ -73,7 +73,7 @@ class OrbitSegmentationLogic(ScriptedLoadableModuleLogic, OrbitLogic):
 
 
 #
-# Widget: the shared panel (headseg.slicer_panel) plus the optional ROI
+# Widget: the shared panel (headseg.slicer.panel) plus the optional ROI
 #
 class OrbitSegmentationWidget(SegmentationPanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     logicClass = OrbitSegmentationLogic
@@ -97,7 +97,8 @@ class OrbitSegmentationTest(ModuleSelfTestMixin, ScriptedLoadableModuleTest):
 
         from headseg.io import write_segmentation
         from headseg.labels import get_label_set
-        from headseg.slicer_glue import import_segmentation_file, rows_from_table_node
+        from headseg.slicer.segments import import_segmentation_file
+        from headseg.slicer.tables import rows_from_table_node
 
         self.delayDisplay("Import a segmentation, check the volume table, export a training case")
         phantom, ct = self.phantomCT()

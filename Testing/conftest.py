@@ -36,12 +36,12 @@ def slicer_share_dir() -> Path:
 
 @pytest.fixture
 def mrml_scene(tmp_path: Path) -> Iterator[object]:
-    """A :class:`headseg.slicer_glue.HeadlessSlicer` (``.scene``, ``.logics``, ``.app_logic``) per test.
+    """A :class:`headseg.slicer.scene.HeadlessSlicer` (``.scene``, ``.logics``, ``.app_logic``) per test.
 
     Uses the Slicer share files when present (terminologies and colour tables), otherwise runs without.
     """
     pytest.importorskip("slicer", reason="slicer-core is not installed")
-    from headseg.slicer_glue import init_headless_slicer
+    from headseg.slicer.scene import init_headless_slicer
 
     share = str(SLICER_SHARE_DIR) if (SLICER_SHARE_DIR / "terminologies").is_dir() else None
     temp_dir = tmp_path / "slicer_temp"

@@ -1,14 +1,14 @@
 """What is specific to head-and-neck organs at risk (AnatomyNet): the organ list depends on the model's
 label set (PDDCA's nine organs or OpenKBP's seven), and the user chooses which organs to keep.
 
-Everything else is shared with OrbitSegmentation in ``headseg.slicer_glue``.
+Everything else is shared with OrbitSegmentation in ``headseg.slicer``.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from headseg.slicer_glue import TaskLogic
+from headseg.slicer.logic import TaskLogic
 from headseg.volumes import VolumeRow
 
 __all__ = ["HeadNeckLogic"]

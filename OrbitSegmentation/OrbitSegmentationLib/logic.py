@@ -2,14 +2,14 @@
 follow-up looks at (total extraocular muscle volume per side and its left/right ratio).
 
 Everything else -- running the model in a child process, importing the result, the volume table,
-CSV export, the training-set export -- is shared with AnatomyNetHaN in ``headseg.slicer_glue``.
+CSV export, the training-set export -- is shared with AnatomyNetHaN in ``headseg.slicer``.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from headseg.slicer_glue import TaskLogic
+from headseg.slicer.logic import TaskLogic
 from headseg.volumes import VolumeRow
 
 __all__ = ["OrbitLogic"]

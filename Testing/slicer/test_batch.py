@@ -17,18 +17,18 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytest.importorskip("torch", reason="torch is needed by the headseg segment child process")
 
-from headseg import slicer_glue as glue  # noqa: E402
 from headseg.errors import InputError  # noqa: E402
 from headseg.io import read_segmentation, write_volume  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.slicer import batch, runs, scene, segments  # noqa: E402
 from headseg.volumes import volume_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ORBIT = get_label_set("orbit")
 
 
-def node_classes(scene) -> list:
-    return sorted(scene.GetNthNode(n).GetClassName() for n in range(scene.GetNumberOfNodes()))
+def node_classes(mrml) -> list:
+    return sorted(mrml.GetNthNode(n).GetClassName() for n in range(mrml.GetNumberOfNodes()))
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_run_batch_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, 
     out = tmp_path / "out"
     before = node_classes(mrml_scene.scene)
     lines = []
-    outcomes = glue.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
+    outcomes = batch.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
                               log=lines.append)
     if "ImportError" in outcomes[1].message or "ModuleNotFoundError" in outcomes[1].message:
         pytest.skip(f"the headseg CLI is not ready yet: {outcomes[1].message}")
@@ -69,7 +69,7 @@ def test_run_batch_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, 
     assert {r["case"] for r in combined} == {"oblique"} and len(combined) == len(rows)
 
     with pytest.raises(InputError, match="already exist"):
-        glue.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
+        batch.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
                        log=lines.append)
 
 
@@ -98,14 +98,14 @@ def test_segment_mask_matches_slicer_resampling(mrml_scene, small_phantom, tmp_p
     """The fast copy of a segment onto the input grid equals Slicer's own export (used under transforms)."""
     from headseg.io import write_segmentation
 
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     path = write_segmentation(small_phantom.labels, ORBIT, tmp_path / "t.seg.nrrd")
-    node = glue.import_segmentation_file(path, ORBIT, ct)
-    reference = glue.volume_from_node(ct)
+    node = segments.import_segmentation_file(path, ORBIT, ct)
+    reference = scene.volume_from_node(ct)
     before = node_classes(mrml_scene.scene)
     for key in ("superior_rectus_right", "optic_nerve_left"):
-        fast = glue.segment_mask(node, key, reference, ct)
-        slow = glue._export_segment_with_slicer(node, key, ct) > 0
+        fast = segments.segment_mask(node, key, reference, ct)
+        slow = segments._export_segment_with_slicer(node, key, ct) > 0
         assert np.array_equal(fast, slow)
         assert np.array_equal(fast, small_phantom.labels.array == ORBIT.by_key(key).label)
     assert node_classes(mrml_scene.scene) == before, "no helper node is left behind"
@@ -113,8 +113,8 @@ def test_segment_mask_matches_slicer_resampling(mrml_scene, small_phantom, tmp_p
 
 def test_batch_self_test_passes_with_a_model_and_fails_with_the_wrong_one(tiny_orbit_package, tiny_han_package):
     """What the modules' <Module>BatchTest.py run inside Slicer, here in plain Python."""
-    if glue.missing_packages():
-        pytest.skip(f"missing Python packages: {glue.missing_packages()}")
-    glue.batch_self_test("orbit", model=str(tiny_orbit_package.path))
+    if runs.missing_packages():
+        pytest.skip(f"missing Python packages: {runs.missing_packages()}")
+    batch.batch_self_test("orbit", model=str(tiny_orbit_package.path))
     with pytest.raises(AssertionError, match="exited with 2"):
-        glue.batch_self_test("orbit", model=str(tiny_han_package.path))
+        batch.batch_self_test("orbit", model=str(tiny_han_package.path))

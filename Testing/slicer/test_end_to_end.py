@@ -14,16 +14,16 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytest.importorskip("torch", reason="torch is needed by the headseg segment child process")
 
-from headseg import slicer_glue as glue  # noqa: E402
 from headseg.errors import InputError, ModelPackageError  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.slicer import runs, scene, segments, tables  # noqa: E402
 from headseg.volumes import volume_table  # noqa: E402
 
 ORBIT = get_label_set("orbit")
 
 
-def node_classes(scene) -> list:
-    return sorted(scene.GetNthNode(n).GetClassName() for n in range(scene.GetNumberOfNodes()))
+def node_classes(mrml) -> list:
+    return sorted(mrml.GetNthNode(n).GetClassName() for n in range(mrml.GetNumberOfNodes()))
 
 
 def skip_if_cli_broken(run) -> None:
@@ -33,9 +33,9 @@ def skip_if_cli_broken(run) -> None:
 
 
 def test_segment_button_path_end_to_end(mrml_scene, small_phantom, tiny_orbit_package):
-    ct = glue.node_from_volume(small_phantom.image, "CT head")
+    ct = scene.node_from_volume(small_phantom.image, "CT head")
     before = node_classes(mrml_scene.scene)
-    run = glue.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cpu",
+    run = runs.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cpu",
                                result_name="CT head orbit segmentation")
     run.start()
     work_dir = run.process.work_dir
@@ -60,12 +60,12 @@ def test_segment_button_path_end_to_end(mrml_scene, small_phantom, tiny_orbit_pa
     node = run.segmentation_node
     assert node.GetName() == "CT head orbit segmentation"
     assert [node.GetSegmentation().GetSegment(s.key).GetName() for s in ORBIT] == [s.name for s in ORBIT]
-    labelmap, warnings = glue.labelmap_from_segmentation(node, ORBIT, ct)
+    labelmap, warnings = segments.labelmap_from_segmentation(node, ORBIT, ct)
     assert warnings == []
     assert labelmap.same_geometry(small_phantom.image)  # the result lands on the input's grid
     assert set(np.unique(labelmap.array)) <= set(range(11))
 
-    rows = glue.rows_from_table_node(run.table_node)
+    rows = tables.rows_from_table_node(run.table_node)
     expected = volume_table(labelmap, ORBIT)
     assert [(r.structure, r.side, r.voxels) for r in rows] == [(r.structure, r.side, r.voxels) for r in expected]
     assert "done" in run.message.lower()
@@ -78,9 +78,9 @@ def test_segment_button_path_end_to_end(mrml_scene, small_phantom, tiny_orbit_pa
 def test_cancel_leaves_the_scene_as_it_was(mrml_scene, small_phantom, tiny_orbit_package):
     import time
 
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     before = node_classes(mrml_scene.scene)
-    run = glue.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cpu")
+    run = runs.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cpu")
     run.start()
     deadline = time.monotonic() + 60
     while not any(e.get("event") == "progress" for e in run.poll()) and not run.finished:
@@ -101,9 +101,9 @@ def test_a_failure_in_the_child_becomes_a_message(mrml_scene, small_phantom, tin
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the test needs the 'no GPU' refusal")
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     before = node_classes(mrml_scene.scene)
-    run = glue.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cuda")
+    run = runs.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cuda")
     run.start()
     assert run.wait(timeout=120) == "failed"
     skip_if_cli_broken(run)
@@ -116,13 +116,13 @@ def test_a_failure_in_the_child_becomes_a_message(mrml_scene, small_phantom, tin
 
 def test_input_problems_are_refused_before_any_process(mrml_scene, small_phantom, tiny_orbit_package):
     with pytest.raises(InputError, match="No input volume"):
-        glue.SegmentationRun("orbit", None, model=str(tiny_orbit_package.path)).start()
+        runs.SegmentationRun("orbit", None, model=str(tiny_orbit_package.path)).start()
     mr_like = small_phantom.image.with_array(np.clip(small_phantom.image.array + 1000, 0, 600).astype(np.int16))
-    mr = glue.node_from_volume(mr_like, "MR")
+    mr = scene.node_from_volume(mr_like, "MR")
     with pytest.raises(InputError, match="Hounsfield"):
-        glue.SegmentationRun("orbit", mr, model=str(tiny_orbit_package.path)).start()
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+        runs.SegmentationRun("orbit", mr, model=str(tiny_orbit_package.path)).start()
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     with pytest.raises(ModelPackageError, match="segments task 'orbit', not 'han'"):
-        glue.SegmentationRun("han", ct, model=str(tiny_orbit_package.path)).start()
+        runs.SegmentationRun("han", ct, model=str(tiny_orbit_package.path)).start()
     with pytest.raises(ModelPackageError):
-        glue.SegmentationRun("orbit", ct, model=str(small_phantom and "/nonexistent/model")).start()
+        runs.SegmentationRun("orbit", ct, model=str(small_phantom and "/nonexistent/model")).start()

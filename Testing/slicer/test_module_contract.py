@@ -2,7 +2,7 @@
 
 * each .ui parses; every ``self.ui.<name>`` the widget uses exists there with the expected class, and
   every method the widget calls on it belongs to that class; the same for the shared panel
-  (``headseg/slicer_panel.py``), against BOTH modules' .ui files;
+  (``headseg/slicer/panel.py``), against BOTH modules' .ui files;
 * every push button's ``clicked`` signal is connected to a handler that the widget or the shared panel
   defines, every connected signal exists on its widget class, and parameter-node bindings match the
   wrapper's fields;
@@ -72,7 +72,7 @@ def widget_class(tree: ast.Module, module: str) -> ast.ClassDef:
     return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
 
 
-PANEL_FILE = REPO / "headseg" / "slicer_panel.py"
+PANEL_FILE = REPO / "headseg" / "slicer" / "panel.py"
 PANEL_CLASS = "SegmentationPanelMixin"
 
 
@@ -177,7 +177,7 @@ def test_every_ui_name_the_shared_panel_uses_exists_in_both_modules_ui(module):
     names, pairs = ui_uses(panel)
     assert len(set(names)) >= 10 and pairs, "the shared panel uses (almost) no self.ui names?"
     assert ("segmentEditorWidget", "setMRMLSegmentEditorNode") in pairs, "aliases (editor = self.ui...) are seen"
-    check_ui_uses(panel, "headseg/slicer_panel.py", module)
+    check_ui_uses(panel, "headseg/slicer/panel.py", module)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -202,7 +202,7 @@ def test_widget_inherits_the_shared_panel_first_and_sets_what_it_needs(module):
     assert bases == [PANEL_CLASS, "ScriptedLoadableModuleWidget", "VTKObservationMixin"], \
         "the shared panel must come first so that its setup/enter/exit/cleanup are the ones Slicer calls"
     imports = {(n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert ("headseg.slicer_panel", PANEL_CLASS) in imports
+    assert ("headseg.slicer.panel", PANEL_CLASS) in imports
     required = {name for name, value in class_attributes(panel).items()
                 if isinstance(value, ast.Constant) and value.value is None}
     assert required >= {"logicClass", "segmentButtonText", "noModelMessage", "datasetFolderSetting"}
@@ -328,8 +328,8 @@ def imports_outside_functions(node) -> set:
 def test_shared_panel_is_python39_and_imports_qt_and_slicer_only_inside_functions():
     tree = ast.parse(PANEL_FILE.read_text(), feature_version=(3, 9))
     eager = imports_outside_functions(tree)
-    assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, f"slicer_panel.py imports {eager} at import time"
-    code = ("import sys, headseg.slicer_panel as p; "
+    assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, f"headseg/slicer/panel.py imports {eager} at import time"
+    code = ("import sys, headseg.slicer.panel as p; "
             "assert not {'qt', 'ctk', 'slicer', 'vtk', 'torch'} & set(sys.modules), sorted(sys.modules); "
             "assert p.SegmentationPanelMixin.segmentButtonText is None")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -17,10 +17,11 @@ for _module_name in ("OrbitSegmentation", "AnatomyNetHaN"):
 from AnatomyNetHaNLib import HeadNeckLogic  # noqa: E402
 from OrbitSegmentationLib import OrbitLogic  # noqa: E402
 
-from headseg import slicer_glue as glue  # noqa: E402
 from headseg.errors import InputError, ModelPackageError  # noqa: E402
 from headseg.io import write_segmentation  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.slicer import scene, segments, tables  # noqa: E402
+from headseg.slicer.logic import TaskLogic  # noqa: E402
 
 ORBIT = get_label_set("orbit")
 PDDCA = get_label_set("pddca")
@@ -46,8 +47,8 @@ def test_organ_checklist_follows_the_model(tiny_han_package, tiny_orbit_package)
 
 
 def test_orbit_panel_numbers_and_review_list(mrml_scene, small_phantom, tmp_path):
-    ct = glue.node_from_volume(small_phantom.image, "CT")
-    node = glue.import_segmentation_file(write_segmentation(small_phantom.labels, ORBIT, tmp_path / "s.seg.nrrd"),
+    ct = scene.node_from_volume(small_phantom.image, "CT")
+    node = segments.import_segmentation_file(write_segmentation(small_phantom.labels, ORBIT, tmp_path / "s.seg.nrrd"),
                                          ORBIT, ct)
     logic = OrbitLogic()
     table, summary = logic.refresh_volume_table(node)
@@ -64,11 +65,11 @@ def test_orbit_panel_numbers_and_review_list(mrml_scene, small_phantom, tmp_path
 
 
 def test_head_neck_summary_names_empty_organs(mrml_scene, small_phantom, tmp_path):
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     labels = np.zeros(small_phantom.image.shape, np.uint8)
     labels[5:10, 20:30, 20:30] = PDDCA.by_key("mandible").label
     labelmap = small_phantom.image.with_array(labels)
-    node = glue.import_segmentation_file(write_segmentation(labelmap, PDDCA, tmp_path / "o.seg.nrrd"), PDDCA, ct,
+    node = segments.import_segmentation_file(write_segmentation(labelmap, PDDCA, tmp_path / "o.seg.nrrd"), PDDCA, ct,
                                          keep=["mandible", "brainstem"])
     logic = HeadNeckLogic()
     assert logic.label_set(node) is PDDCA  # from the node attribute set on import
@@ -80,7 +81,7 @@ def test_head_neck_summary_names_empty_organs(mrml_scene, small_phantom, tmp_pat
 
 def test_head_neck_end_to_end_keeps_only_the_chosen_organs(mrml_scene, small_phantom, tiny_han_package):
     pytest.importorskip("torch")
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     run = HeadNeckLogic().start(ct, model=str(tiny_han_package.path), device="cpu",
                                 structures=["mandible", "parotid_left"])
     state = run.wait(timeout=180)
@@ -90,7 +91,7 @@ def test_head_neck_end_to_end_keeps_only_the_chosen_organs(mrml_scene, small_pha
     node = run.segmentation_node
     assert node.GetName() == "CT organs at risk"
     assert sorted(node.GetSegmentation().GetSegmentIDs()) == ["mandible", "parotid_left"]
-    rows = glue.rows_from_table_node(run.table_node)
+    rows = tables.rows_from_table_node(run.table_node)
     assert [(r.structure, r.side) for r in rows] == [("mandible", ""), ("parotid", "left")]
     with pytest.raises(InputError, match="at least one"):
         HeadNeckLogic().start(ct, model=str(tiny_han_package.path), structures=[])
@@ -100,4 +101,4 @@ def test_segmentations_not_imported_by_headseg_read_as_the_tasks_label_set():
     """Without a label-set attribute a segmentation follows the task's label set (TASK_LABEL_SETS)."""
     assert OrbitLogic().label_set(None).name == "orbit"
     assert HeadNeckLogic().label_set(None).name == "pddca"
-    assert glue.TaskLogic().label_set(None) is None  # no task, no guess
+    assert TaskLogic().label_set(None) is None  # no task, no guess

@@ -7,6 +7,6 @@ import unittest
 
 class AnatomyNetHaNBatchTest(unittest.TestCase):
     def test_batch_writes_segmentation_and_volumes_per_case(self):
-        from headseg.slicer_glue import batch_self_test
+        from headseg.slicer.batch import batch_self_test
 
         batch_self_test("han", seed=2)

@@ -7,6 +7,6 @@ import unittest
 
 class OrbitSegmentationBatchTest(unittest.TestCase):
     def test_batch_writes_segmentation_and_volumes_per_case(self):
-        from headseg.slicer_glue import batch_self_test
+        from headseg.slicer.batch import batch_self_test
 
         batch_self_test("orbit")

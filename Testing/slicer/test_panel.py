@@ -1,11 +1,11 @@
-"""The shared panel's plain-Python parts (``headseg.slicer_panel``); its Qt side is checked statically
+"""The shared panel's plain-Python parts (``headseg.slicer.panel``); its Qt side is checked statically
 against both modules' .ui files in ``test_module_contract.py``."""
 
 from __future__ import annotations
 
 import os
 
-from headseg.slicer_panel import SETTINGS_MODEL_FOLDERS, SegmentationPanelMixin, model_folders_from_setting
+from headseg.slicer.panel import SETTINGS_MODEL_FOLDERS, SegmentationPanelMixin, model_folders_from_setting
 
 
 def test_saved_model_folders_keep_only_existing_folders_in_order(tmp_path):

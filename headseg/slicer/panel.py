@@ -23,7 +23,7 @@ import logging
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
-from .errors import HeadSegError
+from ..errors import HeadSegError
 
 __all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "model_folders_from_setting",
            "SETTINGS_MODEL_FOLDERS"]
@@ -36,7 +36,7 @@ TABLE_DELAY_MS = 500  # the volume table is recomputed this long after the last 
 
 def _(text: str) -> str:
     """Slicer's ``tr``: the shared panel's texts are translated once, in this file's context
-    (``headseg.slicer_panel``); looked up at call time so that this module imports without Slicer."""
+    (``headseg.slicer.panel``); looked up at call time so that this module imports without Slicer."""
     try:
         from slicer.i18n import tr
     except ImportError:
@@ -570,8 +570,8 @@ class ModuleSelfTestMixin:
 
     def phantomCT(self):
         """(phantom, its CT as a volume node): a synthetic head on a 1.5 x 1.5 x 2 mm grid."""
-        from .phantoms import make_head_phantom
-        from .slicer_glue import node_from_volume
+        from ..phantoms import make_head_phantom
+        from .scene import node_from_volume
 
         phantom = make_head_phantom(seed=self.phantomSeed, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
         return phantom, node_from_volume(phantom.image, "Phantom CT")

@@ -1,4 +1,5 @@
-"""Slicer-module glue on a real MRML scene (slicer-core wheel) with synthetic phantoms.
+"""The Slicer package's scene, segment and table code (``headseg.slicer``) on a real MRML scene (slicer-core wheel),
+with synthetic phantoms.
 
 Covers: volume node <-> Volume geometry (LPS/RAS, oblique, transforms, left stays left), importing a
 .seg.nrrd into a segmentation node (names, colours, terminology, label values, hierarchy), the volume
@@ -17,11 +18,11 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from headseg import slicer_glue as glue  # noqa: E402
 from headseg.errors import InputError  # noqa: E402
 from headseg.geometry import Volume  # noqa: E402
 from headseg.io import read_segmentation, read_volume, write_segmentation  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.slicer import runs, scene, segments, tables, training_set  # noqa: E402
 from headseg.volumes import volume_table, write_volume_csv  # noqa: E402
 
 ORBIT = get_label_set("orbit")
@@ -36,8 +37,8 @@ def ras_of_index(node, ijk) -> np.ndarray:
     return (slicer.util.arrayFromVTKMatrix(matrix) @ np.append(np.asarray(ijk, float), 1.0))[:3]
 
 
-def node_classes(scene) -> list:
-    return sorted(scene.GetNthNode(n).GetClassName() for n in range(scene.GetNumberOfNodes()))
+def node_classes(mrml) -> list:
+    return sorted(mrml.GetNthNode(n).GetClassName() for n in range(mrml.GetNumberOfNodes()))
 
 
 # -- geometry -------------------------------------------------------------------------------------------
@@ -46,13 +47,13 @@ def test_volume_node_round_trip_keeps_geometry_and_sides(mrml_scene, request, wh
     import slicer
 
     phantom = request.getfixturevalue(which)
-    node = glue.node_from_volume(phantom.image, "CT")
+    node = scene.node_from_volume(phantom.image, "CT")
     assert np.allclose(slicer.util.arrayFromVolume(node), phantom.image.array)
     ras = ras_of_index(node, (0, 0, 0))
     lps_origin = np.asarray(phantom.image.origin)
     assert np.allclose(ras, [-lps_origin[0], -lps_origin[1], lps_origin[2]], atol=1e-6)
 
-    back = glue.volume_from_node(node)
+    back = scene.volume_from_node(node)
     assert back.same_geometry(phantom.image, tol=1e-6)
     assert np.array_equal(back.array, phantom.image.array)
 
@@ -70,13 +71,13 @@ def test_volume_node_round_trip_keeps_geometry_and_sides(mrml_scene, request, wh
 def test_volume_from_node_applies_a_parent_linear_transform(mrml_scene, small_phantom):
     import slicer
 
-    node = glue.node_from_volume(small_phantom.image, "CT")
+    node = scene.node_from_volume(small_phantom.image, "CT")
     transform = mrml_scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     matrix = np.eye(4)
     matrix[:3, 3] = (10.0, -4.0, 2.5)  # RAS translation
     transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
     node.SetAndObserveTransformNodeID(transform.GetID())
-    moved = glue.volume_from_node(node)
+    moved = scene.volume_from_node(node)
     expected = np.asarray(small_phantom.image.origin) + np.array([-10.0, 4.0, 2.5])  # same shift in LPS
     assert np.allclose(moved.origin, expected)
     assert np.array_equal(moved.array, small_phantom.image.array)
@@ -84,23 +85,23 @@ def test_volume_from_node_applies_a_parent_linear_transform(mrml_scene, small_ph
 
 def test_volume_from_node_refuses_unusable_input(mrml_scene, small_phantom):
     with pytest.raises(InputError, match="No input volume"):
-        glue.volume_from_node(None)
-    labels = glue.node_from_volume(small_phantom.labels, "labels", "vtkMRMLLabelMapVolumeNode")
+        scene.volume_from_node(None)
+    labels = scene.node_from_volume(small_phantom.labels, "labels", "vtkMRMLLabelMapVolumeNode")
     with pytest.raises(InputError, match="label map"):
-        glue.volume_from_node(labels)
-    assert glue.volume_from_node(labels, allow_labelmap=True).same_geometry(small_phantom.labels)
+        scene.volume_from_node(labels)
+    assert scene.volume_from_node(labels, allow_labelmap=True).same_geometry(small_phantom.labels)
 
 
 def test_roi_from_markups_gives_lps_center_and_size(mrml_scene):
     roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
     with pytest.raises(InputError, match="not been placed"):
-        glue.roi_from_markups(roi)
+        scene.roi_from_markups(roi)
     roi.SetXYZ(10.0, 20.0, 30.0)
     roi.SetRadiusXYZ(5.0, 6.0, 7.0)
-    center, size = glue.roi_from_markups(roi)
+    center, size = scene.roi_from_markups(roi)
     assert np.allclose(center, (-10.0, -20.0, 30.0))
     assert np.allclose(size, (10.0, 12.0, 14.0))
-    assert glue.roi_from_markups(None) is None
+    assert scene.roi_from_markups(None) is None
 
 
 # -- result import ----------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def imported(mrml_scene, small_phantom, tmp_path):
     """The phantom's ground truth written like ``headseg segment`` writes it, imported next to the CT."""
     import slicer
 
-    ct = glue.node_from_volume(small_phantom.image, "CT head")
+    ct = scene.node_from_volume(small_phantom.image, "CT head")
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene.scene)
     study = hierarchy.CreateStudyItem(hierarchy.GetSceneItemID(), "Study 1")
     ct_item = hierarchy.GetItemByDataNode(ct)
@@ -118,7 +119,7 @@ def imported(mrml_scene, small_phantom, tmp_path):
     else:
         hierarchy.CreateItem(study, ct)
     path = write_segmentation(small_phantom.labels, ORBIT, tmp_path / "result.seg.nrrd")
-    node = glue.import_segmentation_file(path, ORBIT, ct, name="CT head orbit segmentation")
+    node = segments.import_segmentation_file(path, ORBIT, ct, name="CT head orbit segmentation")
     return ct, node, study
 
 
@@ -133,8 +134,8 @@ def test_import_gives_names_colours_terminology_and_label_values(imported, small
         segment = segmentation.GetSegment(structure.key)
         assert segment.GetName() == structure.name
         assert np.allclose(segment.GetColor(), structure.color, atol=1e-3)
-        assert glue.segment_terminology(segment) == structure.terminology.to_slicer_string()
-        assert glue.vtk_string_tag(segment, glue.STRUCTURE_TAG) == structure.key
+        assert segments.segment_terminology(segment) == structure.terminology.to_slicer_string()
+        assert segments.vtk_string_tag(segment, segments.STRUCTURE_TAG) == structure.key
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, structure.key, ct)
         assert np.array_equal(mask > 0, small_phantom.labels.array == structure.label), structure.key
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ct.GetScene())
@@ -145,13 +146,13 @@ def test_import_gives_names_colours_terminology_and_label_values(imported, small
 
 def test_import_into_a_chosen_node_replaces_its_segments_and_keeps_only_requested(mrml_scene, small_phantom,
                                                                                    tmp_path):
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     chosen = mrml_scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my segmentation")
     chosen.GetSegmentation().AddEmptySegment("old", "old")
     classes_before = node_classes(mrml_scene.scene)
     path = write_segmentation(small_phantom.labels, ORBIT, tmp_path / "r.seg.nrrd")
     keep = ["optic_nerve_right", "optic_nerve_left"]
-    node = glue.import_segmentation_file(path, ORBIT, ct, output_node=chosen, keep=keep, show_3d=True)
+    node = segments.import_segmentation_file(path, ORBIT, ct, output_node=chosen, keep=keep, show_3d=True)
     assert node is chosen and node.GetName() == "my segmentation"
     assert sorted(node.GetSegmentation().GetSegmentIDs()) == sorted(keep)
     added = node_classes(mrml_scene.scene)
@@ -169,7 +170,7 @@ def test_apply_label_set_recognises_renamed_and_foreign_segments(mrml_scene):
     seg = node.GetSegmentation()
     seg.AddEmptySegment("Segment_1", "SR_R")  # a common spelling
     seg.AddEmptySegment("Segment_2", "tumour")  # not a structure
-    matched = glue.apply_label_set(node, ORBIT)
+    matched = segments.apply_label_set(node, ORBIT)
     assert matched == {"Segment_1": "superior_rectus_right"}
     assert seg.GetSegment("Segment_1").GetName() == "right superior rectus"
     assert seg.GetSegment("Segment_2").GetName() == "tumour"
@@ -178,8 +179,8 @@ def test_apply_label_set_recognises_renamed_and_foreign_segments(mrml_scene):
 # -- volume table ---------------------------------------------------------------------------------------
 def test_volume_table_numbers_are_voxel_count_times_voxel_volume(imported, small_phantom):
     _, node, _ = imported
-    table = glue.volume_table_node(node, ORBIT)
-    rows = glue.rows_from_table_node(table)
+    table = tables.volume_table_node(node, ORBIT)
+    rows = tables.rows_from_table_node(table)
     expected = volume_table(small_phantom.labels, ORBIT)  # the core's table of the same label map
     assert [(r.structure, r.side, r.voxels) for r in rows] == [(r.structure, r.side, r.voxels) for r in expected]
     counts = np.bincount(small_phantom.labels.array.ravel(), minlength=11)
@@ -203,43 +204,43 @@ def test_volume_table_follows_an_edit(imported, small_phantom):
     import slicer
 
     ct, node, _ = imported
-    table = glue.volume_table_node(node, ORBIT)
-    before = {(r.structure, r.side): r.voxels for r in glue.rows_from_table_node(table)}
+    table = tables.volume_table_node(node, ORBIT)
+    before = {(r.structure, r.side): r.voxels for r in tables.rows_from_table_node(table)}
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, "superior_rectus_right", ct)
     kept = mask.copy()
     inside = np.flatnonzero(kept)
     kept.flat[inside[: len(inside) // 3]] = 0  # erase a third of the muscle, as the Erase effect would
     assert 0 < kept.sum() < mask.sum()
     slicer.util.updateSegmentBinaryLabelmapFromArray(kept, node, "superior_rectus_right", ct)
-    glue.update_volume_table(node, table, ORBIT)
-    after = {(r.structure, r.side): r.voxels for r in glue.rows_from_table_node(table)}
+    tables.update_volume_table(node, table, ORBIT)
+    after = {(r.structure, r.side): r.voxels for r in tables.rows_from_table_node(table)}
     assert after["superior_rectus", "right"] == int((kept > 0).sum())
     removed = int(mask.sum() - kept.sum())
     assert after["extraocular_muscles", "right"] == before["extraocular_muscles", "right"] - removed
     assert after["optic_nerve", "left"] == before["optic_nerve", "left"]
-    assert table.GetNodeReferenceID(glue.TABLE_SEGMENTATION_REFERENCE) == node.GetID()
-    assert glue.find_volume_table(node) is table
+    assert table.GetNodeReferenceID(tables.TABLE_SEGMENTATION_REFERENCE) == node.GetID()
+    assert tables.find_volume_table(node) is table
 
 
 def test_unknown_segments_get_rows_under_their_names(mrml_scene, small_phantom):
     import slicer
 
-    ct = glue.node_from_volume(small_phantom.image, "CT")
+    ct = scene.node_from_volume(small_phantom.image, "CT")
     node = mrml_scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     node.SetReferenceImageGeometryParameterFromVolumeNode(ct)
     node.GetSegmentation().AddEmptySegment("blob", "blob")
     mask = np.zeros(small_phantom.image.shape, np.uint8)
     mask[10:12, 20:25, 30:40] = 1
     slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, "blob", ct)
-    rows = glue.segment_volume_rows(node, ORBIT)
+    rows = tables.segment_volume_rows(node, ORBIT)
     assert [(r.structure, r.voxels) for r in rows] == [("blob", 100)]
     assert rows[0].volume_cm3 == pytest.approx(100 * 1.5 * 1.5 * 2.0 / 1000.0)
 
 
 def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     _, node, _ = imported
-    table = glue.volume_table_node(node, ORBIT)
-    path = glue.export_table_csv(table, tmp_path / "volumes")  # extension added
+    table = tables.volume_table_node(node, ORBIT)
+    path = tables.export_table_csv(table, tmp_path / "volumes")  # extension added
     assert path.name == "volumes.csv"
     reference = write_volume_csv(volume_table(small_phantom.labels, ORBIT), tmp_path / "cli.csv")
     assert path.read_text() == reference.read_text()
@@ -248,14 +249,14 @@ def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     assert list(first) == ["structure", "side", "voxels", "volume_cm3"]
     (tmp_path / "a_file").write_text("")
     with pytest.raises(InputError, match="Cannot write"):
-        glue.export_table_csv(table, tmp_path / "a_file" / "volumes.csv")  # the folder is a file
+        tables.export_table_csv(table, tmp_path / "a_file" / "volumes.csv")  # the folder is a file
 
 
 # -- segmentation -> label map, training set ------------------------------------------------------------
 def test_labelmap_from_segmentation_round_trip(imported, small_phantom):
     ct, node, _ = imported
     node.GetSegmentation().AddEmptySegment("notes", "my notes")
-    labelmap, warnings = glue.labelmap_from_segmentation(node, ORBIT, ct)
+    labelmap, warnings = segments.labelmap_from_segmentation(node, ORBIT, ct)
     assert labelmap.same_geometry(small_phantom.labels)
     assert np.array_equal(labelmap.array, small_phantom.labels.array)
     assert any("my notes" in w for w in warnings)
@@ -265,7 +266,7 @@ def test_add_to_training_set_writes_files_and_manifest_and_never_overwrites(impo
     ct, node, _ = imported
     dataset = tmp_path / "dataset"
     reviewed = ["superior_rectus_right", "optic_nerve_left"]
-    first = glue.add_to_training_set(ct, node, dataset, "orbit", ORBIT, reviewed)
+    first = training_set.add_to_training_set(ct, node, dataset, "orbit", ORBIT, reviewed)
     assert first.case == "CT_head"
     assert first.image == dataset / "images" / "CT_head.nrrd"
     image = read_volume(first.image)
@@ -274,7 +275,7 @@ def test_add_to_training_set_writes_files_and_manifest_and_never_overwrites(impo
     assert np.array_equal(labels.array, small_phantom.labels.array)
     first_bytes = first.segmentation.read_bytes()
 
-    second = glue.add_to_training_set(ct, node, dataset, "orbit", ORBIT, reviewed)
+    second = training_set.add_to_training_set(ct, node, dataset, "orbit", ORBIT, reviewed)
     assert second.case == "CT_head_2"
     assert first.segmentation.read_bytes() == first_bytes
     with open(dataset / "manifest.csv", newline="") as f:
@@ -292,37 +293,37 @@ def test_add_to_training_set_writes_files_and_manifest_and_never_overwrites(impo
     assert records[0].annotated == tuple(reviewed) and records[0].segmentation == first.segmentation
 
     with pytest.raises(InputError, match="Tick the structures"):
-        glue.add_to_training_set(ct, node, dataset, "orbit", ORBIT, [])
+        training_set.add_to_training_set(ct, node, dataset, "orbit", ORBIT, [])
     with pytest.raises(InputError, match="Unknown structures"):
-        glue.add_to_training_set(ct, node, dataset, "orbit", ORBIT, ["brainstem"])
+        training_set.add_to_training_set(ct, node, dataset, "orbit", ORBIT, ["brainstem"])
 
 
 def test_unique_case_ids_are_file_name_safe(tmp_path):
-    assert glue.safe_case_id("CT head 3/1") == "CT_head_3_1"
-    assert glue.safe_case_id("///") == "case"
+    assert scene.safe_case_id("CT head 3/1") == "CT_head_3_1"
+    assert scene.safe_case_id("///") == "case"
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.nrrd").write_bytes(b"")
-    assert glue.unique_case_id(tmp_path, "a") == "a_2"
+    assert training_set.unique_case_id(tmp_path, "a") == "a_2"
 
 
 # -- dependencies -----------------------------------------------------------------------------------------
 def test_missing_packages_only_looks():
-    assert glue.missing_packages(["numpy>=1.0"]) == []
-    assert glue.missing_packages(["numpy>=999"]) == ["numpy>=999"]
-    assert glue.missing_packages(["surely-not-an-installed-package-xyz"]) == ["surely-not-an-installed-package-xyz"]
+    assert runs.missing_packages(["numpy>=1.0"]) == []
+    assert runs.missing_packages(["numpy>=999"]) == ["numpy>=999"]
+    assert runs.missing_packages(["surely-not-an-installed-package-xyz"]) == ["surely-not-an-installed-package-xyz"]
     assert "torch" not in sys.modules or True  # importing torch is not needed to check it
-    assert glue.missing_packages() == []  # this test environment has everything
+    assert runs.missing_packages() == []  # this test environment has everything
 
 
 def test_requirements_match_pyproject():
     tomllib = pytest.importorskip("tomllib")
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    assert sorted(glue.HEADSEG_REQUIREMENTS) == sorted(dependencies)
+    assert sorted(runs.HEADSEG_REQUIREMENTS) == sorted(dependencies)
 
 
 def test_volume_helpers_accept_a_labelmap_volume_directly(mrml_scene):
     labels = Volume(np.zeros((4, 5, 6), np.uint8), (1.0, 2.0, 3.0))
-    node = glue.node_from_volume(labels, "lab", "vtkMRMLLabelMapVolumeNode")
+    node = scene.node_from_volume(labels, "lab", "vtkMRMLLabelMapVolumeNode")
     assert node.IsA("vtkMRMLLabelMapVolumeNode")
-    assert glue.volume_from_node(node, allow_labelmap=True).same_geometry(labels)
+    assert scene.volume_from_node(node, allow_labelmap=True).same_geometry(labels)

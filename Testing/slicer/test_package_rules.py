@@ -1,0 +1,126 @@
+"""The import rules of the Slicer package, checked by reading every import (``ast``), lazy ones included.
+
+* Only the two Slicer modules (with their Lib packages, batch scripts and Slicer tests) and the pytest
+  suites import ``headseg.slicer``; the rest of ``headseg``, ``training``, ``benchmarks`` and ``tools``
+  never do.
+* ``headseg.slicer`` never imports ``headseg.cli``, not even through another ``headseg`` module.
+* Imports stay one-way: the core imports neither ``training`` nor the modules; ``headseg.slicer`` does
+  not import ``training`` (cases reach training as files, in the format of ``headseg.manifest``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Set
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_FOLDERS = ("OrbitSegmentation", "AnatomyNetHaN")
+
+
+def module_name(path: Path) -> str:
+    """Dotted name of a file of the ``headseg`` or ``training`` package ("headseg.slicer.scene")."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path, name: Optional[str] = None) -> Set[str]:
+    """Every module ``path`` imports anywhere (top level and inside functions), as absolute dotted names.
+
+    ``from a.b import c`` counts as both ``a.b`` and ``a.b.c`` (c may be a module); relative imports are
+    resolved against the file's package (``name``: the file's dotted name; default from its path).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if name is None:
+        name = module_name(path) if path.is_relative_to(REPO) else ""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package else []
+                if node.level > 1:
+                    base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def python_files(*folders: str) -> Iterator[Path]:
+    for folder in folders:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                yield path
+
+
+def is_within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_only_the_modules_and_the_tests_import_the_slicer_package():
+    offenders = []
+    for path in python_files("headseg", "training", "benchmarks", "tools"):
+        if is_within(module_name(path), "headseg.slicer"):
+            continue
+        if any(is_within(m, "headseg.slicer") for m in imported_modules(path)):
+            offenders.append(path.relative_to(REPO).as_posix())
+    assert not offenders, f"these files import headseg.slicer, which only the Slicer modules may: {offenders}"
+    users = [p for p in python_files(*MODULE_FOLDERS)
+             if any(is_within(m, "headseg.slicer") for m in imported_modules(p))]
+    assert len(users) >= 6, "the modules, their Lib logic and batch scripts use headseg.slicer"
+
+
+def headseg_import_graph() -> Dict[str, Set[str]]:
+    """headseg module -> the headseg modules it imports (directly, anywhere in the file)."""
+    graph: Dict[str, Set[str]] = {}
+    modules = {module_name(p): p for p in python_files("headseg")}
+    for name, path in modules.items():
+        graph[name] = {m for m in imported_modules(path) if m in modules and m != name}
+    return graph
+
+
+def test_the_slicer_package_never_reaches_the_cli():
+    graph = headseg_import_graph()
+    slicer_modules = sorted(m for m in graph if is_within(m, "headseg.slicer"))
+    assert {"headseg.slicer.scene", "headseg.slicer.panel", "headseg.slicer.batch"} <= set(slicer_modules)
+    for start in slicer_modules:
+        seen, todo, via = {start}, [start], {start: start}
+        while todo:
+            current = todo.pop()
+            for target in graph[current]:
+                if target not in seen:
+                    seen.add(target)
+                    via[target] = current
+                    todo.append(target)
+        if "headseg.cli" in seen:
+            chain, step = ["headseg.cli"], "headseg.cli"
+            while step != start:
+                step = via[step]
+                chain.append(step)
+            raise AssertionError(f"{start} imports the command line: {' <- '.join(chain)}")
+
+
+def test_imports_are_one_way():
+    for path in python_files("headseg"):
+        imported = imported_modules(path)
+        assert not any(is_within(m, "training") for m in imported), f"{path}: the core must not import training"
+        assert not any(m.split(".")[0] in MODULE_FOLDERS or m.split(".")[0] in {f"{f}Lib" for f in MODULE_FOLDERS}
+                       for m in imported), f"{path}: the core must not import a Slicer module"
+    for path in python_files("training"):
+        assert not any(is_within(m, "headseg.slicer") for m in imported_modules(path)), path
+
+
+def test_the_rules_see_relative_and_lazy_imports(tmp_path):
+    """The checker itself: lazy relative imports of the CLI from inside the package are seen."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from .. import cli\n    from ..cli import main\n    import headseg.slicer\n",
+                     encoding="utf-8")
+    assert {"headseg", "headseg.cli", "headseg.cli.main", "headseg.slicer"} <= imported_modules(
+        probe, "headseg.slicer.probe")

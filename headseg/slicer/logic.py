@@ -1,0 +1,104 @@
+"""What both modules' logic classes share: :class:`TaskLogic`, the Qt-free logic each module's Lib
+subclasses with its task's specifics (OrbitSegmentationLib, AnatomyNetHaNLib).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import InputError
+from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
+from .scene import PathLike
+from .segments import label_set_of, structure_of_segment
+from .tables import export_table_csv, find_volume_table, new_volume_table_node, update_volume_table, volume_table_node
+from .training_set import TrainingCase, add_to_training_set
+
+if TYPE_CHECKING:  # annotations only
+    from ..volumes import VolumeRow
+
+__all__ = ["TaskLogic"]
+
+
+class TaskLogic:
+    """Qt-free logic of one Slicer module; each module's Lib subclasses it with its task's specifics.
+
+    The widget calls only these methods, so everything a user can do in the panel can be done (and is
+    tested) without Qt.
+    """
+
+    task = ""  # "orbit" or "han"
+    default_label_set = ""  # label set of segmentations not imported by HeadSeg; "" = the task's (TASK_LABEL_SETS)
+    result_suffix = "segmentation"  # new node name: "<input name> <result_suffix>"
+
+    def models(self, extra_dirs: Iterable[PathLike] = ()) -> List[Tuple[str, str]]:
+        """(label for the model menu, package folder) of every installed model of the task."""
+        return [(package.summary(), str(package.path)) for package in model_choices(self.task, extra_dirs)]
+
+    def add_model_folder(self, folder: PathLike) -> Tuple[str, str]:
+        """Validate a model folder chosen by the user; returns its (label, folder) menu entry."""
+        from ..errors import ModelPackageError
+        from ..packages import load_package
+
+        package = load_package(folder)
+        if package.task != self.task:
+            raise ModelPackageError(
+                f"The model in {folder} segments task '{package.task}', not '{self.task}'. Choose a {self.task} model."
+            )
+        return package.summary(), str(package.path)
+
+    def label_set(self, segmentation_node=None):
+        return label_set_of(segmentation_node, self.default_label_set or TASK_LABEL_SETS.get(self.task))
+
+    def start(self, input_node, model: Optional[str] = None, device: str = "auto", roi_node=None,
+              output_node=None, structures: Optional[Sequence[str]] = None, show_3d: bool = False,
+              work_root: Optional[PathLike] = None) -> SegmentationRun:
+        """Start segmenting ``input_node``; poll the returned run until it is finished."""
+        name = f"{input_node.GetName()} {self.result_suffix}" if input_node is not None else None
+        run = SegmentationRun(self.task, input_node, model=model, device=device, roi_node=roi_node,
+                              structures=structures, output_node=output_node, show_3d=show_3d,
+                              result_name=name, work_root=work_root)
+        run.start()
+        return run
+
+    def volume_table(self, segmentation_node, table_node=None):
+        """The (re)computed volume table of a segmentation: the given table, the one made before, or a new one."""
+        table_node = table_node or find_volume_table(segmentation_node)
+        return volume_table_node(segmentation_node, self.label_set(segmentation_node), table_node)
+
+    def refresh_volume_table(self, segmentation_node, table_node=None) -> Tuple[Any, str]:
+        """Recompute the volume table; returns (table node, one-line summary for the panel)."""
+        table_node = table_node or find_volume_table(segmentation_node) or new_volume_table_node(segmentation_node)
+        rows = update_volume_table(segmentation_node, table_node, self.label_set(segmentation_node))
+        return table_node, self.summary(rows)
+
+    def summary(self, rows: Sequence[VolumeRow]) -> str:
+        """One line under the table; modules override it with what matters for their task."""
+        filled = [r for r in rows if not r.derived and r.voxels > 0]
+        return f"{len(filled)} of {len([r for r in rows if not r.derived])} structures have voxels."
+
+    def reviewable_structures(self, segmentation_node) -> List[Tuple[str, str]]:
+        """(structure key, name) of the segments that can be marked as reviewed for the training set."""
+        label_set = self.label_set(segmentation_node)
+        if segmentation_node is None or label_set is None:
+            return []
+        segmentation = segmentation_node.GetSegmentation()
+        found = {}
+        for segment_id in segmentation.GetSegmentIDs():
+            structure = structure_of_segment(segmentation.GetSegment(segment_id), segment_id, label_set)
+            if structure is not None:
+                found[structure.label] = (structure.key, structure.name)
+        return [found[label] for label in sorted(found)]
+
+    def export_csv(self, table_node, path: PathLike) -> Path:
+        return export_table_csv(table_node, path)
+
+    def add_to_training_set(self, volume_node, segmentation_node, dataset_dir: PathLike,
+                            reviewed: Sequence[str]) -> TrainingCase:
+        if not dataset_dir:
+            raise InputError("Choose the training dataset folder first.")
+        label_set = self.label_set(segmentation_node)
+        return add_to_training_set(volume_node, segmentation_node, dataset_dir, self.task, label_set, reviewed)
+
+    def missing_packages(self) -> List[str]:
+        return missing_packages()

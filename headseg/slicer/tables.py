@@ -1,0 +1,201 @@
+"""The volume table: voxels and cm³ of every segment, counted on its binary labelmap, in a MRML table node
+(columns ``structure,side,voxels,volume_cm3``, the command line's CSV format) and as CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from .scene import PathLike, place_next_to
+from .segments import binary_labelmap_name, structure_of_segment
+
+if TYPE_CHECKING:  # annotations only
+    from ..volumes import VolumeRow
+
+__all__ = [
+    "TABLE_SEGMENTATION_REFERENCE", "TABLE_COLUMNS", "segment_volume_rows", "fill_table_node",
+    "update_volume_table", "new_volume_table_node", "volume_table_node", "rows_from_table_node",
+    "export_table_csv", "find_volume_table",
+]
+
+#: Node reference from a volume table to the segmentation it describes.
+TABLE_SEGMENTATION_REFERENCE = "HeadSeg.segmentation"
+
+
+def _layer_counts(segmentation) -> Dict[int, np.ndarray]:
+    """Voxel count per label value of every binary-labelmap layer (one pass per layer, not per segment)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    counts: Dict[int, np.ndarray] = {}
+    for layer in range(segmentation.GetNumberOfLayers()):
+        image = segmentation.GetLayerDataObject(layer)
+        scalars = image.GetPointData().GetScalars() if image is not None else None
+        if scalars is None or scalars.GetNumberOfTuples() == 0:
+            counts[layer] = np.zeros(1, np.int64)
+            continue
+        values = vtk_to_numpy(scalars)
+        counts[layer] = np.bincount(values.ravel().astype(np.int64, copy=False), minlength=1)
+    return counts
+
+
+
+def _voxel_volume_mm3(oriented_image) -> float:
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    oriented_image.GetImageToWorldMatrix(matrix)
+    return float(abs(np.linalg.det([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])))
+
+
+
+def segment_volume_rows(segmentation_node, label_set=None) -> List[VolumeRow]:
+    """Voxels and cm³ of every segment, counted on the segment's own binary labelmap, plus derived totals
+    (the extraocular muscles of each side for the orbit).
+
+    Structures of ``label_set`` come first in label order, then other segments under their names.
+    """
+    from ..volumes import VolumeRow, derived_rows
+
+    segmentation = segmentation_node.GetSegmentation()
+    binary = binary_labelmap_name()
+    if hasattr(segmentation, "GetSourceRepresentationName"):
+        source = segmentation.GetSourceRepresentationName()
+    else:  # Slicer < 5.4
+        source = segmentation.GetMasterRepresentationName()
+    if source != binary and not segmentation.ContainsRepresentation(binary):
+        segmentation_node.CreateBinaryLabelmapRepresentation()  # e.g. segments imported from models
+    layer_counts = _layer_counts(segmentation) if segmentation.ContainsRepresentation(binary) else {}
+    known: List[Tuple[int, VolumeRow]] = []
+    others: List[VolumeRow] = []
+    for segment_id in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segment_id)
+        image = segment.GetRepresentation(binary)
+        voxels = 0
+        voxel_mm3 = 0.0
+        if image is not None:
+            layer = segmentation.GetLayerIndex(segment_id)
+            counts = layer_counts.get(layer, np.zeros(1))
+            label = segment.GetLabelValue()
+            voxels = int(counts[label]) if 0 < label < len(counts) else 0
+            voxel_mm3 = _voxel_volume_mm3(image)
+        volume_cm3 = voxels * voxel_mm3 / 1000.0
+        structure = structure_of_segment(segment, segment_id, label_set) if label_set is not None else None
+        if structure is not None:
+            # the same columns as headseg.volumes.volume_table (side-less structure name + side)
+            known.append((structure.label, VolumeRow(structure.base_key, structure.side, voxels, volume_cm3,
+                                                      structure.name, key=structure.key)))
+        else:
+            name = segment.GetName() or segment_id
+            others.append(VolumeRow(name, "", voxels, volume_cm3, name, key=segment_id))
+    rows = [row for _, row in sorted(known, key=lambda item: item[0])] + others
+    if label_set is not None:
+        rows += derived_rows(rows, label_set)
+    return rows
+
+
+
+TABLE_COLUMNS = (("structure", "string"), ("side", "string"), ("voxels", "int"), ("volume_cm3", "double"))
+
+
+def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
+    """Replace the content of ``table_node`` with ``rows`` (columns structure, side, voxels, volume_cm3)."""
+    import vtk
+
+    was_modifying = table_node.StartModify()
+    try:
+        table_node.RemoveAllColumns()
+        arrays = {"string": vtk.vtkStringArray, "int": vtk.vtkIntArray, "double": vtk.vtkDoubleArray}
+        columns = []
+        for name, kind in TABLE_COLUMNS:
+            column = arrays[kind]()
+            column.SetName(name)
+            columns.append(column)
+        for row in rows:
+            columns[0].InsertNextValue(row.structure)
+            columns[1].InsertNextValue(row.side)
+            columns[2].InsertNextValue(int(row.voxels))
+            columns[3].InsertNextValue(float(row.volume_cm3))
+        for column in columns:
+            table_node.AddColumn(column)
+        table_node.SetColumnUnitLabel("volume_cm3", "cm3")
+        table_node.SetColumnDescription("voxels", "voxel count of the segment's binary labelmap")
+        table_node.SetColumnDescription("volume_cm3", "voxel count x voxel volume")
+        table_node.SetLocked(True)  # computed numbers: edits in the table view would be overwritten
+        table_node.Modified()
+    finally:
+        table_node.EndModify(was_modifying)
+
+
+
+def update_volume_table(segmentation_node, table_node, label_set=None) -> List[VolumeRow]:
+    """Recompute the volume table of ``segmentation_node`` into ``table_node``; returns the rows."""
+    rows = segment_volume_rows(segmentation_node, label_set)
+    fill_table_node(table_node, rows)
+    table_node.SetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE, segmentation_node.GetID())
+    return rows
+
+
+
+def new_volume_table_node(segmentation_node):
+    """An empty ``<segmentation> volumes`` table next to the segmentation."""
+    scene = segmentation_node.GetScene()
+    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentation_node.GetName()} volumes")
+    place_next_to(table_node, segmentation_node)
+    return table_node
+
+
+
+def volume_table_node(segmentation_node, label_set=None, table_node=None):
+    """The volume table of a segmentation: ``table_node`` or a new ``<segmentation> volumes`` table."""
+    table_node = table_node or new_volume_table_node(segmentation_node)
+    update_volume_table(segmentation_node, table_node, label_set)
+    return table_node
+
+
+
+def rows_from_table_node(table_node) -> List[VolumeRow]:
+    """The rows shown in a volume table node (what the user sees is what gets exported)."""
+    from ..volumes import VolumeRow
+
+    table = table_node.GetTable()
+    names = [name for name, _ in TABLE_COLUMNS]
+    columns = [table.GetColumnByName(name) for name in names]
+    if any(column is None for column in columns):
+        raise InputError(f"Table '{table_node.GetName()}' is not a HeadSeg volume table (columns {names}).")
+    rows = []
+    for n in range(table.GetNumberOfRows()):
+        structure, side, voxels, volume = (column.GetValue(n) for column in columns)
+        rows.append(VolumeRow(str(structure), str(side), int(voxels), float(volume)))
+    return rows
+
+
+
+def export_table_csv(table_node, path: PathLike, case: Optional[str] = None) -> Path:
+    """Write the volume table as CSV (``structure,side,voxels,volume_cm3``, the CLI's format)."""
+    from ..volumes import write_volume_csv
+
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        path = path.with_name(path.name + ".csv")
+    try:
+        return write_volume_csv(rows_from_table_node(table_node), path, case=case)
+    except OSError as exc:
+        raise InputError(f"Cannot write {path}: {exc.strerror or exc}. Choose another folder.") from exc
+
+
+
+def find_volume_table(segmentation_node):
+    """The volume table computed earlier for ``segmentation_node``, or None."""
+    import slicer
+
+    scene = segmentation_node.GetScene()
+    if scene is None:
+        return None
+    for table in slicer.util.getNodesByClass("vtkMRMLTableNode", scene):
+        if table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE) == segmentation_node.GetID():
+            return table
+    return None

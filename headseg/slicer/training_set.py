@@ -1,0 +1,120 @@
+""""Add to training set": the image and the corrected segmentation as files plus a manifest row, the
+hand-off from the Slicer modules to ``headseg-train``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from .scene import PathLike, safe_case_id, volume_from_node
+from .segments import labelmap_from_segmentation
+
+__all__ = ["MANIFEST_FILE", "MANIFEST_COLUMNS", "TrainingCase", "unique_case_id", "add_to_training_set"]
+
+MANIFEST_FILE = "manifest.csv"
+MANIFEST_COLUMNS = ("case", "image", "segmentation", "task", "label_set", "reviewed", "split", "date")
+
+
+@dataclass
+class TrainingCase:
+    case: str
+    image: Path
+    segmentation: Path
+    manifest: Path
+    warnings: List[str] = field(default_factory=list)
+
+
+
+
+def _manifest_rows(dataset_dir: Path) -> Tuple[List[str], List[Dict[str, str]]]:
+    path = dataset_dir / MANIFEST_FILE
+    if not path.is_file():
+        return list(MANIFEST_COLUMNS), []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    return columns + [c for c in MANIFEST_COLUMNS if c not in columns], rows
+
+
+
+def unique_case_id(dataset_dir: PathLike, wanted: str) -> str:
+    """``wanted`` or ``wanted_2``, ``wanted_3``... so that no existing case or file is ever overwritten."""
+    dataset_dir = Path(dataset_dir)
+    _, rows = _manifest_rows(dataset_dir)
+    taken = {r.get("case", "") for r in rows}
+    base = safe_case_id(wanted)
+    candidate, n = base, 1
+    while (candidate in taken or (dataset_dir / "images" / f"{candidate}.nrrd").exists()
+           or (dataset_dir / "labels" / f"{candidate}.seg.nrrd").exists()):
+        n += 1
+        candidate = f"{base}_{n}"
+    return candidate
+
+
+
+def add_to_training_set(volume_node, segmentation_node, dataset_dir: PathLike, task: str, label_set,
+                        reviewed: Sequence[str], case_id: Optional[str] = None) -> TrainingCase:
+    """Export the image and the (corrected) segmentation as a new training case.
+
+    Writes ``images/<case>.nrrd``, ``labels/<case>.seg.nrrd`` and a row of ``manifest.csv``
+    (``case,image,segmentation,task,label_set,reviewed,split,date``; ``reviewed`` = structure keys
+    separated by ``;``), the layout ``headseg-train`` reads. Existing cases are never overwritten: the
+    case ID gets a ``_2``, ``_3``... suffix instead.
+    """
+    from ..io import write_segmentation, write_volume
+
+    reviewed = [str(k) for k in reviewed]
+    if not reviewed:
+        raise InputError(
+            "Tick the structures you reviewed before adding the case: the training treats unticked "
+            "structures as not annotated, and an empty list would mean 'all'."
+        )
+    unknown = [k for k in reviewed if k not in label_set]
+    if unknown:
+        raise InputError(f"Unknown structures {unknown} for the {label_set.name} label set.")
+    if segmentation_node is None:
+        raise InputError("No segmentation is selected; segment the image (or load a segmentation) first.")
+    dataset_dir = Path(dataset_dir).expanduser()
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"Cannot create the dataset folder {dataset_dir}: {exc.strerror or exc}.") from exc
+    image = volume_from_node(volume_node)
+    labelmap, warnings = labelmap_from_segmentation(segmentation_node, label_set, volume_node)
+    present = set(np.unique(labelmap.array).tolist())
+    missing = [label_set.by_key(k).name for k in reviewed if label_set.by_key(k).label not in present]
+    if missing:
+        warnings.append(f"Reviewed but empty (saved as absent): {', '.join(missing)}.")
+    case = unique_case_id(dataset_dir, case_id or volume_node.GetName())
+    image_path = dataset_dir / "images" / f"{case}.nrrd"
+    segmentation_path = dataset_dir / "labels" / f"{case}.seg.nrrd"
+    image_path.parent.mkdir(exist_ok=True)
+    segmentation_path.parent.mkdir(exist_ok=True)
+    write_volume(image, image_path, overwrite=False)
+    try:
+        write_segmentation(labelmap, label_set, segmentation_path, overwrite=False)
+    except BaseException:
+        image_path.unlink()
+        raise
+    columns, rows = _manifest_rows(dataset_dir)
+    rows.append({"case": case, "image": f"images/{image_path.name}",
+                 "segmentation": f"labels/{segmentation_path.name}", "task": task,
+                 "label_set": label_set.name, "reviewed": ";".join(reviewed), "split": "",
+                 "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    manifest = dataset_dir / MANIFEST_FILE
+    temp = manifest.with_name(f".{MANIFEST_FILE}.tmp")
+    with open(temp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temp, manifest)
+    return TrainingCase(case, image_path, segmentation_path, manifest, warnings)
