@@ -218,9 +218,11 @@ def test_dicom_folder_with_several_series_picks_largest_ct(tmp_path: Path, caplo
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert "3 DICOM series" in warning and "head 1mm" in warning and "scout" in warning and "t1" in warning
 
-    # One file of a series selects that series.
+    # One file of a series selects that series; an MR series is read only when non-CT input is allowed.
     mr_file = next(p for p in sorted(folder.iterdir()) if p.name.startswith("c_"))
-    np.testing.assert_array_equal(read_volume(mr_file).array, mr_bigger.array)
+    with pytest.raises(InputError, match="Modality 'MR'"):
+        read_volume(mr_file)
+    np.testing.assert_array_equal(read_volume(mr_file, allow_non_ct=True).array, mr_bigger.array)
 
 
 def test_dicom_slices_sorted_by_position_not_name(tmp_path: Path):

@@ -18,7 +18,7 @@ import numpy as np
 from headseg.errors import InputError
 from headseg.geometry import Volume
 
-from .files import InputFileNotFoundError, PathLike
+from .files import InputFileNotFoundError, PathLike, is_dicom_file
 from .images import _check_image_shape, _check_size_before_reading, _unreadable, _volume_from_image
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "dicom_slice_geometry",
     "slice_stack_geometry",
     "read_dicom_folder",
+    "check_modality",
     "write_dicom_series",
 ]
 
@@ -90,10 +91,15 @@ def select_dicom_series(folder: PathLike, containing_file: Optional[PathLike] = 
         target = os.path.realpath(containing_file)
         matches = [s for s in all_series if target in {os.path.realpath(f) for f in s.files}]
         if not matches:
+            if Path(containing_file) in _undecodable_files(folder, all_series):
+                raise InputError(f"{Path(containing_file).name!r} cannot be decoded as DICOM (damaged or incompletely "
+                                 "copied?). Copy the series again, or give another file of it or its folder.")
             raise InputError(f"{Path(containing_file).name!r} is not part of a readable DICOM series.")
+        _refuse_undecodable_members(folder, all_series, matches[0])
         return matches[0]
     ct = [s for s in all_series if s.modality.upper() == "CT"]
     chosen = (ct or all_series)[0]
+    _refuse_undecodable_members(folder, all_series, chosen)
     if len(all_series) > 1:
         others = "; ".join(
             f"{s.modality or '?'} '{s.description}' ({s.n_slices} files, UID {s.series_uid})"
@@ -109,6 +115,74 @@ def select_dicom_series(folder: PathLike, containing_file: Optional[PathLike] = 
     if not ct:
         log.warning("No CT series in %s; using the largest one (modality %r).", folder, chosen.modality)
     return chosen
+
+
+def _undecodable_files(folder: Path, all_series: Sequence[DicomSeries]) -> List[Path]:
+    """DICOM files of ``folder`` that GDCM left out of every series: it could not parse them (a truncated
+    copy, a damaged header). DICOMDIR indexes are not images and are left alone."""
+    listed = {os.path.realpath(f) for series in all_series for f in series.files}
+    found = []
+    for path in sorted(folder.iterdir()):
+        if (path.is_file() and path.name.upper() != "DICOMDIR" and os.path.realpath(path) not in listed
+                and (path.suffix.lower() == ".dcm" or is_dicom_file(path)) and not _is_dicomdir(path)):
+            found.append(path)
+    return found
+
+
+def _refuse_undecodable_members(folder: Path, all_series: Sequence[DicomSeries], chosen: DicomSeries) -> None:
+    """GDCM silently drops a file it cannot parse from its series, so a damaged slice would vanish (the top
+    slice) or become a gap (any other): refuse the series, naming the file, instead. A damaged file of
+    another series (its SeriesInstanceUID says so) is only logged."""
+    suspects = []
+    for path in _undecodable_files(folder, all_series):
+        uid = _series_uid_in(path)
+        if uid is None or uid == chosen.series_uid:
+            suspects.append(path.name)
+        else:
+            log.info("Skipping %s: it cannot be decoded and belongs to another series (UID %s).", path.name, uid)
+    if suspects:
+        listed = ", ".join(repr(n) for n in suspects[:3]) + (f" and {len(suspects) - 3} more" if len(suspects) > 3 else "")
+        raise InputError(
+            f"{listed} in {str(folder)!r} cannot be decoded (damaged or incompletely copied DICOM) and may belong "
+            f"to the series being read ({chosen.description or chosen.series_uid}), which would then miss "
+            f"{'a slice' if len(suspects) == 1 else 'slices'}. Copy the series again, or move "
+            f"{'the file' if len(suspects) == 1 else 'the files'} out of the folder if it is not part of it."
+        )
+
+
+_UID_TAG = b"\x20\x00\x0e\x00"  # (0020,000E) SeriesInstanceUID, little endian
+_HEAD_BYTES = 1 << 20
+
+
+def _series_uid_in(path: Path) -> Optional[str]:
+    """The first SeriesInstanceUID in the raw bytes of a DICOM file that no parser accepts (explicit or
+    implicit VR little endian, as nearly every file is), or None. Enough to tell which series a truncated
+    slice belonged to; its header comes before the pixel data that truncation cuts."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_HEAD_BYTES)
+    except OSError:
+        return None
+    start = data.find(_UID_TAG)
+    while start >= 0:
+        if data[start + 4:start + 6] == b"UI":  # explicit VR: 2-byte length
+            length, value_at = int.from_bytes(data[start + 6:start + 8], "little"), start + 8
+        else:  # implicit VR: 4-byte length
+            length, value_at = int.from_bytes(data[start + 4:start + 8], "little"), start + 8
+        value = data[value_at:value_at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        if 0 < length <= 64 and value and all(c.isdigit() or c == "." for c in value):
+            return value
+        start = data.find(_UID_TAG, start + 1)
+    return None
+
+
+def _is_dicomdir(path: Path) -> bool:
+    """A DICOMDIR under another name (its Media Storage SOP Class in the file meta header)."""
+    try:
+        with open(path, "rb") as f:
+            return b"1.2.840.10008.1.3.10" in f.read(1024)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -241,11 +315,16 @@ def slice_stack_geometry(
     )
 
 
-def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None) -> Volume:
+def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None, allow_non_ct: bool = False) -> Volume:
+    """The series :func:`select_dicom_series` chooses, as a volume on the grid its slice positions span.
+
+    A series whose Modality is not CT is refused unless ``allow_non_ct`` (HeadSeg's models know CT only;
+    an MR whose values happen to look like Hounsfield units would be segmented into nonsense)."""
     import SimpleITK as sitk
 
     chosen = select_dicom_series(folder, containing_file)
     label = f"DICOM series {chosen.series_uid} in {folder.name}"
+    check_modality(chosen, allow_non_ct)
     if chosen.n_slices < 2:
         raise InputError(
             f"{label} has a single slice. HeadSeg needs a 3D volume: export the whole CT series, "
@@ -259,13 +338,39 @@ def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None) -> V
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise _unreadable(folder, exc) from None
+        raise _unreadable(_first_unreadable(reader.GetFileNames()) or folder, exc) from None
     _check_image_shape(label, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
     volume = _volume_from_image(image)
     if geometry is not None:  # positions, not SliceThickness or ITK's first-two-slices estimate
         volume = Volume(volume.array, (volume.spacing[0], volume.spacing[1], geometry.slice_spacing),
                         tuple(geometry.positions[0]), geometry.direction)
     return volume
+
+
+def check_modality(series: DicomSeries, allow_non_ct: bool = False) -> None:
+    """Refuse a series whose Modality tag says it is not CT, unless ``allow_non_ct``."""
+    modality = series.modality.strip().upper()
+    name = f"DICOM series '{series.description}' (UID {series.series_uid})"
+    if not modality:
+        log.warning("%s has no Modality tag; it is read as a CT.", name)
+    elif modality != "CT" and not allow_non_ct:
+        raise InputError(
+            f"{name} has Modality {series.modality!r}, not CT, and HeadSeg's models are made for CT only. "
+            "Choose the CT series, or pass --allow-non-ct to headseg segment if it really holds CT Hounsfield "
+            "units under another modality (for example a CT stored as 'OT')."
+        )
+
+
+def _first_unreadable(files: Sequence[str]) -> Optional[Path]:
+    """The first file of a series that SimpleITK cannot decode on its own (to name it in the error)."""
+    import SimpleITK as sitk
+
+    for name in files:
+        try:
+            sitk.ReadImage(name)
+        except RuntimeError:
+            return Path(name)
+    return None
 
 
 def write_dicom_series(

@@ -29,12 +29,14 @@ from .files import (
 
 __all__ = ["read_volume", "write_volume", "write_labelmap", "labelmap_dtype", "as_label_array"]
 
-def read_volume(path: PathLike) -> Volume:
+def read_volume(path: PathLike, allow_non_ct: bool = False) -> Volume:
     """Read a 3D grey-scale image: NRRD (.nrrd/.nhdr), NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd),
     a folder holding a DICOM series, or one file of a DICOM series (the whole series is read).
 
     The pixel type of the file is kept. Raises :class:`InputError` (with what to do) for a missing file,
-    an unsupported format, a 2D or 4D image, an RGB/vector image, or a file that cannot be decoded.
+    an unsupported format, a 2D or 4D image, an RGB/vector image, or a file that cannot be decoded. A
+    DICOM series is refused when one of its files cannot be decoded (naming it) and, unless
+    ``allow_non_ct``, when its Modality is not CT.
     """
     path = Path(path)
     if not path.exists():
@@ -44,12 +46,12 @@ def read_volume(path: PathLike) -> Volume:
     if path.is_dir():
         from .dicom_series import read_dicom_folder
 
-        return read_dicom_folder(path)
+        return read_dicom_folder(path, allow_non_ct=allow_non_ct)
     ext = extension(path)
     if ext == ".dcm" or (ext not in READ_EXTENSIONS and is_dicom_file(path)):
         from .dicom_series import read_dicom_folder
 
-        return read_dicom_folder(path.parent, containing_file=path)
+        return read_dicom_folder(path.parent, containing_file=path, allow_non_ct=allow_non_ct)
     if ext not in READ_EXTENSIONS:
         raise InputError(
             f"Cannot read {path.name!r}: the file type {ext or '(no extension)'!r} is not supported. "
