@@ -3,10 +3,12 @@
 Layouts understood (``discover_cases``):
 
 * **Manifest** -- ``DIR/manifest.csv`` with the columns ``case,image,segmentation,task,label_set,reviewed``
-  (and optionally ``split``); paths are relative to ``DIR``. This is what the Slicer modules' "Add to
-  training set" writes (:func:`add_case_to_manifest` writes it from Python). ``reviewed`` lists, separated
-  by ``;``, the structure keys that were contoured or reviewed in that case; **every other structure is
-  missing, not background**, and its loss is masked. An empty ``reviewed`` means "all structures".
+  (and optionally ``split`` and ``date``); paths are relative to ``DIR``. The format is
+  ``headseg.manifest``'s: the Slicer modules' "Add to training set" writes it, and
+  :func:`add_case_to_manifest` (re-exported from there) writes it from Python. ``reviewed`` lists,
+  separated by ``;``, the structure keys that were contoured or reviewed in that case; **every other
+  structure is missing, not background**, and its loss is masked. An empty ``reviewed`` means "all
+  structures".
 * **OpenKBP** -- ``DIR/<split>/<patient>/{ct,labels}.nii.gz`` with ``meta.json`` whose ``contoured`` list
   names the organs that were drawn; ``DIR/manifest.csv`` (``split,patient,...,flag``) may flag organs
   whose contours are suspect (``suspect_<Organ>_...``): they are treated as missing.
@@ -30,6 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from headseg.manifest import MANIFEST_COLUMNS, MANIFEST_FILE, add_case_to_manifest, read_manifest
+
 __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_COLUMNS",
@@ -45,8 +49,6 @@ __all__ = [
     "add_case_to_manifest",
 ]
 
-MANIFEST_FILE = "manifest.csv"
-MANIFEST_COLUMNS = ("case", "image", "segmentation", "task", "label_set", "reviewed", "split")
 IMAGE_SUFFIXES = (".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 LABEL_STEMS = ("labels", "label", "segmentation", "seg", "labelmap")
 IMAGE_STEMS = ("image", "ct")
@@ -67,6 +69,7 @@ class CaseRecord:
     task: Optional[str] = None
     label_set: Optional[str] = None
     source: str = ""  # which layout found it
+    date: Optional[str] = None  # when the case was added to a manifest (ISO 8601), if it says
 
 
 @dataclass
@@ -153,8 +156,7 @@ def _split_list(text: Optional[str]) -> Optional[Tuple[str, ...]]:
 
 def _read_manifest(root: Path) -> List[CaseRecord]:
     path = root / MANIFEST_FILE
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    _, rows = read_manifest(root)
     records = []
     for n, row in enumerate(rows, start=2):
         if not row.get("case") or not row.get("image"):
@@ -165,7 +167,8 @@ def _read_manifest(root: Path) -> List[CaseRecord]:
             segmentation=(root / segmentation) if segmentation else None,
             split=SPLIT_FOLDERS.get((row.get("split") or "").strip().lower()),
             annotated=_split_list(row.get("reviewed")), task=(row.get("task") or "").strip() or None,
-            label_set=(row.get("label_set") or "").strip() or None, source="manifest"))
+            label_set=(row.get("label_set") or "").strip() or None, source="manifest",
+            date=(row.get("date") or "").strip() or None))
     return records
 
 
@@ -430,35 +433,3 @@ def split_cases(records: Sequence[CaseRecord], spec: Dict[str, Any],
         raise ValueError("The split leaves no training case.")
     split["type"] = kind  # type: ignore[assignment]
     return split
-
-
-# -- writing a manifest ------------------------------------------------------------------------------
-def add_case_to_manifest(root: Union[str, Path], case: str, image: Union[str, Path],
-                         segmentation: Union[str, Path], task: str, label_set: str,
-                         reviewed: Sequence[str] = (), split: str = "") -> Path:
-    """Append (or replace) one row of ``root/manifest.csv``; paths are stored relative to ``root`` when
-    they lie inside it. This is the format "Add to training set" in the Slicer modules writes."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / MANIFEST_FILE
-    rows: List[Dict[str, str]] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("case") != case]
-
-    def rel(p: Union[str, Path]) -> str:
-        p = Path(p).resolve()
-        try:
-            return p.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            return str(p)
-
-    rows.append({"case": case, "image": rel(image), "segmentation": rel(segmentation), "task": task,
-                 "label_set": label_set, "reviewed": ";".join(reviewed), "split": split})
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path

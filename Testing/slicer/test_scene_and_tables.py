@@ -10,6 +10,8 @@ map round trip, "Add to training set" and the dependency check.
 from __future__ import annotations
 
 import csv
+import datetime
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,10 +24,12 @@ from headseg.errors import InputError  # noqa: E402
 from headseg.geometry import Volume  # noqa: E402
 from headseg.io import read_segmentation, read_volume, write_segmentation  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.manifest import MANIFEST_COLUMNS  # noqa: E402
 from headseg.slicer import runs, scene, segments, tables, training_set  # noqa: E402
 from headseg.volumes import volume_table, write_volume_csv  # noqa: E402
 
 ORBIT = get_label_set("orbit")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ras_of_index(node, ijk) -> np.ndarray:
@@ -285,12 +289,26 @@ def test_add_to_training_set_writes_files_and_manifest_and_never_overwrites(impo
     assert rows[0]["task"] == "orbit" and rows[0]["label_set"] == "orbit"
     assert rows[0]["reviewed"] == "superior_rectus_right;optic_nerve_left" and rows[0]["date"]
 
-    # the training package reads what was written
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    # headseg-train reads every column of what the module wrote
+    sys.path.insert(0, str(REPO))
     datasets = pytest.importorskip("training.datasets")
     records = datasets.discover_cases(dataset)
     assert [r.case for r in records] == ["CT_head", "CT_head_2"]
-    assert records[0].annotated == tuple(reviewed) and records[0].segmentation == first.segmentation
+    record = records[0]
+    assert record.source == "manifest"
+    assert record.image == dataset / "images" / "CT_head.nrrd" and record.segmentation == first.segmentation
+    assert (record.task, record.label_set) == ("orbit", "orbit")
+    assert record.annotated == tuple(reviewed)
+    assert record.split is None  # "" = the recipe's split decides
+    assert record.date == rows[0]["date"] and datetime.datetime.fromisoformat(record.date)
+    assert list(rows[0]) == list(MANIFEST_COLUMNS), "the one manifest writer's columns, in its order"
+    loaded = datasets.load_case(record, ORBIT)
+    assert loaded.annotated == tuple(reviewed) and np.array_equal(loaded.labels.array, small_phantom.labels.array)
+    # ... and so does its command line, which checks task and label set against the recipe
+    check = subprocess.run([sys.executable, "-m", "training", "validate-data", "--data", str(dataset),
+                            "--config", "svnet_seed000"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "2 case(s) found, 2 usable, 0 error(s)" in check.stdout
 
     with pytest.raises(InputError, match="Tick the structures"):
         training_set.add_to_training_set(ct, node, dataset, "orbit", ORBIT, [])

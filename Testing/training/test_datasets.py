@@ -142,3 +142,17 @@ def test_kfold_is_a_partition_and_repeatable():
     assert kfold_split(cases, 10, 4, seed=3) == kfold_split(list(reversed(cases)), 10, 4, seed=3)
     with pytest.raises(ValueError, match="folds"):
         kfold_split(cases[:3], 10, 0)
+
+
+def test_training_reads_the_date_and_reexports_the_writer(tmp_path):
+    import training.datasets as datasets
+    from headseg import manifest
+
+    assert datasets.add_case_to_manifest is manifest.add_case_to_manifest
+    assert datasets.MANIFEST_COLUMNS == manifest.MANIFEST_COLUMNS
+    add_case_to_manifest(tmp_path, "pt1", tmp_path / "pt1.nrrd", tmp_path / "pt1.seg.nrrd", "orbit", "orbit",
+                         reviewed=["optic_nerve_left"], split="test", date="2026-01-02T03:04:05")
+    (record,) = discover_cases(tmp_path)
+    assert (record.case, record.task, record.label_set, record.split, record.date) == (
+        "pt1", "orbit", "orbit", "test", "2026-01-02T03:04:05")
+    assert record.annotated == ("optic_nerve_left",)

@@ -1,30 +1,28 @@
 """"Add to training set": the image and the corrected segmentation as files plus a manifest row, the
-hand-off from the Slicer modules to ``headseg-train``.
+hand-off from the Slicer modules to ``headseg-train``. The row is written by ``headseg.manifest``, the
+writer (and format) that ``training.datasets`` shares, so the two can never disagree.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+from ..manifest import add_case_to_manifest, manifest_cases
 from .scene import PathLike, safe_case_id, volume_from_node
 from .segments import labelmap_from_segmentation
 
-__all__ = ["MANIFEST_FILE", "MANIFEST_COLUMNS", "TrainingCase", "unique_case_id", "add_to_training_set"]
-
-MANIFEST_FILE = "manifest.csv"
-MANIFEST_COLUMNS = ("case", "image", "segmentation", "task", "label_set", "reviewed", "split", "date")
+__all__ = ["TrainingCase", "unique_case_id", "add_to_training_set"]
 
 
 @dataclass
 class TrainingCase:
+    """What "Add to training set" wrote, so the panel can say where the case went and what to check."""
+
     case: str
     image: Path
     segmentation: Path
@@ -32,25 +30,10 @@ class TrainingCase:
     warnings: List[str] = field(default_factory=list)
 
 
-
-
-def _manifest_rows(dataset_dir: Path) -> Tuple[List[str], List[Dict[str, str]]]:
-    path = dataset_dir / MANIFEST_FILE
-    if not path.is_file():
-        return list(MANIFEST_COLUMNS), []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = list(reader.fieldnames or [])
-    return columns + [c for c in MANIFEST_COLUMNS if c not in columns], rows
-
-
-
 def unique_case_id(dataset_dir: PathLike, wanted: str) -> str:
     """``wanted`` or ``wanted_2``, ``wanted_3``... so that no existing case or file is ever overwritten."""
     dataset_dir = Path(dataset_dir)
-    _, rows = _manifest_rows(dataset_dir)
-    taken = {r.get("case", "") for r in rows}
+    taken = manifest_cases(dataset_dir)
     base = safe_case_id(wanted)
     candidate, n = base, 1
     while (candidate in taken or (dataset_dir / "images" / f"{candidate}.nrrd").exists()
@@ -58,7 +41,6 @@ def unique_case_id(dataset_dir: PathLike, wanted: str) -> str:
         n += 1
         candidate = f"{base}_{n}"
     return candidate
-
 
 
 def add_to_training_set(volume_node, segmentation_node, dataset_dir: PathLike, task: str, label_set,
@@ -105,16 +87,12 @@ def add_to_training_set(volume_node, segmentation_node, dataset_dir: PathLike, t
     except BaseException:
         image_path.unlink()
         raise
-    columns, rows = _manifest_rows(dataset_dir)
-    rows.append({"case": case, "image": f"images/{image_path.name}",
-                 "segmentation": f"labels/{segmentation_path.name}", "task": task,
-                 "label_set": label_set.name, "reviewed": ";".join(reviewed), "split": "",
-                 "date": datetime.datetime.now().isoformat(timespec="seconds")})
-    manifest = dataset_dir / MANIFEST_FILE
-    temp = manifest.with_name(f".{MANIFEST_FILE}.tmp")
-    with open(temp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temp, manifest)
+    try:
+        manifest = add_case_to_manifest(dataset_dir, case, image_path, segmentation_path, task, label_set.name,
+                                        reviewed, replace=False)
+    except (OSError, ValueError) as exc:
+        image_path.unlink()
+        segmentation_path.unlink()
+        raise InputError(f"Could not add the case to {dataset_dir}: {exc}. Check that the folder is writable.") \
+            from exc
     return TrainingCase(case, image_path, segmentation_path, manifest, warnings)
