@@ -6,12 +6,13 @@ Shared by ``headseg segment`` and the Slicer modules' headless batch, so both na
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 from .errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "LABEL_HINTS", "case_name", "is_image", "discover_cases"]
+__all__ = ["IMAGE_SUFFIXES", "LABEL_HINTS", "Case", "case_name", "is_image", "is_dicom_file", "discover_cases"]
 
 IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 LABEL_HINTS = ("label", "seg", "mask", "truth")
@@ -29,18 +30,33 @@ def is_image(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
 
 
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm`` file, or any file with the DICOM Part 10 marker ('DICM' after a 128-byte preamble)."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+class Case(NamedTuple):
+    """One case of a batch: the name its outputs get, and the image file, DICOM folder or DICOM file to read.
+
+    A tuple, so ``for name, path in discover_cases(...)`` works as before."""
+
+    name: str
+    path: Path
+
+    @property
+    def is_dicom(self) -> bool:
+        """Read from a DICOM series (a folder, or one file of it): the case can be exported to DICOM."""
+        return self.path.is_dir() or is_dicom_file(self.path)
+
+
 def _is_dicom_dir(path: Path) -> bool:
-    for child in list(path.iterdir())[:50]:
-        if child.is_file():
-            if child.suffix.lower() == ".dcm":
-                return True
-            try:
-                with open(child, "rb") as f:
-                    if f.read(132)[128:132] == b"DICM":
-                        return True
-            except OSError:
-                continue
-    return False
+    return any(child.is_file() and is_dicom_file(child) for child in list(path.iterdir())[:50])
 
 
 def _case_image_in(folder: Path) -> Optional[Path]:
@@ -51,29 +67,38 @@ def _case_image_in(folder: Path) -> Optional[Path]:
     return None
 
 
-def discover_cases(inputs: Sequence[str]) -> List[Tuple[str, Path]]:
-    """(case name, image path or DICOM folder) for files, DICOM folders and folders of cases."""
-    cases: List[Tuple[str, Path]] = []
+def _folder_name(path: Path) -> str:
+    """The folder's own name, also for ``.`` or ``..`` (symbolic links are not followed)."""
+    return Path(os.path.abspath(path)).name
+
+
+def discover_cases(inputs: Sequence[str]) -> List[Case]:
+    """The cases in files, DICOM folders and folders of cases, each named as its outputs will be.
+
+    A DICOM series is named after its folder, also when one of its files is given (the file stands for
+    the whole series, so its name would be misleading)."""
+    cases: List[Case] = []
     for raw in inputs:
         path = Path(raw).expanduser()
         if not path.exists():
             raise InputError(f"Input {path} does not exist.")
         if path.is_file():
-            cases.append((case_name(path), path))
+            dicom = is_dicom_file(path) and not path.name.lower().endswith(IMAGE_SUFFIXES)
+            cases.append(Case(_folder_name(path.parent) if dicom else case_name(path), path))
         elif _is_dicom_dir(path):
-            cases.append((path.name, path))
-        elif _case_image_in(path) is not None:
-            cases.append((path.name, _case_image_in(path)))
+            cases.append(Case(_folder_name(path), path))
+        elif (image := _case_image_in(path)) is not None:
+            cases.append(Case(_folder_name(path), image))
         else:
             for child in sorted(path.iterdir()):
                 if is_image(child) and not any(h in child.name.lower() for h in LABEL_HINTS):
-                    cases.append((case_name(child), child))
+                    cases.append(Case(case_name(child), child))
                 elif child.is_dir():
                     image = _case_image_in(child)
                     if image is not None:
-                        cases.append((child.name, image))
+                        cases.append(Case(child.name, image))
                     elif _is_dicom_dir(child):
-                        cases.append((child.name, child))
+                        cases.append(Case(child.name, child))
     if not cases:
         raise InputError(f"No CT images found in {', '.join(inputs)} (looked for {', '.join(IMAGE_SUFFIXES)} "
                          "files, DICOM folders and case folders with an image.* file).")

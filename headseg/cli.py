@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
-from .cases import IMAGE_SUFFIXES, LABEL_HINTS, case_name, discover_cases
+from .batch import BatchEvents, CaseOutputs, plan_batch, run_batch
+from .cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, case_name, discover_cases
 from .cases import is_image as _is_image
-from .errors import Cancelled, HeadSegError, InputError, ModelPackageError
+from .errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
+from .volumes import VolumeRow
 
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
+# The codes of headseg.errors.ExitCode under their older names (tests and scripts import them from here).
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = (int(c) for c in ExitCode)
 
 
 log = logging.getLogger("headseg")
@@ -88,97 +91,86 @@ def parse_roi(text: Optional[str]):
     return values[:3], values[3:]
 
 
+class _CliBatchEvents(BatchEvents):
+    """The batch's progress as the CLI shows it: bars or JSON lines (see the module docstring)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def case_started(self, number: int, total: int, case: Case) -> None:
+        self.reporter.start(f"[{number}/{total}] {case.name}")
+
+    def case_failed(self, case: Case, error: BaseException, code: int) -> None:
+        self.reporter.close()
+        self.reporter.info(f"{case.name}: skipped: {error_message(error)}", "warning")
+        self.reporter.emit("error", case=case.name, message=error_message(error), code=int(code))
+
+
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
-    from .dicom_export import export_dicom, export_paths, parse_export_formats
+    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.batch``)."""
+    from . import pipeline
+    from .dicom_export import check_export_source, export_dicom, parse_export_formats
+    from .inference import select_device
     from .io import read_volume, write_segmentation
     from .packages import find_package
-    from .pipeline import segment_volume
     from .volumes import volume_table, write_volume_csv
 
     cases = discover_cases(args.inputs)
-    out_dir = Path(args.output)
     export_formats = parse_export_formats(getattr(args, "export", None))
-    dicom_cases = {name for name, path in cases if _is_dicom_input(path)}
-    if export_formats and not dicom_cases:
+    if export_formats and not any(case.is_dicom for case in cases):
         raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
                          "give the DICOM folder (or one of its files) as input. For other files, load the result "
                          "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
-    targets = {}
-    exports = {}
-    for name, _ in cases:
-        targets[name] = (out_dir / f"{name}.seg.nrrd", out_dir / f"{name}_volumes.csv")
-        exports[name] = export_paths(out_dir, name, export_formats) if name in dicom_cases else {}
-    existing = [str(p) for pair in targets.values() for p in pair if p.exists()]
-    existing += [str(p) for paths in exports.values() for p in paths.values() if p.exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}). "
-                         "Choose another output folder or pass --overwrite.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"Cannot create the output folder {out_dir}: {exc.strerror}.") from exc
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"The output folder {out_dir} is not writable. Choose another one with -o.")
+    plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats)
     roi = parse_roi(args.roi)
     keep = [s.strip() for s in args.structures.split(",")] if args.structures else None
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
                       "warning")
-    from .inference import select_device
-
     device = select_device(args.device)
     reporter.info(f"Device: {device.device} ({device.reason})")
     model = package.load_model(device.device)
-    batch_rows = []
-    failures = 0
-    for n, (name, path) in enumerate(cases, start=1):
-        reporter.start(f"[{n}/{len(cases)}] {name}")
-        try:
-            with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
-                volume = read_volume(path)
-            for warning in read_warnings:  # e.g. which DICOM series was chosen: shown in bar and JSON modes
-                reporter.info(f"{name}: {warning}", "warning")
-            result = segment_volume(volume, package, device=str(device.device), roi=roi, keep=keep,
-                                    progress=reporter.progress, cancel=cancel, batch_size=args.batch_size,
-                                    model=model)
-        except (InputError, MemoryError) as exc:
-            if len(cases) == 1:
-                raise
-            failures += 1
-            reporter.close()
-            reporter.info(f"{name}: skipped: {exc}", "warning")
-            reporter.emit("error", case=name, message=str(exc), code=EXIT_INPUT)
-            continue
-        seg_path, csv_path = targets[name]
-        write_segmentation(result.labelmap, result.label_set, seg_path, overwrite=True)
+
+    def segment_case(case: Case, outputs: CaseOutputs) -> List[VolumeRow]:
+        if export_formats and not case.is_dicom:
+            reporter.info(f"{case.name}: not a DICOM input, so no DICOM SEG/RT Structure Set will be written.",
+                          "warning")
+        with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
+            source = check_export_source(case.path) if outputs.dicom else None  # before any work on the case
+            volume = read_volume(case.path, allow_non_ct=args.allow_non_ct)
+        for warning in read_warnings:  # e.g. which DICOM series was chosen: shown in bar and JSON modes
+            reporter.info(f"{case.name}: {warning}", "warning")
+        if source is not None:
+            source.check_grid(volume)
+        result = pipeline.segment_volume(volume, package, device=str(device.device), roi=roi, keep=keep,
+                                         progress=reporter.progress, cancel=cancel, batch_size=args.batch_size,
+                                         model=model)
         rows = volume_table(result.labelmap, result.label_set)
-        write_volume_csv(rows, csv_path)
+        write_segmentation(result.labelmap, result.label_set, outputs.segmentation, overwrite=True)
+        write_volume_csv(rows, outputs.volumes_csv)
         dicom_files = []
-        if export_formats and name not in dicom_cases:
-            reporter.info(f"{name}: not a DICOM input, so no DICOM SEG/RT Structure Set was written.", "warning")
-        elif export_formats:
-            try:
-                dicom_files = export_dicom(result.labelmap, result.label_set, path, exports[name], overwrite=True,
-                                           algorithm_name=package.name)
-            except InputError as exc:
-                if len(cases) == 1:
-                    raise InputError(f"{seg_path.name} was written, but the DICOM export failed: {exc}") from None
-                failures += 1
-                reporter.info(f"{name}: DICOM export failed: {exc}", "warning")
-                reporter.emit("error", case=name, message=str(exc), code=EXIT_INPUT)
-        batch_rows.extend((name, r) for r in rows)
+        if source is not None:
+            dicom_files = export_dicom(result.labelmap, result.label_set, source, dict(outputs.dicom), overwrite=True,
+                                       algorithm_name=package.name)
         reporter.close()
         for note in result.notes:
-            reporter.info(f"{name}: {note}", "warning")
-        reporter.info(f"{name}: wrote {seg_path.name} and {csv_path.name} ({result.seconds:.1f} s on {result.device})")
-        reporter.emit("result", case=name, segmentation=str(seg_path), volumes_csv=str(csv_path),
-                      device=result.device, seconds=round(result.seconds, 2), notes=result.notes,
-                      dicom=[str(f) for f in dicom_files])
-    if batch_rows:
-        _write_batch_csv(out_dir / "volumes.csv", batch_rows)
-    return EXIT_INPUT if failures == len(cases) else EXIT_OK
+            reporter.info(f"{case.name}: {note}", "warning")
+        reporter.info(f"{case.name}: wrote {outputs.segmentation.name} and {outputs.volumes_csv.name} "
+                      f"({result.seconds:.1f} s on {result.device})")
+        reporter.emit("result", case=case.name, segmentation=str(outputs.segmentation),
+                      volumes_csv=str(outputs.volumes_csv), device=result.device, seconds=round(result.seconds, 2),
+                      notes=result.notes, dicom=[str(f) for f in dicom_files])
+        return rows
+
+    report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
+                       events=_CliBatchEvents(reporter))
+    if report.cancelled:
+        kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
+        raise Cancelled(f"Cancelled; nothing was written for the case in progress.{kept}")
+    return int(ExitCode.INPUT if not report.succeeded else ExitCode.OK)
 
 
 @contextlib.contextmanager
@@ -225,31 +217,6 @@ def _native_stderr_captured():
             text = capture.read().decode("utf-8", "replace").strip()
             if text:
                 log.info("Reader diagnostics: %s", text)
-
-
-def _is_dicom_input(path: Path) -> bool:
-    from .io import _is_dicom_file
-
-    return path.is_dir() or path.suffix.lower() == ".dcm" or _is_dicom_file(path)
-
-
-def _write_batch_csv(path: Path, rows) -> None:
-    import csv
-    import tempfile
-
-    from .volumes import CSV_COLUMNS
-
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=("case",) + CSV_COLUMNS)
-            writer.writeheader()
-            for case, row in rows:
-                writer.writerow({"case": case, **row.as_dict()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
@@ -449,7 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--roi", help="region of interest 'cx,cy,cz,sx,sy,sz' in LPS mm (orbit: overrides the search)")
     seg.add_argument("--structures", help="comma-separated structure keys to keep (default: all)")
     seg.add_argument("--batch-size", type=int, default=None)
-    seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    seg.add_argument("--overwrite", action="store_true",
+                     help="replace existing output files and the cases' rows in volumes.csv")
+    seg.add_argument("--allow-non-ct", action="store_true",
+                     help="segment a DICOM series whose Modality is not CT (its values must still be Hounsfield units)")
     seg.add_argument("--export", metavar="FORMATS",
                      help="also write DICOM objects for DICOM input: dicom-seg and/or rtstruct, comma-separated "
                           "(<case>_seg.dcm, <case>_rtstruct.dcm; needs pydicom and highdicom)")
@@ -500,30 +470,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             previous[sig] = signal.signal(sig, on_signal)
     except (ImportError, ValueError):  # not in the main thread (tests calling main directly)
         pass
-    code, message = EXIT_OK, None
+    code, message = int(ExitCode.OK), None
     try:
         code = args.func(args, reporter, cancel)
-    except Cancelled:
-        code, message = EXIT_CANCELLED, "Cancelled; no output was written for the case in progress."
-    except ModelPackageError as exc:
-        code, message = EXIT_MODEL, str(exc)
-    except (InputError, FileNotFoundError, FileExistsError) as exc:
-        code, message = EXIT_INPUT, str(exc)
-    except OSError as exc:  # disk full, permissions, I/O errors: name the file, no traceback
-        where = f" {exc.filename}" if exc.filename else ""
-        code, message = EXIT_INPUT, (f"Could not read or write{where}: {exc.strerror or exc}. Check the free disk "
-                                     "space, the permissions and the path; no partial file was left under the "
-                                     "final name.")
-    except MemoryError:
-        code, message = EXIT_OOM, ("Out of memory. Close other programs, use --device cpu, or crop the image "
-                                   "to the region of interest.")
-    except HeadSegError as exc:
-        inference = sys.modules.get("headseg.inference")
-        oom = inference is not None and isinstance(exc, inference.InferenceOutOfMemoryError)
-        code, message = (EXIT_OOM if oom else EXIT_INPUT), str(exc)
-    except Exception as exc:  # a bug: say so plainly, show the traceback only when asked
-        code, message = EXIT_BUG, f"Unexpected error: {type(exc).__name__}: {exc}. Run with -v for details."
-        if args.verbose:
+    except Exception as exc:  # the table in headseg.errors says which code and sentence each error gets
+        code, message = int(exit_code_for(exc)), error_message(exc)
+        if code == ExitCode.BUG and args.verbose:
             traceback.print_exc()
     finally:
         reporter.close()

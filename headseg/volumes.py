@@ -7,8 +7,6 @@ so the number is exact for the label map that was given and the same as Slicer's
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
@@ -88,7 +86,8 @@ def _base(structure) -> str:
 
 def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Optional[str] = None,
                      append: bool = False) -> Path:
-    """Write ``structure,side,voxels,volume_cm3`` (with ``case`` first when given), atomically."""
+    """Write ``structure,side,voxels,volume_cm3`` (with ``case`` first when given), atomically, with the
+    permissions every other output gets (the umask's)."""
     path = Path(path)
     columns = (("case",) if case is not None else ()) + CSV_COLUMNS
     rows = [dict(({"case": case} if case is not None else {}), **r.as_dict()) for r in rows]
@@ -96,16 +95,13 @@ def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Op
         with open(path, "a", newline="", encoding="utf-8") as f:
             csv.DictWriter(f, fieldnames=columns).writerows(rows)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    from .io.files import write_atomically  # here: headseg.io pulls in more than a volume table needs
+
+    def write(temp: Path) -> None:
+        with open(temp, "w", newline="", encoding="utf-8") as f:  # a plain open follows the umask
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(path, write, overwrite=True)

@@ -52,6 +52,8 @@ __all__ = [
     "rasterize_polygons",
     "export_dicom",
     "export_paths",
+    "check_export_source",
+    "EXPORT_FILE_NAMES",
     "parse_export_formats",
     "EXPORT_FORMATS",
     "GRID_TOLERANCE_MM",
@@ -60,6 +62,7 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("dicom-seg", "rtstruct")
+EXPORT_FILE_NAMES = {"dicom-seg": "{case}_seg.dcm", "rtstruct": "{case}_rtstruct.dcm"}
 
 
 def parse_export_formats(text: Optional[str]) -> Tuple[str, ...]:
@@ -76,8 +79,19 @@ def parse_export_formats(text: Optional[str]) -> Tuple[str, ...]:
 
 
 def export_paths(out_dir: Path, case: str, formats: Sequence[str]) -> Dict[str, Path]:
-    names = {"dicom-seg": f"{case}_seg.dcm", "rtstruct": f"{case}_rtstruct.dcm"}
-    return {fmt: Path(out_dir) / names[fmt] for fmt in formats}
+    """Where case ``case`` writes each requested DICOM object: ``<case>_seg.dcm``, ``<case>_rtstruct.dcm``."""
+    return {fmt: Path(out_dir) / EXPORT_FILE_NAMES[fmt].format(case=case) for fmt in formats}
+
+
+def check_export_source(source: SourceLike, volume: Optional[Volume] = None) -> DicomSource:
+    """Everything a DICOM export of ``source`` needs that can be known before segmenting, so a refusal
+    costs no segmentation and leaves no output: the series can be referenced (positions, orientations,
+    FrameOfReferenceUID, SOP and study UIDs, one regular stack of slices) and ``volume``, the CT read from
+    it, lies on its grid. Raises :class:`InputError` naming what is missing."""
+    src = load_dicom_source(source)
+    if volume is not None:
+        src.check_grid(volume)
+    return src
 
 
 def export_dicom(

@@ -1,0 +1,308 @@
+"""One batch of cases, run the same way by ``headseg segment`` and by the Slicer modules' batch scripts.
+
+The rules every batch follows:
+
+* **Nothing overwritten.** The outputs of every case are planned before any work starts
+  (:func:`plan_batch`). If any exists, or ``volumes.csv`` already lists a case of this batch, the batch
+  stops with one sentence, unless ``overwrite``.
+* **Nothing half-done.** A case is written completely or not at all: when it fails, the files it wrote
+  are removed (:func:`run_batch`).
+* **Nothing lost.** ``volumes.csv`` (all cases, ``case`` column first) is rewritten after each case, so a
+  cancelled or interrupted batch keeps the cases it finished. It keeps the rows of earlier batches in the
+  same folder, gains rows for new cases and replaces a case's rows only with ``overwrite``.
+
+How a caller uses it; the segmentation itself is the caller's (the CLI runs the pipeline in its own
+process, the Slicer batch runs the module's child process and saves with Slicer's writers)::
+
+    from headseg.batch import BatchEvents, plan_batch, run_batch
+    from headseg.cases import discover_cases
+
+    plan = plan_batch(discover_cases([input_dir]), output_dir, overwrite=overwrite)  # InputError, before any work
+
+    def segment_case(case, outputs):      # must write outputs.segmentation and outputs.volumes_csv
+        node = node_from_volume(read_volume(case.path), case.name)
+        ...                               # SegmentationRun(...).start(); .wait(); raise HeadSegError on failure
+        write_segmentation_node(run.segmentation_node, outputs.segmentation)
+        export_table_csv(run.table_node, outputs.volumes_csv)
+        return rows_from_table_node(run.table_node)  # the rows volumes.csv gets for this case
+
+    report = run_batch(plan, segment_case, case_errors=(HeadSegError,), events=BatchEvents(log=print))
+    # report.succeeded / report.failed / report.cancelled; the Slicer script exits 0, 1 or 2 from them.
+
+A Slicer batch removes the nodes it created in ``segment_case`` itself (a ``try/finally`` there), since
+only it knows them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+
+from .cases import Case
+from .errors import Cancelled, ExitCode, InputError, error_message, exit_code_for
+from .volumes import CSV_COLUMNS, VolumeRow
+
+__all__ = [
+    "VOLUMES_CSV",
+    "CaseOutputs",
+    "BatchPlan",
+    "CaseOutcome",
+    "BatchReport",
+    "BatchEvents",
+    "CombinedVolumes",
+    "case_outputs",
+    "plan_batch",
+    "run_batch",
+    "existing_outputs_error",
+]
+
+log = logging.getLogger(__name__)
+
+VOLUMES_CSV = "volumes.csv"
+COMBINED_COLUMNS = ("case",) + CSV_COLUMNS
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class CaseOutputs:
+    """The files one case writes into the output folder."""
+
+    segmentation: Path  # <case>.seg.nrrd
+    volumes_csv: Path  # <case>_volumes.csv
+    dicom: Mapping[str, Path] = field(default_factory=dict)  # export format -> <case>_seg.dcm / _rtstruct.dcm
+
+    def files(self) -> List[Path]:
+        return [self.segmentation, self.volumes_csv, *self.dicom.values()]
+
+
+def case_outputs(output_dir: PathLike, case: str, export_formats: Sequence[str] = ()) -> CaseOutputs:
+    """Where case ``case`` writes (``export_formats``: ``dicom-seg``, ``rtstruct``)."""
+    output_dir = Path(output_dir)
+    dicom: Dict[str, Path] = {}
+    if export_formats:
+        from .dicom_export import export_paths
+
+        dicom = export_paths(output_dir, case, export_formats)
+    return CaseOutputs(output_dir / f"{case}.seg.nrrd", output_dir / f"{case}_volumes.csv", dicom)
+
+
+class CombinedVolumes:
+    """``volumes.csv`` of an output folder: the volume rows of every case segmented there, ``case`` first.
+
+    Rows are kept as text (as read), so the rows of earlier batches are written back unchanged."""
+
+    def __init__(self, path: Path, rows: Optional[Dict[str, List[Dict[str, str]]]] = None) -> None:
+        self.path = Path(path)
+        self._rows: Dict[str, List[Dict[str, str]]] = dict(rows or {})
+
+    @classmethod
+    def read(cls, path: PathLike, overwrite: bool = False) -> CombinedVolumes:
+        """The table at ``path`` (empty when there is none). A file that is not such a table is an error,
+        or, with ``overwrite``, replaced by an empty table."""
+        path = Path(path)
+        if not path.is_file():
+            return cls(path)
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                header = tuple(reader.fieldnames or ())
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            if overwrite:
+                return cls(path)
+            raise InputError(f"Cannot read {path} ({exc}). Move it away, choose another output folder, or pass "
+                             "--overwrite to replace it.") from None
+        if header != COMBINED_COLUMNS:
+            if overwrite:
+                return cls(path)
+            raise InputError(f"{path} is not a HeadSeg volume table (its columns are {', '.join(header) or 'none'}, "
+                             f"expected {','.join(COMBINED_COLUMNS)}). Move it away, choose another output folder, or "
+                             "pass --overwrite to replace it.")
+        table: Dict[str, List[Dict[str, str]]] = {}
+        for row in rows:
+            table.setdefault(row["case"], []).append(row)
+        return cls(path, table)
+
+    @property
+    def cases(self) -> List[str]:
+        return list(self._rows)
+
+    def put(self, case: str, rows: Sequence[VolumeRow]) -> None:
+        """Add the rows of ``case`` (replacing any it had, in place) and rewrite the file atomically."""
+        self._rows[case] = [{"case": case, **{k: str(v) for k, v in r.as_dict().items()}} for r in rows]
+        self.write()
+
+    def write(self) -> Path:
+        from .io.files import write_atomically
+
+        def write(temp: Path) -> None:
+            with open(temp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=COMBINED_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                for rows in self._rows.values():
+                    writer.writerows(rows)
+
+        return write_atomically(self.path, write, overwrite=True)
+
+
+@dataclass
+class BatchPlan:
+    """What a batch will do, decided before any work: the cases and the files each of them writes."""
+
+    cases: List[Case]
+    output_dir: Path
+    outputs: Dict[str, CaseOutputs]
+    volumes: CombinedVolumes
+    overwrite: bool = False
+
+    @property
+    def volumes_csv(self) -> Path:
+        return self.volumes.path
+
+
+def existing_outputs_error(existing: Sequence[str]) -> InputError:
+    """The one sentence for outputs that are in the way (the same for the CLI and the Slicer batch)."""
+    return InputError(f"{len(existing)} output(s) already exist (e.g. {existing[0]}). Choose another output "
+                      "folder or pass --overwrite.")
+
+
+def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrite: bool = False,
+               export_formats: Sequence[str] = (), create: bool = True) -> BatchPlan:
+    """Plan the outputs of ``cases`` in ``output_dir`` and refuse, before any work, what would overwrite.
+
+    A case collides when one of its files exists or ``volumes.csv`` already lists it; either raises
+    :class:`InputError` naming the first collision, unless ``overwrite``. DICOM exports are planned only
+    for DICOM cases. With ``create`` the folder is made and checked to be writable."""
+    output_dir = Path(output_dir)
+    cases = [Case(str(name), Path(path)) for name, path in cases]
+    outputs = {case.name: case_outputs(output_dir, case.name, export_formats if case.is_dicom else ())
+               for case in cases}
+    volumes = CombinedVolumes.read(output_dir / VOLUMES_CSV, overwrite=overwrite)
+    if not overwrite:
+        existing = [str(p) for planned in outputs.values() for p in planned.files() if p.exists()]
+        listed = set(volumes.cases)
+        existing += [f"the rows of case {c.name!r} in {volumes.path}" for c in cases if c.name in listed]
+        if existing:
+            raise existing_outputs_error(existing)
+    if create:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"Cannot create the output folder {output_dir}: {exc.strerror or exc}.") from exc
+        if not os.access(output_dir, os.W_OK):
+            raise InputError(f"The output folder {output_dir} is not writable. Choose another one with -o.")
+    return BatchPlan(cases, output_dir, outputs, volumes, overwrite)
+
+
+@dataclass
+class CaseOutcome:
+    """What happened to one case."""
+
+    case: Case
+    state: str  # "succeeded", "failed" or "cancelled"
+    message: str = ""
+    code: int = ExitCode.OK  # the exit code its error would give on its own
+    outputs: Optional[CaseOutputs] = None
+    rows: List[VolumeRow] = field(default_factory=list)
+
+
+@dataclass
+class BatchReport:
+    outcomes: List[CaseOutcome]
+    volumes_csv: Path
+
+    @property
+    def succeeded(self) -> List[CaseOutcome]:
+        return [o for o in self.outcomes if o.state == "succeeded"]
+
+    @property
+    def failed(self) -> List[CaseOutcome]:
+        return [o for o in self.outcomes if o.state == "failed"]
+
+    @property
+    def cancelled(self) -> bool:
+        return any(o.state == "cancelled" for o in self.outcomes)
+
+
+class BatchEvents:
+    """What :func:`run_batch` tells its caller while it runs; override what you need. The default prints
+    through ``log`` (e.g. ``print``), or says nothing."""
+
+    def __init__(self, log: Optional[Callable[[str], None]] = None) -> None:
+        self.log = log
+
+    def case_started(self, number: int, total: int, case: Case) -> None:
+        if self.log:
+            self.log(f"[{number}/{total}] {case.name}")
+
+    def case_failed(self, case: Case, error: BaseException, code: int) -> None:
+        if self.log:
+            self.log(f"  failed: {error_message(error)}")
+
+    def case_finished(self, case: Case, outputs: CaseOutputs, rows: Sequence[VolumeRow]) -> None:
+        if self.log:
+            self.log(f"  wrote {outputs.segmentation.name} and {outputs.volumes_csv.name}")
+
+
+SegmentCase = Callable[[Case, CaseOutputs], Sequence[VolumeRow]]
+
+
+def run_batch(plan: BatchPlan, segment_case: SegmentCase,
+              case_errors: Tuple[Type[BaseException], ...] = (InputError, MemoryError),
+              stop_on_error: bool = False, events: Optional[BatchEvents] = None) -> BatchReport:
+    """Run ``segment_case(case, outputs)`` for every case of ``plan``, in order.
+
+    ``segment_case`` reads and segments the case, writes ``outputs.segmentation`` and
+    ``outputs.volumes_csv`` (and the DICOM files it was asked for) and returns the case's volume rows,
+    which go into ``volumes.csv`` at once. An error in ``case_errors`` fails that case only: the files it
+    wrote are removed and the batch goes on, unless ``stop_on_error`` (then it is raised, as is any other
+    error, after the same clean-up). :class:`Cancelled` stops the batch after the same clean-up; the
+    report then says ``cancelled`` and the cases finished before are in ``volumes.csv``."""
+    events = events or BatchEvents()
+    outcomes: List[CaseOutcome] = []
+    for number, case in enumerate(plan.cases, start=1):
+        outputs = plan.outputs[case.name]
+        events.case_started(number, len(plan.cases), case)
+        before = {p: _signature(p) for p in outputs.files()}
+        try:
+            rows = list(segment_case(case, outputs))
+        except BaseException as exc:
+            _remove_written(before)
+            code = exit_code_for(exc)
+            if isinstance(exc, Cancelled):
+                outcomes.append(CaseOutcome(case, "cancelled", error_message(exc), code))
+                break
+            if stop_on_error or not isinstance(exc, case_errors):
+                raise
+            outcomes.append(CaseOutcome(case, "failed", error_message(exc), code))
+            events.case_failed(case, exc, code)
+            continue
+        plan.volumes.put(case.name, rows)
+        outcomes.append(CaseOutcome(case, "succeeded", outputs=outputs, rows=rows))
+        events.case_finished(case, outputs, rows)
+    return BatchReport(outcomes, plan.volumes_csv)
+
+
+def _signature(path: Path) -> Optional[Tuple[int, int, int]]:
+    """Enough of a file's identity to tell whether a case (re)wrote it: atomic writes make a new inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remove_written(before: Dict[Path, Optional[Tuple[int, int, int]]]) -> None:
+    """Remove what a failed case wrote, so it leaves nothing half-done (files it did not touch stay)."""
+    for path, signature in before.items():
+        now = _signature(path)
+        if now is not None and now != signature:
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.warning("Could not remove %s after the case failed: %s", path, exc)
