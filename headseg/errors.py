@@ -11,7 +11,7 @@ codes and sentences from here, so a code never means two things.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, Tuple, Type
 
 __all__ = [
     "HeadSegError",
@@ -96,11 +96,9 @@ def exit_code_for(error: BaseException) -> ExitCode:
     return ExitCode.BUG
 
 
-def error_message(error: BaseException, cancelled: Optional[str] = None) -> str:
+def error_message(error: BaseException) -> str:
     """The one sentence the user reads for ``error``: HeadSeg's own message, or one that names the file
-    and says what to do for system errors. ``cancelled`` replaces the sentence for a cancelled run."""
-    if isinstance(error, Cancelled):
-        return cancelled or "Cancelled; no output was written for the case in progress."
+    and says what to do for system errors."""
     if isinstance(error, HeadSegError):
         return str(error)
     if isinstance(error, (FileNotFoundError, FileExistsError)):
