@@ -40,11 +40,13 @@ API = {
     "ctkCollapsibleButton": COMMON | {"collapsed"},
     "ctkDirectoryButton": COMMON | {"directory", "directoryChanged(QString)"},
     "qMRMLNodeComboBox": COMMON | {"currentNode", "setCurrentNode", "currentNodeChanged(vtkMRMLNode*)"},
-    "qMRMLTableView": COMMON | {"setMRMLTableNode", "resizeColumnsToContents"},
+    "qMRMLTableView": COMMON | {"setMRMLTableNode", "resizeColumnsToContents", "setMRMLScene"},
+    # qMRMLSegmentEditorWidget.h (v5.6.2 and main): turnOffLightboxes() is deprecated (a no-op) from 5.10 on
     "qMRMLSegmentEditorWidget": COMMON | {
         "setMaximumNumberOfUndoStates", "setMRMLScene", "setMRMLSegmentEditorNode", "installKeyboardShortcuts",
         "uninstallKeyboardShortcuts", "updateWidgetFromMRML", "setActiveEffect", "removeViewObservations",
-        "setSegmentationNode", "setSourceVolumeNode", "setMasterVolumeNode"},
+        "setSegmentationNode", "setSourceVolumeNode", "setMasterVolumeNode", "updateEffectList",
+        "turnOffLightboxes"},
 }
 NAME_SUFFIX_CLASS = {
     "Selector": "qMRMLNodeComboBox", "ComboBox": "QComboBox", "ProgressBar": "QProgressBar",
@@ -144,11 +146,16 @@ def test_ui_parses_with_a_qmrmlwidget_root_and_known_classes(module):
     for widget in tree.iter("widget"):
         cls = widget.get("class")
         assert cls.startswith("Q") or cls in custom, f"{cls} is used but not declared as a custom widget"
-    # the node selectors receive the scene from the top-level widget
-    selectors = {n for n, w in ui_widgets(module).items() if w.get("class") == "qMRMLNodeComboBox"}
+    # every MRML widget receives the scene from the top-level widget (the table view too: its Plot action
+    # needs it, qMRMLTableView::plotSelection) -- except the segment editor, which the panel gives the scene
+    # itself, after its parameter node, as Slicer's SegmentEditor.py does
+    mrml_widgets = {n for n, w in ui_widgets(module).items()
+                    if w.get("class").startswith("qMRML") and w.get("class") != "qMRMLWidget"}
     wired = {c.findtext("receiver") for c in tree.getroot().iter("connection")
-             if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
-    assert selectors == wired
+             if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+             and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert wired == mrml_widgets - {"segmentEditorWidget"}
+    assert "volumeTableView" in wired
 
 
 def check_ui_uses(cls: ast.ClassDef, source: str, module: str) -> None:
@@ -351,3 +358,59 @@ def test_module_resources_do_not_collide_in_the_shared_install_folder():
         text = (REPO / module / "CMakeLists.txt").read_text()
         listed += [item.replace("${MODULE_NAME}", module) for item in _cmake_list(text, "MODULE_PYTHON_RESOURCES")]
     assert len(listed) == len(set(listed))
+
+
+def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef:
+    return next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def calls_in(function: ast.FunctionDef) -> list:
+    """Dotted names of the calls in ``function`` in source order ("self.ui.segmentEditorWidget.setMRMLScene")."""
+    found = []
+    for node in ast.walk(function):
+        if isinstance(node, ast.Call):
+            found.append((node.lineno, node.col_offset, ast.unparse(node.func)))
+    return [name for _, _, name in sorted(found)]
+
+
+def test_the_editor_follows_slicers_segment_editor_life_cycle():
+    """What Modules/Scripted/SegmentEditor/SegmentEditor.py does (v5.6.2 and main), the panel does too."""
+    panel = panel_class()
+    setup, cleanup, enter, exit_ = (method(panel, n) for n in ("setup", "cleanup", "enter", "exit"))
+    setup_calls = calls_in(setup)
+    # the parameter node before the scene: the editor's automatic choices are saved in it
+    assert setup_calls.index("self.selectSegmentEditorNode") < setup_calls.index("editor.setMRMLScene")
+    source = ast.unparse(setup)
+    assert "qSlicerSegmentEditorEffectFactory.instance()" in source
+    assert "connect('effectRegistered(QString)', self.onEffectRegistered)" in source
+    assert "disconnect('effectRegistered(QString)', self.onEffectRegistered)" in ast.unparse(cleanup)
+    assert "updateEffectList" in ast.unparse(method(panel, "onEffectRegistered"))
+    for event, handler in (("StartCloseEvent", "onSceneStartClose"), ("EndCloseEvent", "onSceneEndClose"),
+                           ("EndImportEvent", "onSceneEndImport")):
+        assert f"slicer.mrmlScene.{event}, self.{handler}" in source, event
+        body = ast.unparse(method(panel, handler))
+        if handler != "onSceneStartClose":
+            assert "self.parent.isEntered" in body and "self.selectSegmentEditorNode()" in body
+            assert "updateWidgetFromMRML()" in body
+    start_close = ast.unparse(method(panel, "onSceneStartClose"))
+    assert "setSegmentationNode(None)" in start_close and "removeViewObservations()" in start_close
+    enter_source = ast.unparse(enter)
+    assert "turnOffLightboxes()" in enter_source and "(5, 10)" in enter_source, "light boxes off before 5.10"
+    assert calls_in(enter).index("editor.installKeyboardShortcuts") < calls_in(enter).index("editor.updateWidgetFromMRML")
+    exit_calls = calls_in(exit_)
+    assert {"editor.setActiveEffect", "editor.uninstallKeyboardShortcuts", "editor.removeViewObservations"} <= set(
+        exit_calls)
+
+
+def test_volumes_follow_edits_and_export_recomputes():
+    """The panel's timer is started only by the VolumeFollower (source-representation edits included), the
+    export goes through the logic's recomputing export_csv, and no table node is made unasked."""
+    panel = panel_class()
+    source = ast.unparse(panel)
+    assert "VolumeFollower(schedule=self._tableTimer.start)" in source
+    assert "self._follower.observe(segmentationNode)" in ast.unparse(method(panel, "observeSegmentation"))
+    export = ast.unparse(method(panel, "onExportCsvButton"))
+    assert "self.logic.export_csv, segmentation, path" in export
+    assert "create_table=True" in ast.unparse(method(panel, "onCreateTableButton"))
+    update = ast.unparse(method(panel, "updateVolumeTable"))
+    assert "self.logic.refresh_volumes, segmentation)" in update and "create_table" not in update

@@ -51,9 +51,10 @@ def test_orbit_panel_numbers_and_review_list(mrml_scene, small_phantom, tmp_path
     node = segments.import_segmentation_file(write_segmentation(small_phantom.labels, ORBIT, tmp_path / "s.seg.nrrd"),
                                          ORBIT, ct)
     logic = OrbitLogic()
-    table, summary = logic.refresh_volume_table(node)
-    again, _ = logic.refresh_volume_table(node)
-    assert again is table, "the same table is updated, not a new one per edit"
+    assert logic.refresh_volumes(node).table_node is None, "no table node unless asked"
+    made = logic.refresh_volumes(node, create_table=True)
+    table, summary = made.table_node, made.summary
+    assert logic.refresh_volumes(node).table_node is table, "the same table is updated, not a new one per edit"
     counts = np.bincount(small_phantom.labels.array.ravel(), minlength=11)
     voxel_cm3 = float(np.prod(small_phantom.image.spacing)) / 1000.0
     right, left = counts[1:5].sum() * voxel_cm3, counts[6:10].sum() * voxel_cm3
@@ -73,7 +74,7 @@ def test_head_neck_summary_names_empty_organs(mrml_scene, small_phantom, tmp_pat
                                          keep=["mandible", "brainstem"])
     logic = HeadNeckLogic()
     assert logic.label_set(node) is PDDCA  # from the node attribute set on import
-    _, summary = logic.refresh_volume_table(node)
+    summary = logic.refresh_volumes(node).summary
     assert summary == "1 organ(s) segmented; empty: brainstem."
     case = logic.add_to_training_set(ct, node, tmp_path / "data", ["mandible", "brainstem"])
     assert any("brainstem" in w for w in case.warnings)  # reviewed but empty is recorded, and said

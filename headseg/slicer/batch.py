@@ -28,7 +28,6 @@ class BatchCase:
     volumes_csv: Optional[Path] = None
 
 
-
 def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optional[str] = None,
               device: str = "auto", structures: Optional[Sequence[str]] = None, overwrite: bool = False,
               log: Callable[[str], None] = print,
@@ -89,7 +88,6 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
     return outcomes
 
 
-
 def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str] = None) -> int:
     """Command line of the modules' batch scripts (``<Module>Batch.py``) (run with ``Slicer --no-main-window --python-script``).
 
@@ -122,7 +120,6 @@ def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str]
     failed = [o for o in outcomes if o.state != "succeeded"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) segmented; results in {args.output_dir}")
     return 0 if not failed else (2 if len(failed) == len(outcomes) else 1)
-
 
 
 def batch_self_test(task: str, seed: int = 1, model: Optional[str] = None) -> None:

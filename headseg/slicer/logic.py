@@ -4,6 +4,7 @@ subclasses with its task's specifics (OrbitSegmentationLib, AnatomyNetHaNLib).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
@@ -11,13 +12,29 @@ from ..errors import InputError
 from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
 from .scene import PathLike
 from .segments import label_set_of, structure_of_segment
-from .tables import export_table_csv, find_volume_table, new_volume_table_node, update_volume_table, volume_table_node
+from .tables import (
+    export_rows_csv,
+    find_volume_table,
+    new_volume_table_node,
+    segment_volume_rows,
+    update_volume_table,
+    volume_table_node,
+)
 from .training_set import TrainingCase, add_to_training_set
 
 if TYPE_CHECKING:  # annotations only
     from ..volumes import VolumeRow
 
-__all__ = ["TaskLogic"]
+__all__ = ["TaskLogic", "VolumeUpdate"]
+
+
+@dataclass
+class VolumeUpdate:
+    """Freshly computed volumes of a segmentation, for the panel's table view and summary line."""
+
+    table_node: Any  # the segmentation's volume table node; None when it has none (none is made unasked)
+    rows: List[VolumeRow]
+    summary: str
 
 
 class TaskLogic:
@@ -66,11 +83,22 @@ class TaskLogic:
         table_node = table_node or find_volume_table(segmentation_node)
         return volume_table_node(segmentation_node, self.label_set(segmentation_node), table_node)
 
-    def refresh_volume_table(self, segmentation_node, table_node=None) -> Tuple[Any, str]:
-        """Recompute the volume table; returns (table node, one-line summary for the panel)."""
-        table_node = table_node or find_volume_table(segmentation_node) or new_volume_table_node(segmentation_node)
-        rows = update_volume_table(segmentation_node, table_node, self.label_set(segmentation_node))
-        return table_node, self.summary(rows)
+    def refresh_volumes(self, segmentation_node, create_table: bool = False) -> VolumeUpdate:
+        """Recompute the volumes of ``segmentation_node`` from its binary labelmaps.
+
+        The numbers go into the segmentation's volume table when it has one (made by a segmentation run,
+        or earlier on request). A new table node is added only with ``create_table``, when the user asked
+        for it: reviewing a segmentation never adds nodes to the user's scene.
+        """
+        label_set = self.label_set(segmentation_node)
+        table_node = find_volume_table(segmentation_node)
+        if table_node is None and create_table:
+            table_node = new_volume_table_node(segmentation_node)
+        if table_node is not None:
+            rows = update_volume_table(segmentation_node, table_node, label_set)
+        else:
+            rows = segment_volume_rows(segmentation_node, label_set)
+        return VolumeUpdate(table_node, rows, self.summary(rows))
 
     def summary(self, rows: Sequence[VolumeRow]) -> str:
         """One line under the table; modules override it with what matters for their task."""
@@ -90,8 +118,12 @@ class TaskLogic:
                 found[structure.label] = (structure.key, structure.name)
         return [found[label] for label in sorted(found)]
 
-    def export_csv(self, table_node, path: PathLike) -> Path:
-        return export_table_csv(table_node, path)
+    def export_csv(self, segmentation_node, path: PathLike) -> Path:
+        """Recompute the volumes, then write them as CSV: the file holds the segmentation as it is now,
+        even when the last stroke's table update is still waiting for its timer."""
+        if segmentation_node is None:
+            raise InputError("No segmentation is selected; segment the image or select a segmentation first.")
+        return export_rows_csv(self.refresh_volumes(segmentation_node).rows, path)
 
     def add_to_training_set(self, volume_node, segmentation_node, dataset_dir: PathLike,
                             reviewed: Sequence[str]) -> TrainingCase:

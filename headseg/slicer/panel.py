@@ -24,6 +24,7 @@ import os
 from typing import Any, Dict, Iterable, List, Optional
 
 from ..errors import HeadSegError
+from .tables import VolumeFollower
 
 __all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "model_folders_from_setting",
            "SETTINGS_MODEL_FOLDERS"]
@@ -80,6 +81,8 @@ class SegmentationPanelMixin:
         self._tableNode = None
         self._pollTimer = None
         self._tableTimer = None
+        self._follower = None
+        self._effectFactory = None
         VTKObservationMixin.__init__(self)
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -117,11 +120,16 @@ class SegmentationPanelMixin:
         self._tableTimer.setSingleShot(True)
         self._tableTimer.setInterval(TABLE_DELAY_MS)
         self._tableTimer.connect("timeout()", self.updateVolumeTable)
+        # every stroke (SourceRepresentationModified) restarts the timer: the table follows ~0.5 s after the last
+        self._follower = VolumeFollower(schedule=self._tableTimer.start)
 
         editor = self.ui.segmentEditorWidget
         editor.setMaximumNumberOfUndoStates(10)
         self.selectSegmentEditorNode()  # before setMRMLScene, so the scene's automatic choices are kept
         editor.setMRMLScene(slicer.mrmlScene)
+        # effects that extensions register after this widget exists must still appear (SegmentEditor.py does this)
+        self._effectFactory = slicer.qSlicerSegmentEditorEffectFactory.instance()
+        self._effectFactory.connect("effectRegistered(QString)", self.onEffectRegistered)
 
         self.ui.progressBar.setRange(0, 100)
         self.ui.progressBar.hide()
@@ -131,9 +139,11 @@ class SegmentationPanelMixin:
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolderButton)
+        self.ui.createTableButton.connect("clicked(bool)", self.onCreateTableButton)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsvButton)
         self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSetButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -148,13 +158,24 @@ class SegmentationPanelMixin:
         for timer in (self._pollTimer, self._tableTimer):
             if timer is not None:
                 timer.stop()
+        if self._follower is not None:
+            self._follower.stop()
+        if self._effectFactory is not None:
+            self._effectFactory.disconnect("effectRegistered(QString)", self.onEffectRegistered)
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
-        self.selectSegmentEditorNode()
+        import slicer
+
         editor = self.ui.segmentEditorWidget
+        # Slicer < 5.10 cannot edit in light box slice views; 5.10 deprecated the call (no longer needed)
+        if (slicer.app.majorVersion, slicer.app.minorVersion) < (5, 10) and editor.turnOffLightboxes():
+            slicer.util.warningDisplay(
+                _("The Segment Editor cannot edit slice views in light box mode; the views were reset."),
+                windowTitle=self.parent.title)
+        self.initializeParameterNode()
         editor.installKeyboardShortcuts()
+        self.selectSegmentEditorNode()
         editor.updateWidgetFromMRML()
 
     def exit(self):
@@ -169,6 +190,9 @@ class SegmentationPanelMixin:
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
+    def onEffectRegistered(self, effectName=None):
+        self.ui.segmentEditorWidget.updateEffectList()
+
     def onSceneStartClose(self, caller, event):
         if self.isRunning():
             self._run.cancel()
@@ -178,6 +202,13 @@ class SegmentationPanelMixin:
         self.ui.segmentEditorWidget.removeViewObservations()
 
     def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self.selectSegmentEditorNode()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
+
+    def onSceneEndImport(self, caller, event):
+        """A scene was loaded (or imported): it may hold this module's editor node and new segmentations."""
         if self.parent.isEntered:
             self.initializeParameterNode()
             self.selectSegmentEditorNode()
@@ -419,25 +450,17 @@ class SegmentationPanelMixin:
             self.observeSegmentation(segmentation)
 
     def observeSegmentation(self, segmentationNode):
-        """Recompute the volume table (after a short pause) whenever the reviewed segmentation changes."""
-        import slicer
-
-        events = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
-                  slicer.vtkSegmentation.SegmentModified)
-        if self._observedSegmentation is not None:
-            for event in events:
-                self.removeObserver(self._observedSegmentation, event, self.onSegmentationModified)
+        """Follow the reviewed segmentation: the volumes are recomputed ~0.5 s after each edit."""
+        self._tableTimer.stop()
         self._observedSegmentation = segmentationNode
-        if segmentationNode is not None:
-            for event in events:
-                self.addObserver(segmentationNode, event, self.onSegmentationModified)
+        self._follower.observe(segmentationNode)
         self.updateReviewedList()
         self.updateVolumeTable()
 
-    def onSegmentationModified(self, caller=None, event=None):
-        self._tableTimer.start()  # restarts while the user keeps painting
-
     def updateVolumeTable(self):
+        """Recompute the volumes of the reviewed segmentation into its table (a node is never made here)."""
+        self._tableTimer.stop()
+        self._follower.done()
         segmentation = self._observedSegmentation
         if segmentation is None or segmentation.GetScene() is None:
             self._tableNode = None
@@ -446,12 +469,33 @@ class SegmentationPanelMixin:
             self.updateButtons()
             return
         # runs from a timer: a failure is reported, and the table shows what it showed before
-        updated, result = self.runAction(_("The volume table could not be updated: {error}"),
-                                         self.logic.refresh_volume_table, segmentation)
+        updated, result = self.runAction(_("The volumes could not be updated: {error}"),
+                                         self.logic.refresh_volumes, segmentation)
         if updated:
-            self._tableNode, self.ui.volumeSummaryLabel.text = result
-        self.ui.volumeTableView.setMRMLTableNode(self._tableNode)
-        self.ui.volumeTableView.resizeColumnsToContents()
+            self.showVolumes(result)
+        self.updateButtons()
+
+    def showVolumes(self, update):
+        self._tableNode = update.table_node
+        self.ui.volumeTableView.setMRMLTableNode(update.table_node)
+        if update.table_node is not None:
+            self.ui.volumeTableView.resizeColumnsToContents()
+            self.ui.volumeSummaryLabel.text = update.summary
+        else:
+            self.ui.volumeSummaryLabel.text = " ".join([update.summary, _(
+                "Press 'Make volume table' to list every structure in a table that follows your edits.")])
+
+    def onCreateTableButton(self):
+        segmentation = self._observedSegmentation
+        if segmentation is None:
+            self.setStatus(_("Select a segmentation in the editor first."), error=True)
+            return
+        made, result = self.runAction(_("The volume table could not be made: {error}"),
+                                      self.logic.refresh_volumes, segmentation, create_table=True)
+        if made:
+            self.showVolumes(result)
+            self.setStatus(_("Volume table '{name}' added next to the segmentation.").format(
+                name=result.table_node.GetName()))
         self.updateButtons()
 
     def updateReviewedList(self):
@@ -463,16 +507,19 @@ class SegmentationPanelMixin:
         import qt
         import slicer
 
-        if self._tableNode is None:
-            self.setStatus(_("There is no volume table yet: segment the image or select a segmentation."),
-                           error=True)
+        segmentation = self._observedSegmentation
+        if segmentation is None:
+            self.setStatus(_("There are no volumes yet: segment the image or select a segmentation."), error=True)
             return
-        default = os.path.join(qt.QDir.homePath(), self._tableNode.GetName() + ".csv")
+        name = self._tableNode.GetName() if self._tableNode is not None else f"{segmentation.GetName()} volumes"
+        default = os.path.join(qt.QDir.homePath(), name + ".csv")
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export volumes"), default,
                                               _("CSV files (*.csv)"))
         if not path:
             return
-        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_csv, self._tableNode, path)
+        # the logic recomputes first, so the file holds the segmentation as it is now (no stale numbers)
+        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_csv, segmentation, path)
+        self.updateVolumeTable()
         if exported:
             self.setStatus(_("Volumes saved to {path}").format(path=written))
 
@@ -532,7 +579,8 @@ class SegmentationPanelMixin:
                                            if hasInput else _("Select an input CT first."))
         self.ui.inputsCollapsibleButton.enabled = not running
         self.ui.progressBar.visible = running
-        self.ui.exportCsvButton.enabled = self._tableNode is not None
+        self.ui.exportCsvButton.enabled = self._observedSegmentation is not None
+        self.ui.createTableButton.enabled = self._observedSegmentation is not None and self._tableNode is None
         self.ui.addToTrainingSetButton.enabled = self._observedSegmentation is not None and not running
 
 

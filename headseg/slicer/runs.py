@@ -55,14 +55,12 @@ def missing_packages(requirements: Sequence[str] = HEADSEG_REQUIREMENTS) -> List
     return missing
 
 
-
 def model_choices(task: str, extra_dirs: Iterable[PathLike] = ()) -> List[ModelPackage]:
     """Installed model packages for ``task``, the default one first."""
     from ..packages import list_packages
 
     packages = list_packages(extra_dirs, task=task)
     return sorted(packages, key=lambda p: (not p.card.get("default"), p.name))
-
 
 
 class SegmentationRun:

@@ -43,7 +43,6 @@ def in_slicer_app() -> bool:
     return getattr(slicer, "app", None) is not None
 
 
-
 @dataclass
 class HeadlessSlicer:
     """A scene with its application logic and module logics (kept here so they stay alive)."""
@@ -56,7 +55,6 @@ class HeadlessSlicer:
     def close(self) -> None:
         """Empty the scene (nodes, observers) so that it can be dropped without leaking."""
         self.scene.Clear(1)
-
 
 
 _current: Optional[HeadlessSlicer] = None  # the last headless scene, so its logics are not collected
@@ -127,7 +125,6 @@ def init_headless_slicer(
     return _current
 
 
-
 def init_scene(share_dir: Optional[str] = None):
     """The MRML scene to work in: ``slicer.mrmlScene`` inside the Slicer application, otherwise a new
     headless scene built by :func:`init_headless_slicer` (which also sets ``slicer.mrmlScene``)."""
@@ -136,7 +133,6 @@ def init_scene(share_dir: Optional[str] = None):
 
         return slicer.mrmlScene
     return init_headless_slicer(share_dir=share_dir).scene
-
 
 
 def module_logic(name: str):
@@ -151,7 +147,6 @@ def module_logic(name: str):
             "loaded; headless, call headseg.slicer.scene.init_scene() first."
         )
     return holder.logic()
-
 
 
 def volume_from_node(volume_node, allow_labelmap: bool = False) -> Volume:
@@ -199,7 +194,6 @@ def volume_from_node(volume_node, allow_labelmap: bool = False) -> Volume:
     return Volume.from_ijk_to_ras(slicer.util.arrayFromVolume(volume_node).copy(), ijk_to_ras)
 
 
-
 def node_from_volume(volume: Volume, name: str, node_class: str = "vtkMRMLScalarVolumeNode"):
     """Add ``volume`` to the scene as a new volume node (``vtkMRMLLabelMapVolumeNode`` for label maps)."""
     import slicer
@@ -209,7 +203,6 @@ def node_from_volume(volume: Volume, name: str, node_class: str = "vtkMRMLScalar
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     return node
-
 
 
 def roi_from_markups(roi_node) -> Optional[Tuple[Vector3, Vector3]]:
@@ -234,7 +227,6 @@ def roi_from_markups(roi_node) -> Optional[Tuple[Vector3, Vector3]]:
     return (tuple(float(c) for c in center_lps), tuple(float(s) for s in size))  # type: ignore[return-value]
 
 
-
 def place_next_to(node, reference_node) -> None:
     """Put ``node`` in the same subject-hierarchy folder/study as ``reference_node``."""
     import slicer
@@ -252,7 +244,6 @@ def place_next_to(node, reference_node) -> None:
         hierarchy.SetItemParent(item, parent)
     else:  # without the application's subject-hierarchy plugins nodes get no item automatically
         hierarchy.CreateItem(parent, node)
-
 
 
 def remove_nodes(nodes: Iterable[Any]) -> None:
@@ -278,7 +269,6 @@ def remove_nodes(nodes: Iterable[Any]) -> None:
         for helper in helpers:
             if helper is not None and helper.GetScene() is not None:
                 scene.RemoveNode(helper)
-
 
 
 def write_segmentation_node(segmentation_node, path: PathLike) -> Path:

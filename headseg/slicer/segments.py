@@ -33,7 +33,6 @@ def binary_labelmap_name() -> str:
     return slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 
 
-
 def structure_of_segment(segment, segment_id: str, label_set):
     """The label-set structure a segment stands for: by HeadSeg tag, then ID, then (forgiving) name."""
     tag = vtk_string_tag(segment, STRUCTURE_TAG)
@@ -42,7 +41,6 @@ def structure_of_segment(segment, segment_id: str, label_set):
     if segment_id in label_set:
         return label_set.by_key(segment_id)
     return label_set.find(segment.GetName()) or label_set.find(segment_id)
-
 
 
 def vtk_string_tag(segment, name: str) -> str:
@@ -55,7 +53,6 @@ def vtk_string_tag(segment, name: str) -> str:
     return ""
 
 
-
 def set_segment_terminology(segment, terminology_string: str) -> None:
     """Store a DICOM terminology entry on a segment (``SetTerminology`` in Slicer >= 5.10, a tag before)."""
     if hasattr(segment, "SetTerminology"):
@@ -64,12 +61,10 @@ def set_segment_terminology(segment, terminology_string: str) -> None:
         segment.SetTag(segment.GetTerminologyEntryTagName(), terminology_string)
 
 
-
 def segment_terminology(segment) -> str:
     if hasattr(segment, "GetTerminology"):
         return str(segment.GetTerminology() or "")
     return vtk_string_tag(segment, segment.GetTerminologyEntryTagName())
-
 
 
 def apply_label_set(segmentation_node, label_set, keep: Optional[Iterable[str]] = None) -> Dict[str, str]:
@@ -97,7 +92,6 @@ def apply_label_set(segmentation_node, label_set, keep: Optional[Iterable[str]] 
     return matched
 
 
-
 def label_set_of(segmentation_node, default: Optional[str] = None):
     """The label set a segmentation was imported with (node attribute), else ``default`` (a name), else None."""
     from ..labels import get_label_set
@@ -110,7 +104,6 @@ def label_set_of(segmentation_node, default: Optional[str] = None):
         return get_label_set(name)
     except InputError:
         return get_label_set(default) if default and default != name else None
-
 
 
 def import_segmentation_file(path: PathLike, label_set, reference_volume_node, name: Optional[str] = None,
@@ -162,7 +155,6 @@ def import_segmentation_file(path: PathLike, label_set, reference_volume_node, n
     return node
 
 
-
 def segment_mask(segmentation_node, segment_id: str, reference: Volume, reference_volume_node) -> np.ndarray:
     """Boolean mask ``[k, j, i]`` of one segment on the reference volume's grid.
 
@@ -200,7 +192,6 @@ def segment_mask(segmentation_node, segment_id: str, reference: Volume, referenc
     return _export_segment_with_slicer(segmentation_node, segment_id, reference_volume_node) > 0
 
 
-
 def _export_segment_with_slicer(segmentation_node, segment_id: str, reference_volume_node) -> np.ndarray:
     """Slicer's own resampling of a segment onto a volume's grid; removes every helper node it creates."""
     import slicer
@@ -221,7 +212,6 @@ def _export_segment_with_slicer(segmentation_node, segment_id: str, reference_vo
         for node in added:
             if node.GetID() not in existing and node.GetScene() is not None:
                 scene.RemoveNode(node)
-
 
 
 def labelmap_from_segmentation(segmentation_node, label_set,

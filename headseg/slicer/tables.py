@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # annotations only
 __all__ = [
     "TABLE_SEGMENTATION_REFERENCE", "TABLE_COLUMNS", "segment_volume_rows", "fill_table_node",
     "update_volume_table", "new_volume_table_node", "volume_table_node", "rows_from_table_node",
-    "export_table_csv", "find_volume_table",
+    "export_rows_csv", "export_table_csv", "find_volume_table", "VOLUME_EVENTS", "VolumeFollower",
 ]
 
 #: Node reference from a volume table to the segmentation it describes.
@@ -42,14 +42,12 @@ def _layer_counts(segmentation) -> Dict[int, np.ndarray]:
     return counts
 
 
-
 def _voxel_volume_mm3(oriented_image) -> float:
     import vtk
 
     matrix = vtk.vtkMatrix4x4()
     oriented_image.GetImageToWorldMatrix(matrix)
     return float(abs(np.linalg.det([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])))
-
 
 
 def segment_volume_rows(segmentation_node, label_set=None) -> List[VolumeRow]:
@@ -97,7 +95,6 @@ def segment_volume_rows(segmentation_node, label_set=None) -> List[VolumeRow]:
     return rows
 
 
-
 TABLE_COLUMNS = (("structure", "string"), ("side", "string"), ("voxels", "int"), ("volume_cm3", "double"))
 
 
@@ -130,14 +127,12 @@ def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
         table_node.EndModify(was_modifying)
 
 
-
 def update_volume_table(segmentation_node, table_node, label_set=None) -> List[VolumeRow]:
     """Recompute the volume table of ``segmentation_node`` into ``table_node``; returns the rows."""
     rows = segment_volume_rows(segmentation_node, label_set)
     fill_table_node(table_node, rows)
     table_node.SetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE, segmentation_node.GetID())
     return rows
-
 
 
 def new_volume_table_node(segmentation_node):
@@ -148,13 +143,11 @@ def new_volume_table_node(segmentation_node):
     return table_node
 
 
-
 def volume_table_node(segmentation_node, label_set=None, table_node=None):
     """The volume table of a segmentation: ``table_node`` or a new ``<segmentation> volumes`` table."""
     table_node = table_node or new_volume_table_node(segmentation_node)
     update_volume_table(segmentation_node, table_node, label_set)
     return table_node
-
 
 
 def rows_from_table_node(table_node) -> List[VolumeRow]:
@@ -173,19 +166,22 @@ def rows_from_table_node(table_node) -> List[VolumeRow]:
     return rows
 
 
-
-def export_table_csv(table_node, path: PathLike, case: Optional[str] = None) -> Path:
-    """Write the volume table as CSV (``structure,side,voxels,volume_cm3``, the CLI's format)."""
+def export_rows_csv(rows: Sequence[VolumeRow], path: PathLike, case: Optional[str] = None) -> Path:
+    """Write volume rows as CSV (``structure,side,voxels,volume_cm3``, the CLI's format); adds ``.csv``."""
     from ..volumes import write_volume_csv
 
     path = Path(path)
     if path.suffix.lower() != ".csv":
         path = path.with_name(path.name + ".csv")
     try:
-        return write_volume_csv(rows_from_table_node(table_node), path, case=case)
+        return write_volume_csv(rows, path, case=case)
     except OSError as exc:
         raise InputError(f"Cannot write {path}: {exc.strerror or exc}. Choose another folder.") from exc
 
+
+def export_table_csv(table_node, path: PathLike, case: Optional[str] = None) -> Path:
+    """Write a volume table node as CSV, as it is shown (see :func:`export_rows_csv`)."""
+    return export_rows_csv(rows_from_table_node(table_node), path, case=case)
 
 
 def find_volume_table(segmentation_node):
@@ -199,3 +195,61 @@ def find_volume_table(segmentation_node):
         if table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE) == segmentation_node.GetID():
             return table
     return None
+
+
+# -- following edits ---------------------------------------------------------------------------------------
+#: Events of a segmentation node after which its volumes may differ. Painting, erasing and every other
+#: effect change a segment's binary labelmap through vtkSegmentationModifier::ModifyBinaryLabelmap, which
+#: fires only ``SourceRepresentationModified`` (once per stroke); ``SegmentModified`` comes once, when an
+#: effect first marks the segment "in progress", and on renaming. vtkMRMLSegmentationNode re-invokes the
+#: segmentation's events on the node (``SegmentationModifiedCallback``), so observing the node is enough.
+VOLUME_EVENTS = ("SourceRepresentationModified", "SegmentAdded", "SegmentRemoved", "SegmentModified")
+
+
+class VolumeFollower:
+    """Keeps the volumes of one segmentation node in step with its edits.
+
+    It observes :data:`VOLUME_EVENTS` on the node and calls ``schedule`` for each; the panel passes a
+    single-shot QTimer's ``start`` (restarted by every stroke, so the table is recomputed ~0.5 s after the
+    last one), tests pass a counter. Qt-free, so the whole chain from an edit to new numbers is tested on a
+    real MRML scene.
+    """
+
+    def __init__(self, schedule: Callable[[], Any]) -> None:
+        self.schedule = schedule
+        self.node = None
+        self.pending = False  # an edit happened since the last :meth:`done`
+        self._tags: List[int] = []
+
+    def observe(self, segmentation_node) -> None:
+        """Follow ``segmentation_node`` (None: nothing); observers of the previous node are removed."""
+        import slicer
+
+        if segmentation_node is self.node:
+            return
+        self.stop()
+        self.node = segmentation_node
+        if segmentation_node is None:
+            return
+        for name in VOLUME_EVENTS:
+            event = getattr(slicer.vtkSegmentation, name, None)
+            if event is None and name == "SourceRepresentationModified":  # Slicer < 5.4 named it "Master"
+                event = slicer.vtkSegmentation.MasterRepresentationModified
+            self._tags.append(segmentation_node.AddObserver(event, self._on_event))
+
+    def stop(self) -> None:
+        """Stop observing (scene close, module cleanup)."""
+        if self.node is not None:
+            for tag in self._tags:
+                self.node.RemoveObserver(tag)
+        self._tags = []
+        self.node = None
+        self.pending = False
+
+    def done(self) -> None:
+        """The volumes were just recomputed: nothing is pending any more."""
+        self.pending = False
+
+    def _on_event(self, caller=None, event=None) -> None:
+        self.pending = True
+        self.schedule()
