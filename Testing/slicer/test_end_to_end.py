@@ -126,3 +126,46 @@ def test_input_problems_are_refused_before_any_process(mrml_scene, small_phantom
         runs.SegmentationRun("han", ct, model=str(tiny_orbit_package.path)).start()
     with pytest.raises(ModelPackageError):
         runs.SegmentationRun("orbit", ct, model=str(small_phantom and "/nonexistent/model")).start()
+
+
+class _StartupEnvironment:
+    """What ``slicer.app.startupEnvironment()`` returns in Slicer: a QProcessEnvironment (keys(), value())."""
+
+    def __init__(self, variables):
+        self.variables = dict(variables)
+
+    def keys(self):
+        return list(self.variables)
+
+    def value(self, key):
+        return self.variables[key]
+
+
+class _SlicerApp:
+    def __init__(self, variables):
+        self._environment = _StartupEnvironment(variables)
+
+    def startupEnvironment(self):
+        return self._environment
+
+
+def test_inside_slicer_the_child_starts_from_slicers_startup_environment(mrml_scene, small_phantom,
+                                                                         tiny_orbit_package, monkeypatch):
+    """As slicer.util.launchConsoleProcess does: the child gets the environment Slicer started with (read
+    through the real slicer.util.startupEnvironment), not the one Slicer set up for itself."""
+    import os
+
+    import slicer
+
+    monkeypatch.setenv("HEADSEG_SET_BY_SLICER_ITSELF", "1")
+    startup = {k: v for k, v in os.environ.items() if k != "HEADSEG_SET_BY_SLICER_ITSELF"}
+    assert runs.child_environment() is None, "outside the Slicer application the child inherits this process's"
+    monkeypatch.setattr(slicer, "app", _SlicerApp(startup), raising=False)
+    assert runs.child_environment() == startup
+    ct = scene.node_from_volume(small_phantom.image, "CT")
+    run = runs.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cpu")
+    run.start()
+    assert run.process.base_env == startup and "HEADSEG_SET_BY_SLICER_ITSELF" not in run.process.base_env
+    state = run.wait(timeout=180)
+    skip_if_cli_broken(run)
+    assert state == "succeeded", run.message

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import HeadSegError, InputError
-from .scene import PathLike, roi_from_markups, safe_case_id, volume_from_node
+from .scene import PathLike, in_slicer_app, roi_from_markups, safe_case_id, volume_from_node
 from .segments import import_segmentation_file
 from .tables import find_volume_table, volume_table_node
 
 if TYPE_CHECKING:  # annotations only; importing them here would slow down 'import headseg.slicer.runs'
     from ..packages import ModelPackage
 
-__all__ = ["HEADSEG_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "SegmentationRun"]
+__all__ = ["HEADSEG_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "child_environment",
+           "SegmentationRun"]
 
 #: Python packages the segmentation child process needs (same as pyproject's dependencies; tested).
 HEADSEG_REQUIREMENTS = ("numpy>=1.22", "scipy>=1.8", "SimpleITK>=2.2", "pynrrd>=1.0", "torch>=2.1",
@@ -61,6 +62,21 @@ def model_choices(task: str, extra_dirs: Iterable[PathLike] = ()) -> List[ModelP
 
     packages = list_packages(extra_dirs, task=task)
     return sorted(packages, key=lambda p: (not p.card.get("default"), p.name))
+
+
+def child_environment() -> Optional[Dict[str, str]]:
+    """The environment a segmentation child starts from.
+
+    Inside the Slicer application: Slicer's startup environment (``slicer.util.startupEnvironment()``), the
+    one ``slicer.util.launchConsoleProcess`` gives its children by default, so the child Python does not
+    inherit the library and Python paths Slicer set for itself (the ``PythonSlicer`` launcher sets its
+    own). Elsewhere None: the child inherits this process's environment.
+    """
+    if not in_slicer_app():
+        return None
+    import slicer
+
+    return {str(key): str(value) for key, value in slicer.util.startupEnvironment().items()}
 
 
 class SegmentationRun:
@@ -139,7 +155,7 @@ class SegmentationRun:
             command = segment_command([input_path], self.task, work_dir / "output",
                                       model=str(self.package.path), device=self.device, roi=roi,
                                       structures=self.structures, python=self.python)
-            self.process = SegmentationProcess(command, work_dir=work_dir)
+            self.process = SegmentationProcess(command, work_dir=work_dir, base_env=child_environment())
             self.process.start()
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
