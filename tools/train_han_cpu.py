@@ -275,6 +275,51 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
     return out_png
 
 
+def curve(run_dir: Path, out_png: Path) -> Path:
+    """Training loss and per-organ validation DSC against training steps and CPU-hours (two x axes)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    steps_per_epoch = math.ceil(int(config["samples_per_epoch"]) / int(config["batch_size"]))
+    with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.csv has no epochs yet.")
+    steps = np.array([int(r["epoch"]) * steps_per_epoch for r in rows])
+    hours = np.array([float(r.get("elapsed_hours") or "nan") for r in rows])
+    organs = [k[len("val_dsc_"):] for k in rows[0] if k.startswith("val_dsc_")]
+    fig, (ax_loss, ax_dsc) = plt.subplots(2, 1, figsize=(8, 7), dpi=110, sharex=True)
+    ax_loss.plot(steps, [float(r["train_loss"]) for r in rows], color="black")
+    ax_loss.set_ylabel("training loss (CE + Dice, marginal)")
+    for organ in organs:
+        values = [float(r[f"val_dsc_{organ}"] or "nan") for r in rows]
+        ax_dsc.plot(steps, values, label=organ.replace("_", " "), linewidth=1.2)
+    ax_dsc.plot(steps, [float(r["val_mean_dsc"] or "nan") for r in rows], color="black", linewidth=2.2,
+                label="mean of organs")
+    ax_dsc.set_ylim(0, 1)
+    ax_dsc.set_ylabel(f"validation DSC ({config['validation'].get('max_cases') or 'all'} cases, model grid)")
+    ax_dsc.set_xlabel(f"training steps (batches of {int(config['batch_size'])} patches)")
+    ax_dsc.legend(loc="lower right", fontsize=8, ncol=2)
+    for ax in (ax_loss, ax_dsc):
+        ax.grid(alpha=0.3)
+    if np.isfinite(hours).all() and len(rows) > 1:  # CPU-hours on a top axis, read off the same epochs
+        top = ax_loss.secondary_xaxis(
+            "top", functions=(lambda x: np.interp(x, steps, hours), lambda h: np.interp(h, hours, steps)))
+        top.set_xlabel("wall-clock hours of training on 2 CPU cores")
+    fig.suptitle(f"{config['name']}: training on OpenKBP ({config['model']['architecture']}, "
+                 f"{config['model']['params'].get('widths', 'paper widths')})", fontsize=10)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,8 +339,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--case", default="pt_246")
     p.add_argument("--package", type=Path, default=SHIPPED)
     p.add_argument("--output", type=Path, default=REPO / "docs" / "images" / "han_overlay.png")
+    p = sub.add_parser("curve", help="draw docs/images/han_training_curve.png from a run's metrics.csv")
+    p.add_argument("run", type=Path)
+    p.add_argument("--output", type=Path, default=REPO / "docs" / "images" / "han_training_curve.png")
     args = parser.parse_args(argv)
-    if args.command == "ship":
+    if args.command == "curve":
+        print(curve(args.run, args.output))
+    elif args.command == "ship":
         print(ship(args.run))
     elif args.command == "test":
         out = args.output or ((args.run / "test.csv") if args.run else None)
