@@ -43,6 +43,8 @@ class SegmentationResult:
     notes: List[str] = field(default_factory=list)  # warnings the user should see (fallbacks, QC)
     regions: Dict[str, Any] = field(default_factory=dict)  # orbit side -> RegionBox used
     seconds: float = 0.0
+    uncertainty: Optional[Volume] = None  # float32 normalised entropy in [0, 1] on the input grid
+    quality: Dict[str, Any] = field(default_factory=dict)  # label-set key -> headseg.quality.StructureQuality
 
 
 class _Stages:
@@ -65,10 +67,14 @@ class _Stages:
 def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
                    roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                    keep: Optional[Sequence[str]] = None, progress: Optional[ProgressCallback] = None,
-                   cancel: Any = None, batch_size: Optional[int] = None, model: Any = None) -> SegmentationResult:
+                   cancel: Any = None, batch_size: Optional[int] = None, model: Any = None,
+                   uncertainty: bool = True) -> SegmentationResult:
     """Segment ``volume`` with ``package``; ``roi`` = (centre LPS mm, size mm) restricts the orbit search,
-    ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.inference.CancelToken``."""
+    ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.inference.CancelToken``.
+    ``uncertainty`` also returns the per-voxel uncertainty map (normalised entropy of the model's
+    probabilities, ``headseg.quality``) and each structure's doubt; flags are always computed."""
     from .inference import select_device
+    from .quality import body_midline_x, structure_quality
 
     start = time.perf_counter()
     notes = check_ct(volume)
@@ -76,11 +82,12 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
     log.info("Device: %s (%s)", choice.device, choice.reason)
     if model is None:
         model = package.load_model(choice.device)
+    review = _Review(volume.shape, uncertainty)
     if package.task == "orbit":
         labels, regions, more = _segment_orbits(volume, package, model, choice.device, roi, progress, cancel,
-                                                batch_size)
+                                                batch_size, review)
     else:
-        labels, more = _segment_whole(volume, package, model, choice.device, progress, cancel, batch_size)
+        labels, more = _segment_whole(volume, package, model, choice.device, progress, cancel, batch_size, review)
         regions = {}
     notes += more
     label_set = package.label_set
@@ -90,9 +97,14 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
             raise InputError(f"Unknown structures {unknown}; choose from {', '.join(label_set.keys())}.")
         kept = [label_set.by_key(k).label for k in keep]
         labels[~np.isin(labels, kept)] = 0
-    notes += plausibility_notes(Volume(labels, volume.spacing, volume.origin, volume.direction), label_set)
-    result = SegmentationResult(volume.with_array(labels), label_set, package.name, str(choice.device), notes,
-                                regions, time.perf_counter() - start)
+    labelmap = volume.with_array(labels)
+    notes += plausibility_notes(labelmap, label_set)
+    removed = {label_set.by_label(v).key: share for v, share in review.removed.items() if v in label_set.labels}
+    quality = structure_quality(labelmap, label_set, review.map, body_midline_x(volume, near=labels > 0), removed,
+                                structures=list(keep) if keep else None)
+    unc = None if review.map is None else volume.with_array(review.map)
+    result = SegmentationResult(labelmap, label_set, package.name, str(choice.device), notes,
+                                regions, time.perf_counter() - start, unc, quality)
     if progress:
         progress(1.0, "Done")
     return result
@@ -129,7 +141,35 @@ def _predict(model, image: np.ndarray, card: Dict[str, Any], device, progress, c
     return result.output, list(result.notes)
 
 
-def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size):
+class _Review:
+    """What the review aids collect while segmenting: the uncertainty map on the input grid (when asked)
+    and, per label value, the share of raw voxels that post-processing removed."""
+
+    def __init__(self, shape: Sequence[int], uncertainty: bool):
+        self.map: Optional[np.ndarray] = np.zeros(tuple(shape), np.float32) if uncertainty else None
+        self.removed: Dict[int, float] = {}
+
+    def add_uncertainty(self, probs: np.ndarray, grid: Volume, target: Volume, slices=None) -> None:
+        if self.map is None:
+            return
+        from .quality import normalized_entropy
+        from .resample import resample_to_grid
+
+        entropy = grid.with_array(normalized_entropy(probs))
+        on_target = resample_to_grid(entropy, target, interpolation="linear", default_value=0.0).array
+        view = self.map if slices is None else self.map[slices]
+        np.maximum(view, on_target, out=view)
+
+    def add_removed(self, before: np.ndarray, after: np.ndarray, values_of: np.ndarray) -> None:
+        """``before``/``after`` in model classes; ``values_of[c]`` the label value of class c."""
+        from .quality import removed_shares
+
+        classes = [c for c in range(1, len(values_of)) if values_of[c]]
+        for c, share in removed_shares(before, after, classes).items():
+            self.removed[int(values_of[c])] = share
+
+
+def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size, review: _Review):
     from .labels import orbit_label
     from .postprocess import postprocess_labels
     from .resample import resample_probabilities_to_grid
@@ -150,8 +190,11 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
                                cancel, batch_size)
         notes += more
         sub_grid, slices = subgrid_covering(volume, crop.image)
-        sub_labels = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
-        sub_labels = postprocess_labels(sub_labels, **_post_kwargs(card))
+        raw = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
+        sub_labels = postprocess_labels(raw, **_post_kwargs(card))
+        review.add_removed(raw, sub_labels, np.array([0] + [orbit_label(crop.side, c)
+                                                            for c in range(1, probs.shape[0])]))
+        review.add_uncertainty(probs, crop.image, sub_grid, slices)
         mapped = np.zeros_like(sub_labels, dtype=np.uint8)
         for c in range(1, probs.shape[0]):
             mapped[sub_labels == c] = orbit_label(crop.side, c)
@@ -166,7 +209,7 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
     return labels, regions, notes
 
 
-def _segment_whole(volume, package, model, device, progress, cancel, batch_size):
+def _segment_whole(volume, package, model, device, progress, cancel, batch_size, review: _Review):
     from .postprocess import postprocess_labels
     from .resample import resample_probabilities_to_grid, resample_to_grid
 
@@ -181,13 +224,15 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size)
     model_labels = resample_probabilities_to_grid(probs, image, volume).array
     # Paired organs predicted as one class get their side from the patient's midline before the
     # largest-component step, which would otherwise keep only one of the two glands.
-    model_labels = split_classes_by_side(model_labels, volume, card, image=volume.array)
-    model_labels = postprocess_labels(model_labels, **_post_kwargs(card))
+    raw = split_classes_by_side(model_labels, volume, card, image=volume.array)
+    model_labels = postprocess_labels(raw, **_post_kwargs(card))
     label_set = package.label_set
     classes = output_classes(card)
     lut = np.zeros(len(classes), np.uint8)
     for c, key in enumerate(classes[1:], start=1):
         lut[c] = label_set.by_key(key).label
+    review.add_removed(raw, model_labels, lut)
+    review.add_uncertainty(probs, image, volume)
     return lut[model_labels], notes
 
 
