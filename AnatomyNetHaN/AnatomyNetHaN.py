@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 
+import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -30,7 +31,12 @@ if importlib.util.find_spec("headseg") is None:  # a source checkout: headseg is
 from AnatomyNetHaNLib.logic import HeadNeckLogic  # noqa: E402
 
 from headseg.errors import HeadSegError  # noqa: E402
-from headseg.slicer.panel import ModuleSelfTestMixin, SegmentationPanelMixin, describe_module  # noqa: E402
+from headseg.slicer.panel import (  # noqa: E402
+    ModuleSelfTestMixin,
+    SegmentationPanelMixin,
+    describe_module,
+    startup_completed,
+)
 
 
 #
@@ -46,13 +52,19 @@ class AnatomyNetHaN(ScriptedLoadableModule):
                 "Segments head-and-neck organs at risk (brain stem, optic chiasm and nerves, mandible, parotid "
                 "and submandibular glands, or the OpenKBP organs, depending on the model) in a CT with "
                 "AnatomyNet, then lets you correct the result in the Segment Editor and read per-organ volumes. "
-                "Models trained on synthetic or small data are demonstrations and not for clinical use."
+                "Models trained on synthetic or small data are demonstrations and not for clinical use. "
+                "To try the module, load 'HeadSeg head and neck CT (OpenKBP pt_286)' from the Sample Data module."
             ),
             acknowledgement=_(
                 "AnatomyNet: Zhu et al., deep learning for fast and fully automated whole-volume segmentation of "
-                "head and neck anatomy, Medical Physics 2019. Built on 3D Slicer and PyTorch."
+                "head and neck anatomy, Medical Physics 2019. Built on 3D Slicer and PyTorch. The sample CT is "
+                "from the OpenKBP challenge data (Babier et al., Medical Physics 48:5549, 2021), which derives "
+                "from The Cancer Imaging Archive (Clark et al., J Digit Imaging 26:1045, 2013); CC BY."
             ),
         )
+        # once Slicer has started: HeadSeg's terminology and this module's entry in the Sample Data module
+        slicer.app.connect("startupCompleted()",
+                           lambda: startup_completed("han", self.resourcePath("SampleData")))
 
 
 #
@@ -102,6 +114,8 @@ class AnatomyNetHaNWidget(SegmentationPanelMixin, ScriptedLoadableModuleWidget, 
 #
 class AnatomyNetHaNTest(ModuleSelfTestMixin, ScriptedLoadableModuleTest):
     """Exercises the same logic as the pytest suites, inside the Slicer application."""
+
+    sampleTask = "han"
 
     phantomSeed = 2
 

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 
+import slicer
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -29,7 +30,12 @@ if importlib.util.find_spec("headseg") is None:  # a source checkout: headseg is
 
 from OrbitSegmentationLib.logic import OrbitLogic  # noqa: E402
 
-from headseg.slicer.panel import ModuleSelfTestMixin, SegmentationPanelMixin, describe_module  # noqa: E402
+from headseg.slicer.panel import (  # noqa: E402
+    ModuleSelfTestMixin,
+    SegmentationPanelMixin,
+    describe_module,
+    startup_completed,
+)
 
 
 #
@@ -45,13 +51,17 @@ class OrbitSegmentation(ScriptedLoadableModule):
                 "Segments the superior, lateral, medial and inferior rectus muscles and the optic nerve of both "
                 "orbits in a head CT (SV-net), then lets you correct the result in the Segment Editor and read "
                 "per-structure volumes, including the total extraocular muscle volume of each side. "
-                "Models trained on synthetic phantoms are demonstrations and not for clinical use."
+                "Models trained on synthetic phantoms are demonstrations and not for clinical use. "
+                "To try the module, load 'HeadSeg orbit phantom (synthetic)' from the Sample Data module."
             ),
             acknowledgement=_(
                 "SV-net: Zhu et al., automated segmentation of the extraocular muscles and optic nerve in CT. "
                 "Built on 3D Slicer and PyTorch."
             ),
         )
+        # once Slicer has started: HeadSeg's terminology and this module's entry in the Sample Data module
+        slicer.app.connect("startupCompleted()",
+                           lambda: startup_completed("orbit", self.resourcePath("SampleData")))
 
 
 #
@@ -91,6 +101,8 @@ class OrbitSegmentationWidget(SegmentationPanelMixin, ScriptedLoadableModuleWidg
 #
 class OrbitSegmentationTest(ModuleSelfTestMixin, ScriptedLoadableModuleTest):
     """Exercises the same logic as the pytest suites, inside the Slicer application."""
+
+    sampleTask = "orbit"
 
     def test_import_table_and_training_export(self):
         import numpy as np

@@ -7,7 +7,12 @@ Three sets exist (values exactly as in docs/ARCHITECTURE.md):
 * ``openkbp`` -- the seven organs at risk as labelled in the OpenKBP data.
 
 Every structure carries a DICOM/SNOMED CT terminology (category, type, laterality modifier) so that
-Slicer shows proper names and other tools can match segments by meaning rather than by spelling.
+Slicer shows proper names and other tools can match segments by meaning rather than by spelling. The
+entries name HeadSeg's own terminology context (:data:`HEADSEG_TERMINOLOGY_CONTEXT`): the recti and the
+optic nerve are not in Slicer's DICOM master list, so the Slicer modules load a terminology file of their
+own that holds every structure below (``headseg/slicer/Resources/HeadSeg.term.json``, generated from
+these label sets), as TotalSegmentator and MONAIAuto3DSeg do. The codes are matched by value, not by
+context, so files written with Slicer's context names still match.
 
 Code sources (coding scheme "SCT" = SNOMED CT, as DICOM PS3.16 uses it):
 
@@ -43,11 +48,15 @@ __all__ = [
     "orbit_combined_label",
     "orbit_label",
     "orbit_model_to_combined_lut",
+    "HEADSEG_TERMINOLOGY_CONTEXT",
     "SLICER_TERMINOLOGY_CONTEXT",
     "SLICER_ANATOMIC_CONTEXT",
 ]
 
-# Context names exactly as in the Slicer terminology files, so Slicer finds the entries in its lists.
+#: The context (``SegmentationCategoryTypeContextName``) of HeadSeg's own terminology file, named by
+#: every structure's terminology entry.
+HEADSEG_TERMINOLOGY_CONTEXT = "Segmentation category and type - HeadSeg"
+# Context names exactly as in Slicer's own terminology files (its DICOM master list).
 SLICER_TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 SLICER_ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 _TAG_PREFIX = "TerminologyEntry:"
@@ -93,7 +102,7 @@ class Terminology:
     category: Code
     type: Code
     type_modifier: Optional[Code] = None
-    context_name: str = SLICER_TERMINOLOGY_CONTEXT
+    context_name: str = HEADSEG_TERMINOLOGY_CONTEXT
     anatomic_context_name: str = SLICER_ANATOMIC_CONTEXT
 
     def to_slicer_string(self) -> str:

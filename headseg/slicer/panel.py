@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any, Dict, Iterable, List, Optional
 
 from ..errors import HeadSegError
 from .tables import VolumeFollower
 
-__all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "model_folders_from_setting",
-           "SETTINGS_MODEL_FOLDERS"]
+__all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "startup_completed",
+           "model_folders_from_setting", "SETTINGS_MODEL_FOLDERS"]
 
 #: QSettings key of the model folders the user added (both modules; each lists only its task's models).
 SETTINGS_MODEL_FOLDERS = "HeadSeg/ExtraModelFolders"
@@ -112,6 +113,7 @@ class SegmentationPanelMixin:
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.logicClass()
+        self.loadTerminology()
 
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
@@ -258,6 +260,15 @@ class SegmentationPanelMixin:
             self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(node)
         self.onEditorNodeModified()
+
+    def loadTerminology(self):
+        """HeadSeg's terminology, for a module loaded after Slicer's start-up (loading twice does nothing)."""
+        from .terminology import load_terminology
+
+        try:
+            load_terminology()
+        except Exception:
+            logging.exception("%s: loading the HeadSeg terminology failed", self.moduleName)
 
     def runAction(self, failureText: str, action, *args, **kwargs):
         """Run ``action`` for the user; returns (True, its result) or (False, None) after reporting the failure.
@@ -597,6 +608,28 @@ def describe_module(parent, title: str, help_text: str, acknowledgement: str) ->
     parent.acknowledgementText = acknowledgement
 
 
+def startup_completed(task: str, sample_data_dir: str) -> None:
+    """What each module does once Slicer has started (connected to ``slicer.app``'s ``startupCompleted()``,
+    when the Terminologies and Sample Data modules exist): load HeadSeg's terminology (as TotalSegmentator
+    loads its own) and register the module's sample with the Sample Data module (as Slicer's module
+    template does). A failure is logged, never raised: it must not disturb Slicer's start-up."""
+    from .sample_data import register_sample
+    from .terminology import load_terminology
+
+    try:
+        load_terminology()
+    except Exception:
+        logging.exception("HeadSeg: loading the HeadSeg terminology failed")
+    try:
+        register_sample(task, sample_data_dir, thumbnail=os.path.join(sample_data_dir, SAMPLE_THUMBNAILS[task]))
+    except Exception:
+        logging.exception("HeadSeg: registering the %s sample with the Sample Data module failed", task)
+
+
+#: Thumbnail of each module's sample, in its Resources/SampleData (made by tools/make_slicer_images.py).
+SAMPLE_THUMBNAILS = {"orbit": "OrbitSegmentationSample.png", "han": "AnatomyNetHaNSample.png"}
+
+
 class ModuleSelfTestMixin:
     """What the modules' ``ScriptedLoadableModuleTest`` classes share (put it first among their bases):
     each ``test_*`` method runs on a cleared scene, with a synthetic head CT at hand, and the end-to-end
@@ -604,6 +637,8 @@ class ModuleSelfTestMixin:
 
     #: seed of the synthetic head phantom (make_head_phantom)
     phantomSeed = 1
+    #: the task whose Sample Data entry the module registers ("orbit" or "han")
+    sampleTask = None
 
     def setUp(self):
         import slicer
@@ -630,3 +665,21 @@ class ModuleSelfTestMixin:
             return True
         self.delayDisplay(f"No {logic.task} model or missing packages: end-to-end step skipped")
         return False
+
+    def test_sample_data(self):
+        """The module's Sample Data entry loads a CT the module accepts, and Slicer loads HeadSeg's terminology."""
+        import slicer
+
+        from ..labels import HEADSEG_TERMINOLOGY_CONTEXT
+        from ..validation import check_ct
+        from .sample_data import load_sample
+        from .scene import volume_from_node
+        from .terminology import load_terminology
+
+        self.delayDisplay("Load the module's sample")
+        module_dir = os.path.dirname(os.path.abspath(sys.modules[type(self).__module__].__file__))
+        data_dir = os.path.join(module_dir, "Resources", "SampleData")
+        node = load_sample(self.sampleTask, data_dir, os.path.join(slicer.app.temporaryPath, "HeadSeg"))
+        self.assertEqual(check_ct(volume_from_node(node)), [])
+        self.assertEqual(load_terminology(), HEADSEG_TERMINOLOGY_CONTEXT)  # the real Slicer reads the file
+        self.delayDisplay("Test passed")
