@@ -36,8 +36,9 @@ if str(REPO) not in sys.path:
 
 from headseg.models import build_model, count_parameters  # noqa: E402
 from training.augment import AugmentOptions  # noqa: E402
-from training.data import Item, SampleSource  # noqa: E402
+from training.data import Item, SampleSource, collate  # noqa: E402
 from training.losses import SegmentationLoss  # noqa: E402
+from training.trainer import Precision, Trainer, make_optimizer  # noqa: E402
 
 
 def _configs(full: bool, full_batch: int, device: torch.device) -> List[Dict]:
@@ -69,38 +70,24 @@ def _synthetic_item(shape: Sequence[int], classes: int, seed: int = 0) -> Item:
 
 
 def bench(config: Dict, device: torch.device, steps: int, amp: bool) -> Dict:
+    """Time ``training.trainer.Trainer.train_step``, the step ``headseg-train`` runs, on synthetic batches."""
     torch.manual_seed(0)
-    model = build_model(config["arch"], 1, config["classes"], **config["params"]).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+    on_cuda = device.type == "cuda"
+    precision = Precision(device, torch.float16 if amp else None, channels_last=on_cuda)
+    model = precision.prepare(build_model(config["arch"], 1, config["classes"], **config["params"]))
     loss_fn = SegmentationLoss(config["loss"][0], activation=config["loss"][1])
-    if config["opt"] == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    else:
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=2e-3)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    phase = {"type": "adam", "lr": 1e-4} if config["opt"] == "adam" else {"type": "rmsprop", "lr": 2e-3}
+    trainer = Trainer(model, loss_fn, make_optimizer(model, phase, weight_decay=0.0), None, precision)
     batch, shape = config["batch"], tuple(config["shape"])
     bigger = (shape[0] + 8, shape[1], shape[2])  # windows are cut from a longer crop, as in training
     source = SampleSource([_synthetic_item(bigger, config["classes"])], shape, AugmentOptions(probability=1.0))
 
     def make_batch(seed: int):
-        samples = [source.sample(0, seed * 100 + n) for n in range(batch)]
-        return (torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]),
-                torch.stack([s[2] for s in samples]))
+        return collate([source.sample(0, seed * 100 + n) for n in range(batch)])
 
     def step(images, labels, masks):
-        images, labels, masks = images.to(device), labels.to(device), masks.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last_3d)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            logits = model(images)
-        loss = loss_fn(logits.float(), labels, masks)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if device.type == "cuda":
+        trainer.train_step(images, labels, masks)
+        if on_cuda:
             torch.cuda.synchronize(device)
 
     data_seconds, step_seconds = [], []

@@ -6,7 +6,8 @@
     headseg-train export --run RUN [--out FOLDER] [--no-evaluate]
     headseg-train recipes
 
-Exit codes: 0 success, 1 unexpected error, 2 bad input or data, 3 model package problem.
+Exit codes (``headseg.errors.ExitCode``, as for ``headseg``): 0 success, 1 unexpected error, 2 bad input
+or data, 3 model package problem.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
+from headseg.errors import ExitCode
+
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
+# The exit codes of headseg.errors.ExitCode, which headseg-train shares with headseg.
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL = (int(c) for c in (ExitCode.OK, ExitCode.BUG, ExitCode.INPUT, ExitCode.MODEL))
 
 
 def _say(message: str) -> None:

@@ -17,10 +17,16 @@ position) (``training.data.sample_seed``), the model, optimiser, scheduler and s
 global RNG states are restored, and the epoch restarts where the checkpoint left off, so a resumed
 run gives the same losses and weights as an uninterrupted one (bit for bit on the CPU; on CUDA up to
 the non-determinism of some kernels, which ``deterministic`` reduces).
+
+The pieces: :func:`prepare_data` (check, split, preprocess), ``training.trainer`` (the optimisation step),
+``training.checkpoints`` (what is saved and restored) and :class:`_Run`, whose :meth:`_Run.fit` reads as the
+loop of nnU-Net's ``run_training``: train an epoch, validate, end the epoch (best model, phase change,
+checkpoints, log), until the phases are done or a limit is reached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -32,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,17 +46,26 @@ import torch
 from headseg.sides import output_classes
 
 from .augment import AugmentOptions
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    TrainingState,
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from .config import load_config
 from .data import Item, SampleSource, collate, epoch_order, make_items, sample_seed
 from .datasets import DatasetReport, discover_cases, load_case, split_cases, validate_dataset
+from .export import export_run
 from .losses import annotation_weights, build_loss
+from .trainer import Precision, Trainer, autocast_dtype, check_phases, make_optimizer, make_scheduler
 
-__all__ = ["RunResult", "train", "build_card", "set_determinism", "validate_items", "load_items",
-           "checkpoint_path", "CHECKPOINT_FORMAT"]
+__all__ = ["RunResult", "TrainingData", "train", "build_card", "set_determinism", "validate_items", "load_items",
+           "prepare_data", "autocast_dtype", "checkpoint_path", "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger("training")
-CHECKPOINT_FORMAT = 1
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
 
 @dataclass
@@ -143,20 +158,6 @@ def _device(spec: str) -> torch.device:
     return torch.device(select_device(spec).device)
 
 
-def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
-    """The mixed-precision type that is fast on ``device``: float16 on CUDA, bfloat16 on a CPU with native
-    bf16 (AVX512-BF16 / AMX; bf16 autocast made a 3D U-Net step 3.8x faster than fp32 on such a CPU),
-    None (float32) elsewhere: emulated bf16 is slower than fp32."""
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu":
-        try:
-            return torch.bfloat16 if bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) else None
-        except (AttributeError, RuntimeError):
-            return None
-    return None
-
-
 def _hardware(device: torch.device) -> Dict[str, Any]:
     info: Dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
@@ -200,104 +201,17 @@ def load_items(records, names: Sequence[str], label_set, card: Dict[str, Any], c
     return items, failures
 
 
-# -- optimisation ------------------------------------------------------------------------------------
-def _phases(config: Dict[str, Any]) -> List[Dict[str, Any]]:
-    phases = config["optimizer"].get("phases") or []
-    if not phases:
-        raise ValueError("The recipe's optimizer.phases is empty; give at least one phase.")
-    for n, phase in enumerate(phases):
-        if phase.get("type") not in OPTIMIZERS:
-            raise ValueError(f"optimizer.phases.{n}.type must be one of {OPTIMIZERS}, got {phase.get('type')!r}.")
-        if int(phase.get("epochs", 0)) < 1 or float(phase.get("lr", 0)) <= 0:
-            raise ValueError(f"optimizer.phases.{n} needs epochs >= 1 and lr > 0.")
-    return phases
 
-
-def _make_optimizer(model: torch.nn.Module, phase: Dict[str, Any], weight_decay: float):
-    lr = float(phase["lr"])
-    kind = phase["type"]
-    wd = float(phase.get("weight_decay", weight_decay))
-    if kind == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
-    if kind == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    if kind == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=float(phase.get("alpha", 0.99)),
-                                   momentum=float(phase.get("momentum", 0.0)), weight_decay=wd)
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=float(phase.get("momentum", 0.9)),
-                           nesterov=bool(phase.get("nesterov", False)), weight_decay=wd)
-
-
-def _make_scheduler(optimizer, phase: Dict[str, Any]):
-    schedule = phase.get("schedule", "constant")
-    epochs = int(phase["epochs"])
-    if schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
-                                                          eta_min=float(phase.get("min_lr", 0.0)))
-    if schedule == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1.0 - min(e, epochs - 1) / epochs) ** 0.9)
-    raise ValueError(f"Unknown schedule {schedule!r}; use constant, cosine or poly.")
-
-
-def _reopen_extended_phase(state: Dict[str, Any], phases: List[Dict[str, Any]]) -> None:
+def _reopen_extended_phase(state: TrainingState, phases: List[Dict[str, Any]]) -> None:
     """On resume: if the phase that ended last now has more epochs (``--set optimizer.phases.N.epochs``)
     and the next phase has not started, continue it instead of moving on (or stopping)."""
-    if state["phase"] == 0 or state.get("stopped_early"):
+    if state.phase == 0 or state.stopped_early:
         return
-    last = state["phase"] - 1
-    done = sum(1 for row in state["history"] if row.get("phase") == last)
-    started_next = any(row.get("phase") == state["phase"] for row in state["history"])
+    last = state.phase - 1
+    done = sum(1 for row in state.history if row.get("phase") == last)
+    started_next = any(row.get("phase") == state.phase for row in state.history)
     if not started_next and done < int(phases[last]["epochs"]):
-        state["phase"], state["phase_start"] = last, int(state["epoch"]) - done
-
-
-# -- RNG state in a form torch.load(weights_only=True) accepts -----------------------------------------
-def _rng_state() -> Dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": _to_lists(random.getstate()),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _to_lists(value):
-    return [_to_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _to_tuples(value):
-    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _restore_rng(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_to_tuples(state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
-    return Path(run_dir) / "checkpoints" / f"{which}.pt"
-
-
-def _save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}; train without --resume first.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a headseg-train checkpoint of format {CHECKPOINT_FORMAT}.")
-    return checkpoint
+        state.phase, state.phase_start = last, int(state.epoch) - done
 
 
 # -- validation --------------------------------------------------------------------------------------
@@ -398,43 +312,22 @@ def plot_curve(path: Path, history: List[Dict[str, Any]], title: str = "") -> No
     plt.close(fig)
 
 
-def train(config: Optional[Dict[str, Any]], data_dir, out_dir, resume: bool = False, stop_after_epochs: Optional[int] = None,
-          progress: bool = True, export: bool = True, command: Optional[str] = None,
-          callback: Optional[Callable[[Dict[str, Any]], None]] = None, overrides: Sequence[str] = ()) -> RunResult:
-    """Train the recipe ``config`` (see :func:`training.config.load_config`) on the dataset in ``data_dir``
-    and write the run folder ``out_dir``.
 
-    ``resume`` continues from ``out_dir/checkpoints/last.pt`` (the stored config with ``overrides``
-    applied, e.g. a longer schedule or another time limit; ``config`` may be None). ``stop_after_epochs`` ends this call after that many epochs (the run can be
-    resumed later). ``export`` writes the model package and evaluates it on the validation cases.
-    ``callback(row)`` is called with each epoch's metrics row; returning True ends training there."""
-    from headseg.labels import get_label_set
-    from headseg.models import build_model, count_parameters
+# -- data --------------------------------------------------------------------------------------------
+@dataclass
+class TrainingData:
+    """The cases a run learns from and is validated on, and how training windows are cut from them."""
 
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = None
-    if resume:
-        checkpoint = _load_checkpoint(checkpoint_path(run_dir, "last"))
-        config = load_config(base=checkpoint["config"], overrides=overrides)
-    say = _Log(run_dir / "log.txt", progress)
-    start_time = time.perf_counter()
-    if config.get("num_threads"):
-        torch.set_num_threads(int(config["num_threads"]))
-    set_determinism(int(config["seed"]), bool(config.get("deterministic", True)))
-    device = _device(config.get("device", "auto"))
-    on_cuda = device.type == "cuda"
-    amp_dtype = autocast_dtype(device) if bool(config.get("amp", True)) else None
-    if device.type == "cpu" and not config.get("cpu_amp", False):
-        amp_dtype = None
-    use_amp = amp_dtype is not None
-    channels_last = bool(config.get("channels_last", True)) and (on_cuda or use_amp)
-    precision = {None: "float32", torch.float16: "float16 autocast", torch.bfloat16: "bfloat16 autocast"}[amp_dtype]
-    card = build_card(config)
-    label_set = get_label_set(config["label_set"])
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    train_items: List[Item]
+    val_items: List[Item]
+    source: SampleSource
+    report: Dict[str, Any]  # what data_report.json holds: the dataset check, the split, skipped cases
 
-    # Data: validate, split, preprocess.
+
+def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_set, run_dir: Path,
+                 say: Callable[[str], None], progress: bool = False) -> TrainingData:
+    """Check the dataset, split it, preprocess the cases (through the item cache) and write
+    ``data_report.json``; unusable cases are listed, not fatal, unless none is left."""
     records = discover_cases(data_dir)
     say(f"Dataset {data_dir}: {len(records)} case(s). Checking them...")
     report: DatasetReport = validate_dataset(records, label_set, task=config["task"])
@@ -468,170 +361,250 @@ def train(config: Optional[Dict[str, Any]], data_dir, out_dir, resume: bool = Fa
                           max_voxels=config["data"].get("max_voxels"),
                           fallback_patch_kji=card.get("inference", {}).get("patch_kji"),
                           sampling=config["data"].get("sampling", "slices"))
-    masks = torch.from_numpy(np.stack([i.class_mask for i in train_items]))
-    class_weights = annotation_weights(masks)
-    loss_fn = build_loss(config["loss"], class_weights=class_weights)
-    say(f"Loss: {loss_fn}; class weights w(c) = 1/#annotations: {[round(float(w), 4) for w in class_weights]}")
+    return TrainingData(train_items, val_items, source, data_report)
 
-    # Model and optimisation state.
-    model = build_model(card["architecture"], 1, len(card["classes"]), **card["architecture_params"]).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    say(f"Model {card['architecture']} {card['architecture_params']}: {count_parameters(model):,} parameters, "
-        f"device {device}, {precision}{', channels_last_3d' if channels_last else ''}.")
-    phases = _phases(config)
-    batch_size = int(config["batch_size"])
-    samples_per_epoch = int(config.get("samples_per_epoch") or len(train_items))
-    steps_per_epoch = max(1, math.ceil(samples_per_epoch / batch_size))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and on_cuda)  # bf16 needs no loss scaling
-    state = {"epoch": 0, "phase": 0, "phase_start": 0, "best_metric": -math.inf, "best_epoch": -1, "stale": 0,
-             "history": [], "elapsed": 0.0, "stopped_early": False}
-    weight_decay = float(config["optimizer"].get("weight_decay", 0.0))
-    optimizer = _make_optimizer(model, phases[0], weight_decay)
-    scheduler = _make_scheduler(optimizer, phases[0])
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        state.update({k: checkpoint[k] for k in state})
-        _reopen_extended_phase(state, phases)
-        optimizer = _make_optimizer(model, phases[min(state["phase"], len(phases) - 1)], weight_decay)
-        scheduler = _make_scheduler(optimizer, phases[min(state["phase"], len(phases) - 1)])
-        # The optimiser's state after the scheduler's: a new scheduler resets the learning rate to its
-        # epoch-0 value, which would restart a poly or cosine schedule from the top.
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        _restore_rng(checkpoint["rng"])
-        say(f"Resumed from epoch {state['epoch']} (phase {state['phase']}, best {state['best_metric']:.4f} "
-            f"at epoch {state['best_epoch']}).")
-    elapsed_before = float(state["elapsed"])
-    val_cfg = config["validation"]
-    patience = int(val_cfg.get("patience") or 0)
-    min_delta = float(val_cfg.get("min_delta", 0.0))
-    time_limit = config.get("time_limit_minutes")
-    epochs_this_call = 0
-    seed = int(config["seed"])
 
-    def payload() -> Dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "config": config, "card": card, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": _rng_state(), **state}
+# -- the run -----------------------------------------------------------------------------------------
+class _Run:
+    """One call of :func:`train`: the run folder, the data, the :class:`Trainer` and the loop's state."""
 
-    run_bar = None
-    if progress:
+    def __init__(self, config: Optional[Dict[str, Any]], data_dir, out_dir, resume: bool, overrides: Sequence[str],
+                 progress: bool) -> None:
+        from headseg.labels import get_label_set
+
+        self.run_dir = Path(out_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = None
+        if resume:
+            checkpoint = load_checkpoint(checkpoint_path(self.run_dir, "last"))
+            config = load_config(base=checkpoint["config"], overrides=overrides)
+        if config is None:
+            raise ValueError("Give a recipe, or resume a run that has a checkpoint.")
+        self.config = config
+        self.progress = progress
+        self.say = _Log(self.run_dir / "log.txt", progress)
+        self.start_time = time.perf_counter()
+        if config.get("num_threads"):
+            torch.set_num_threads(int(config["num_threads"]))
+        set_determinism(int(config["seed"]), bool(config.get("deterministic", True)))
+        self.precision = Precision.for_recipe(config, _device(config.get("device", "auto")))
+        self.card = build_card(config)
+        self.phases = check_phases(config)
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        self.data = prepare_data(config, data_dir, self.card, get_label_set(config["label_set"]), self.run_dir,
+                                 self.say, progress)
+        self.trainer = self._build_trainer()
+        self.weight_decay = float(config["optimizer"].get("weight_decay", 0.0))
+        self.state = TrainingState()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.elapsed_before = float(self.state.elapsed)
+        self.batch_size = int(config["batch_size"])
+        samples_per_epoch = int(config.get("samples_per_epoch") or len(self.data.train_items))
+        self.steps_per_epoch = max(1, math.ceil(samples_per_epoch / self.batch_size))
+        self.seed = int(config["seed"])
+        self.epoch_start = 0.0
+
+    # -- set-up ----------------------------------------------------------------------------------------
+    def _build_trainer(self) -> Trainer:
+        from headseg.models import build_model, count_parameters
+
+        card, precision = self.card, self.precision
+        masks = torch.from_numpy(np.stack([i.class_mask for i in self.data.train_items]))
+        class_weights = annotation_weights(masks)
+        loss_fn = build_loss(self.config["loss"], class_weights=class_weights)
+        self.say(f"Loss: {loss_fn}; class weights w(c) = 1/#annotations: "
+                 f"{[round(float(w), 4) for w in class_weights]}")
+        model = precision.prepare(build_model(card["architecture"], 1, len(card["classes"]),
+                                              **card["architecture_params"]))
+        self.say(f"Model {card['architecture']} {card['architecture_params']}: {count_parameters(model):,} "
+                 f"parameters, device {precision.device}, {precision.name}"
+                 f"{', channels_last_3d' if precision.channels_last else ''}.")
+        weight_decay = float(self.config["optimizer"].get("weight_decay", 0.0))
+        optimizer = make_optimizer(model, self.phases[0], weight_decay)
+        return Trainer(model, loss_fn, optimizer, make_scheduler(optimizer, self.phases[0]), precision)
+
+    def _restore(self, checkpoint: Dict[str, Any]) -> None:
+        self.state = TrainingState.from_checkpoint(checkpoint)
+        _reopen_extended_phase(self.state, self.phases)
+        phase = self.phases[min(self.state.phase, len(self.phases) - 1)]
+        self.trainer.load_state_dicts(checkpoint, phase, self.weight_decay)
+        restore_rng(checkpoint["rng"])
+        self.say(f"Resumed from epoch {self.state.epoch} (phase {self.state.phase}, best "
+                 f"{self.state.best_metric:.4f} at epoch {self.state.best_epoch}).")
+
+    def payload(self) -> Dict[str, Any]:
+        """A checkpoint of the run as it stands (see ``training.checkpoints``)."""
+        return {"format": CHECKPOINT_FORMAT, "config": self.config, "card": self.card, **self.trainer.state_dicts(),
+                "rng": rng_state(), **self.state.to_dict()}
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start_time
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def fit(self, stop_after_epochs: Optional[int] = None,
+            callback: Optional[Callable[[Dict[str, Any]], Any]] = None) -> None:
+        """Epochs until every phase is done, ``stop_after_epochs`` epochs have run in this call, the time
+        limit is reached or ``callback(row)`` returns True."""
+        epochs_this_call = 0
+        with self._progress_bar() as bar:
+            while self.state.phase < len(self.phases):
+                if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                    break
+                if self._time_is_up():
+                    break
+                row = self.train_epoch(bar)
+                self.validate_epoch(row)
+                self.end_epoch(row)
+                epochs_this_call += 1
+                if callback is not None and callback(row):
+                    self.say(f"Stopped after epoch {row['epoch']} on request.")
+                    break
+
+    def _time_is_up(self) -> bool:
+        limit = self.config.get("time_limit_minutes")
+        if limit and self.elapsed() / 60.0 >= float(limit):
+            self.say(f"Time limit of {limit} min reached.")
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def _progress_bar(self) -> Iterator[Any]:
+        """One bar for the whole run (steps of every phase), so its ETA is the run's."""
+        if not self.progress:
+            yield None
+            return
         from tqdm import tqdm
 
-        total_steps = sum(int(p["epochs"]) for p in phases) * steps_per_epoch
-        run_bar = tqdm(total=total_steps, initial=min(total_steps, int(state["epoch"]) * steps_per_epoch),
-                       desc="Training", unit="step", file=sys.stderr, dynamic_ncols=True)
-    while state["phase"] < len(phases):
-        phase = phases[state["phase"]]
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break
-        if time_limit and (elapsed_before + time.perf_counter() - start_time) / 60.0 >= float(time_limit):
-            say(f"Time limit of {time_limit} min reached.")
-            break
-        epoch = state["epoch"]
-        epoch_start = time.perf_counter()
-        model.train()
-        order = epoch_order(len(source), steps_per_epoch * batch_size, seed, epoch)
-        losses = []
-        if run_bar is not None:
-            run_bar.set_description(f"Epoch {epoch + 1}")
-        for step in range(steps_per_epoch):
+        total = sum(int(p["epochs"]) for p in self.phases) * self.steps_per_epoch
+        bar = tqdm(total=total, initial=min(total, int(self.state.epoch) * self.steps_per_epoch), desc="Training",
+                   unit="step", file=sys.stderr, dynamic_ncols=True)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def train_epoch(self, bar: Any = None) -> Dict[str, Any]:
+        """One epoch of steps; the metrics row so far (epoch, phase, optimiser, lr, loss, speed)."""
+        epoch, phase = self.state.epoch, self.phases[self.state.phase]
+        self.epoch_start = time.perf_counter()
+        self.trainer.model.train()
+        batch_size, source = self.batch_size, self.data.source
+        order = epoch_order(len(source), self.steps_per_epoch * batch_size, self.seed, epoch)
+        losses: List[float] = []
+        if bar is not None:
+            bar.set_description(f"Epoch {epoch + 1}")
+        for step in range(self.steps_per_epoch):
             positions = range(step * batch_size, (step + 1) * batch_size)
-            images, labels, masks_b = collate([source.sample(order[p], sample_seed(seed, epoch, p)) for p in positions])
-            images, labels, masks_b = images.to(device), labels.to(device), masks_b.to(device)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last_3d)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-                logits = model(images)
-            loss = loss_fn(logits.float(), labels, masks_b)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"The loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}: lower the "
-                                   "learning rate or disable mixed precision (--set amp=false).")
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
-            if run_bar is not None:
-                run_bar.update(1)
-                run_bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
-        lr = float(optimizer.param_groups[0]["lr"])
-        scheduler.step()
-        train_seconds = time.perf_counter() - epoch_start
-        row: Dict[str, Any] = {"epoch": epoch + 1, "phase": state["phase"], "optimizer": phase["type"], "lr": lr,
-                               "train_loss": float(np.mean(losses)),
-                               "samples_per_second": steps_per_epoch * batch_size / max(train_seconds, 1e-9)}
-        every = int(val_cfg.get("every", 1) or 1)
-        metric = float("nan")
-        if val_items and ((epoch + 1) % every == 0):
-            result = validate_items(model, val_items, card, device, amp=use_amp and on_cuda)
-            metric = result["mean_dsc"]
-            row["val_mean_dsc"] = metric
+            batch = collate([source.sample(order[p], sample_seed(self.seed, epoch, p)) for p in positions])
+            losses.append(self.trainer.train_step(*batch, where=f"at epoch {epoch + 1}, step {step + 1}"))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
+        lr = self.trainer.lr
+        self.trainer.scheduler.step()
+        seconds = time.perf_counter() - self.epoch_start
+        return {"epoch": epoch + 1, "phase": self.state.phase, "optimizer": phase["type"], "lr": lr,
+                "train_loss": float(np.mean(losses)),
+                "samples_per_second": self.steps_per_epoch * batch_size / max(seconds, 1e-9)}
+
+    def validate_epoch(self, row: Dict[str, Any]) -> None:
+        """Validation DSC into ``row`` on the epochs ``validation.every`` asks for (NaN on the others)."""
+        every = int(self.config["validation"].get("every", 1) or 1)
+        row["val_mean_dsc"] = float("nan")
+        if self.data.val_items and row["epoch"] % every == 0:
+            precision = self.precision
+            result = validate_items(self.trainer.model, self.data.val_items, self.card, precision.device,
+                                    amp=precision.use_amp and precision.device.type == "cuda")
+            row["val_mean_dsc"] = result["mean_dsc"]
             row.update({f"val_dsc_{k}": v for k, v in result["dsc"].items()})
-        else:
-            row["val_mean_dsc"] = float("nan")
-        improved = math.isfinite(metric) and metric > state["best_metric"] + min_delta
-        if not val_items:  # nothing to validate on: the last epoch is the best
+
+    def end_epoch(self, row: Dict[str, Any]) -> None:
+        """Book the epoch: best model, early stop, phase change (from the best weights), checkpoints,
+        metrics.csv and the log line."""
+        state, val_cfg = self.state, self.config["validation"]
+        phase = self.phases[state.phase]
+        metric = float(row["val_mean_dsc"])
+        improved = math.isfinite(metric) and metric > state.best_metric + float(val_cfg.get("min_delta", 0.0))
+        if not self.data.val_items:  # nothing to validate on: the last epoch is the best
             improved, metric = True, -float(row["train_loss"])
         row["best"] = bool(improved)
-        row["epoch_seconds"] = time.perf_counter() - epoch_start
-        row["elapsed_hours"] = (elapsed_before + time.perf_counter() - start_time) / 3600.0
-        state["history"].append(row)
-        state["epoch"] = epoch + 1
-        state["elapsed"] = elapsed_before + time.perf_counter() - start_time
+        row["epoch_seconds"] = time.perf_counter() - self.epoch_start
+        row["elapsed_hours"] = self.elapsed() / 3600.0
+        state.history.append(row)
+        state.epoch = int(row["epoch"])
+        state.elapsed = self.elapsed()
         if improved:
-            state["best_metric"], state["best_epoch"], state["stale"] = metric, epoch + 1, 0
+            state.best_metric, state.best_epoch, state.stale = metric, state.epoch, 0
         elif math.isfinite(metric):
-            state["stale"] += 1
-        phase_over = state["epoch"] - state["phase_start"] >= int(phase["epochs"])
-        if patience and state["stale"] >= patience:
-            say(f"No validation improvement for {patience} epochs: ending phase {state['phase']}.")
-            state["stopped_early"] = phase_over = True
+            state.stale += 1
+        phase_over = state.epoch - state.phase_start >= int(phase["epochs"])
+        patience = int(val_cfg.get("patience") or 0)
+        if patience and state.stale >= patience:
+            self.say(f"No validation improvement for {patience} epochs: ending phase {state.phase}.")
+            state.stopped_early = phase_over = True
         if improved:
-            _save_checkpoint(checkpoint_path(run_dir, "best"), payload())
+            save_checkpoint(checkpoint_path(self.run_dir, "best"), self.payload())
         if phase_over:
-            state["phase"] += 1
-            state["phase_start"], state["stale"] = state["epoch"], 0
-            if state["phase"] < len(phases):
-                nxt = phases[state["phase"]]
-                say(f"Phase {state['phase']}: {nxt['type']} lr {nxt['lr']} for {nxt['epochs']} epochs, "
-                    "starting from the best weights so far.")
-                if checkpoint_path(run_dir, "best").is_file():
-                    model.load_state_dict(_load_checkpoint(checkpoint_path(run_dir, "best"))["model"])
-                optimizer = _make_optimizer(model, nxt, weight_decay)
-                scheduler = _make_scheduler(optimizer, nxt)
-        if (epoch + 1) % int(config["checkpoint"].get("every", 1) or 1) == 0 or improved or phase_over:
-            _save_checkpoint(checkpoint_path(run_dir, "last"), payload())
-        _write_metrics(run_dir / "metrics.csv", state["history"], output_classes(card))
-        say(f"epoch {epoch + 1:4d}  {phase['type']} lr {lr:.2e}  loss {row['train_loss']:.4f}  "
-            f"val mean DSC {row['val_mean_dsc']:.4f}{'  *best*' if improved else ''}  "
-            f"({row['epoch_seconds']:.1f} s, {row['samples_per_second']:.2f} samples/s)")
+            self._next_phase()
+        if state.epoch % int(self.config["checkpoint"].get("every", 1) or 1) == 0 or improved or phase_over:
+            save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
+        _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
+        self._log_epoch(row, phase, improved)
+
+    def _next_phase(self) -> None:
+        state = self.state
+        state.phase += 1
+        state.phase_start, state.stale = state.epoch, 0
+        if state.phase < len(self.phases):
+            nxt = self.phases[state.phase]
+            self.say(f"Phase {state.phase}: {nxt['type']} lr {nxt['lr']} for {nxt['epochs']} epochs, "
+                     "starting from the best weights so far.")
+            best = checkpoint_path(self.run_dir, "best")
+            if best.is_file():
+                self.trainer.model.load_state_dict(load_checkpoint(best)["model"])
+            self.trainer.start_phase(nxt, self.weight_decay)
+
+    def _log_epoch(self, row: Dict[str, Any], phase: Dict[str, Any], improved: bool) -> None:
+        self.say(f"epoch {row['epoch']:4d}  {phase['type']} lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  "
+                 f"val mean DSC {row['val_mean_dsc']:.4f}{'  *best*' if improved else ''}  "
+                 f"({row['epoch_seconds']:.1f} s, {row['samples_per_second']:.2f} samples/s)")
         per_class = [(k[len("val_dsc_"):], v) for k, v in row.items() if k.startswith("val_dsc_")]
-        if per_class and math.isfinite(metric):
-            say("           " + "  ".join(f"{name} {value:.3f}" for name, value in per_class))
-        epochs_this_call += 1
-        if callback is not None and callback(row):
-            say(f"Stopped after epoch {epoch + 1} on request.")
-            break
-    if run_bar is not None:
-        run_bar.close()
-    _save_checkpoint(checkpoint_path(run_dir, "last"), payload())
-    _write_metrics(run_dir / "metrics.csv", state["history"], output_classes(card))
-    if state["history"]:
-        try:
-            plot_curve(run_dir / "training_curve.png", state["history"], config["name"])
-        except Exception as exc:  # a plotting problem must not lose a trained model
-            say(f"Could not draw the training curve: {exc}")
-    finished = state["phase"] >= len(phases)
-    package_dir = None
-    if export and (finished or stop_after_epochs is None):
-        from .export import export_run
+        if per_class and math.isfinite(row["val_mean_dsc"]):
+            self.say("           " + "  ".join(f"{name} {value:.3f}" for name, value in per_class))
 
-        package_dir = export_run(run_dir, data_report=data_report, command=command,
-                                 hardware={**_hardware(device), "precision": precision}, say=say)
-    return RunResult(run_dir, package_dir, float(state["best_metric"]), int(state["best_epoch"]),
-                     int(state["epoch"]), list(state["history"]), bool(state["stopped_early"]),
-                     float(state["elapsed"]))
+    def finish(self, export: bool, stop_after_epochs: Optional[int], command: Optional[str]) -> RunResult:
+        """The last checkpoint, metrics and curve; the model package when the run is over."""
+        state = self.state
+        save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
+        _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
+        if state.history:
+            try:
+                plot_curve(self.run_dir / "training_curve.png", state.history, self.config["name"])
+            except Exception as exc:  # a plotting problem must not lose a trained model
+                self.say(f"Could not draw the training curve: {exc}")
+        finished = state.phase >= len(self.phases)
+        package_dir = None
+        if export and (finished or stop_after_epochs is None):
+            package_dir = export_run(self.run_dir, data_report=self.data.report, command=command,
+                                     hardware={**_hardware(self.precision.device), "precision": self.precision.name},
+                                     say=self.say)
+        return RunResult(self.run_dir, package_dir, float(state.best_metric), int(state.best_epoch), int(state.epoch),
+                         list(state.history), bool(state.stopped_early), float(state.elapsed))
 
+
+def train(config: Optional[Dict[str, Any]], data_dir, out_dir, resume: bool = False,
+          stop_after_epochs: Optional[int] = None, progress: bool = True, export: bool = True,
+          command: Optional[str] = None, callback: Optional[Callable[[Dict[str, Any]], Any]] = None,
+          overrides: Sequence[str] = ()) -> RunResult:
+    """Train the recipe ``config`` (see :func:`training.config.load_config`) on the dataset in ``data_dir``
+    and write the run folder ``out_dir``.
+
+    ``resume`` continues from ``out_dir/checkpoints/last.pt`` (the stored config with ``overrides``
+    applied, e.g. a longer schedule or another time limit; ``config`` may be None). ``stop_after_epochs``
+    ends this call after that many epochs (the run can be resumed later). ``export`` writes the model
+    package and evaluates it on the validation cases. ``callback(row)`` is called with each epoch's
+    metrics row; returning True ends training there."""
+    run = _Run(config, data_dir, out_dir, resume, overrides, progress)
+    run.fit(stop_after_epochs, callback)
+    return run.finish(export, stop_after_epochs, command)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from .checkpoints import checkpoint_path
 from .datasets import discover_cases
 from .evaluate import evaluate_package, summarise_rows, write_rows
 
@@ -90,8 +91,6 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
     import torch
 
     from headseg.packages import write_package
-
-    from .engine import checkpoint_path
 
     run_dir = Path(run_dir)
     say = say or (lambda message: None)
