@@ -297,6 +297,50 @@ def test_top_level_cmake_describes_the_extension():
     assert (REPO / icon_name).is_file()
 
 
+RAW_PREFIX = "https://raw.githubusercontent.com/headseg/SlicerHeadSeg/main/"
+
+
+def test_every_screenshot_url_names_a_file_of_the_repository():
+    text = (REPO / "CMakeLists.txt").read_text()
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', text).group(1).split()
+    assert urls, "no screenshot listed (then remove EXTENSION_SCREENSHOTURLS instead)"
+    for url in urls:
+        assert url.startswith(RAW_PREFIX), url
+        path = REPO / url[len(RAW_PREFIX):]
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{url}: no such image in the repository"
+    assert (REPO / "tools" / "make_slicer_images.py").is_file(), "the screenshot can be made again"
+
+
+# Slicer/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json (Slicer 5.8 and main): its properties and
+# required keys (additionalProperties is false)
+CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                      "build_subdirectory", "enabled", "tier"}
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+
+
+def test_extensions_index_entry_matches_the_catalog_schema_and_the_cmake_description():
+    import json
+
+    entry = json.loads((REPO / "HeadSeg.json").read_text())
+    assert entry["$schema"].startswith(
+        "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json")
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_PROPERTIES
+    assert entry["scm_type"] in ("git", "local") and 1 <= entry["tier"] <= 5 and isinstance(entry["enabled"], bool)
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in cmake
+    depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', cmake).group(1).split()
+    assert entry["build_dependencies"] == depends == ["PyTorch"]
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"#]*)', cmake).group(1)
+    assert entry["scm_url"] == homepage + ".git"
+
+
+def test_the_licence_file_is_the_apache_2_licence_the_project_declares():
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text[:200] and "Version 2.0, January 2004" in text[:200]
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text()
+
+
 @pytest.mark.parametrize("path", [f"{m}/Resources/Icons/{m}.png" for m in MODULES] + ["HeadSeg.png"])
 def test_icons_are_128_pixel_pngs(path):
     data = (REPO / path).read_bytes()
