@@ -174,7 +174,7 @@ class SegmentationPanelMixin:
         if (slicer.app.majorVersion, slicer.app.minorVersion) < (5, 10) and editor.turnOffLightboxes():
             slicer.util.warningDisplay(
                 _("The Segment Editor cannot edit slice views in light box mode; the views were reset."),
-                windowTitle=self.parent.title)
+                windowTitle=_("Segment Editor"))
         self.initializeParameterNode()
         editor.installKeyboardShortcuts()
         self.selectSegmentEditorNode()
