@@ -128,3 +128,9 @@ def test_the_rules_see_relative_and_lazy_imports(tmp_path):
                      encoding="utf-8")
     assert {"headseg", "headseg.cli", "headseg.cli.main", "headseg.slicer"} <= imported_modules(
         probe, "headseg.slicer.probe")
+
+
+def test_the_slicer_package_parses_as_python_39():
+    """Slicer 5.6 and 5.8 embed Python 3.9; every module of the package must parse there."""
+    for path in python_files("headseg/slicer"):
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
