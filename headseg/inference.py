@@ -15,6 +15,19 @@ Modes:
 * ``"constant"``: plain mean of the overlapping windows -- seed 000's step-1 sliding window.
 * ``"gaussian"``: nnU-Net's importance weighting (sigma = window / 8) along the axes where windows
   actually slide, floored at ``MIN_IMPORTANCE`` so that voxels seen only by a window edge still count.
+
+Agreement with MONAI's ``sliding_window_inference`` at the same window grid (checked by
+``Testing/core/test_monai_equivalence.py``; :func:`window_starts` gives MONAI's grid exactly):
+
+* ``"constant"``, windows sliding along any axes: equal up to float32 rounding (max |difference| of
+  the probabilities below 1e-6).
+* ``"gaussian"`` sliding along one axis (the orbit slab), compared with MONAI's map restricted to that
+  axis (``sigma_scale`` huge on the others): equal up to float32 rounding (below 1e-6) for odd windows;
+  for even windows MONAI centres its Gaussian on voxel ``window // 2``, half a voxel off the window
+  centre where ours lies, which moves probabilities by less than 2e-3 for windows of 16 voxels or more
+  at up to 75 % overlap (about 2e-6 for the 32-slice slab at 50 %).
+* ``"gaussian"`` sliding along several axes is not MONAI's: MONAI floors the product of the axis
+  weights, we floor each axis' weights, so the two differ near window corners.
 """
 
 from __future__ import annotations

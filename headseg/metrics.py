@@ -160,8 +160,8 @@ def hausdorff95(pred: np.ndarray, ref: np.ndarray, spacing_kji: Spacing, percent
     """Robust Hausdorff distance (mm): the larger of the two directed 95th percentiles of surface distances.
 
     Same definition as MONAI's ``compute_hausdorff_distance(percentile=95)`` (voxel-count based, not
-    surface-area weighted). ``percentile=100`` gives the classic Hausdorff distance. nan if either mask
-    is empty.
+    surface-area weighted): the two agree to a relative 1e-5 (MONAI returns float32), also for
+    ``percentile=100``, the classic Hausdorff distance. nan if either mask is empty.
     """
     return _hd_from(surface_distances(pred, ref, spacing_kji), percentile)
 

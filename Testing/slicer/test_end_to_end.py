@@ -26,12 +26,6 @@ def node_classes(mrml) -> list:
     return sorted(mrml.GetNthNode(n).GetClassName() for n in range(mrml.GetNumberOfNodes()))
 
 
-def skip_if_cli_broken(run) -> None:
-    """The CLI belongs to another part of the project; while it cannot even import, say so and skip."""
-    if run.state == "failed" and ("ImportError" in run.message or "ModuleNotFoundError" in run.message):
-        pytest.skip(f"the headseg CLI is not ready yet: {run.message}")
-
-
 def test_segment_button_path_end_to_end(mrml_scene, small_phantom, tiny_orbit_package):
     ct = scene.node_from_volume(small_phantom.image, "CT head")
     before = node_classes(mrml_scene.scene)
@@ -51,7 +45,6 @@ def test_segment_button_path_end_to_end(mrml_scene, small_phantom, tiny_orbit_pa
                 fractions.append(float(event["fraction"]))
         time.sleep(0.05)
     state = run.state
-    skip_if_cli_broken(run)
     assert state == "succeeded", run.message
     assert fractions and fractions == sorted(fractions) and run.fraction == 1.0
     assert any("synthetic" in line for line in run.log)  # the CLI's warnings reach the panel's log
@@ -86,7 +79,6 @@ def test_cancel_leaves_the_scene_as_it_was(mrml_scene, small_phantom, tiny_orbit
     while not any(e.get("event") == "progress" for e in run.poll()) and not run.finished:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    skip_if_cli_broken(run)
     started = time.monotonic()
     run.cancel()
     assert run.wait(timeout=30) == "cancelled"
@@ -106,7 +98,6 @@ def test_a_failure_in_the_child_becomes_a_message(mrml_scene, small_phantom, tin
     run = runs.SegmentationRun("orbit", ct, model=str(tiny_orbit_package.path), device="cuda")
     run.start()
     assert run.wait(timeout=120) == "failed"
-    skip_if_cli_broken(run)
     assert "CUDA" in run.message and "cpu" in run.message  # says what happened and what to do
     assert "Traceback" not in run.message
     assert node_classes(mrml_scene.scene) == before
@@ -167,5 +158,4 @@ def test_inside_slicer_the_child_starts_from_slicers_startup_environment(mrml_sc
     run.start()
     assert run.process.base_env == startup and "HEADSEG_SET_BY_SLICER_ITSELF" not in run.process.base_env
     state = run.wait(timeout=180)
-    skip_if_cli_broken(run)
     assert state == "succeeded", run.message
