@@ -179,14 +179,14 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
     :class:`InputError` naming the first collision, unless ``overwrite``. DICOM exports are planned only
     for DICOM cases. With ``create`` the folder is made and checked to be writable."""
     output_dir = Path(output_dir)
-    cases = [Case(str(name), Path(path)) for name, path in cases]
+    planned = [Case(str(name), Path(path)) for name, path in cases]
     outputs = {case.name: case_outputs(output_dir, case.name, export_formats if case.is_dicom else ())
-               for case in cases}
+               for case in planned}
     volumes = CombinedVolumes.read(output_dir / VOLUMES_CSV, overwrite=overwrite)
     if not overwrite:
         existing = [str(p) for planned in outputs.values() for p in planned.files() if p.exists()]
         listed = set(volumes.cases)
-        existing += [f"the rows of case {c.name!r} in {volumes.path}" for c in cases if c.name in listed]
+        existing += [f"the rows of case {c.name!r} in {volumes.path}" for c in planned if c.name in listed]
         if existing:
             raise existing_outputs_error(existing)
     if create:
@@ -196,7 +196,7 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
             raise InputError(f"Cannot create the output folder {output_dir}: {exc.strerror or exc}.") from exc
         if not os.access(output_dir, os.W_OK):
             raise InputError(f"The output folder {output_dir} is not writable. Choose another one with -o.")
-    return BatchPlan(cases, output_dir, outputs, volumes, overwrite)
+    return BatchPlan(planned, output_dir, outputs, volumes, overwrite)
 
 
 @dataclass

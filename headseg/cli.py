@@ -360,7 +360,13 @@ def cmd_phantom(args, reporter: Reporter, cancel) -> int:
 
     out = Path(args.output)
     reporter.start(f"Writing {args.cases} phantom case(s)")
-    paths = write_phantom_cases(out, args.cases, seed=args.seed)
+    if getattr(args, "kind", "geometric") == "anatomical":
+        from .synth import write_synthetic_cases
+
+        paths = write_synthetic_cases(str(out), args.cases, seed=args.seed,
+                                      progress=lambda done, total: reporter.progress(done / max(total, 1), f"case {done}"))
+    else:
+        paths = write_phantom_cases(out, args.cases, seed=args.seed)
     reporter.progress(1.0, "done")
     reporter.close()
     reporter.info(f"Wrote {len(paths)} synthetic phantom case(s) to {out} (synthetic data, not a patient).")
@@ -439,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("-o", "--output", required=True)
     ph.add_argument("--cases", type=int, default=1)
     ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--kind", choices=("geometric", "anatomical"), default="geometric",
+                    help="geometric: the simple test phantoms (default); anatomical: randomised anatomy and "
+                         "scanner (headseg.synth), for training orbit models")
     common(ph)
     ph.set_defaults(func=cmd_phantom)
 
@@ -459,7 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .inference import CancelToken
 
         cancel = CancelToken()
-        previous = {}
+        previous: Dict[int, Any] = {}
 
         def on_signal(signum, frame):  # cancel cleanly; a second signal kills
             cancel.cancel()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -30,16 +31,16 @@ class Volume:
     """A 3D image: ``array[k, j, i]`` plus spacing/origin/direction (i, j, k order, LPS, mm)."""
 
     array: np.ndarray
-    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spacing: Sequence[float] = (1.0, 1.0, 1.0)  # any three numbers; stored as a tuple of floats
+    origin: Sequence[float] = (0.0, 0.0, 0.0)
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array)
         if self.array.ndim != 3:
             raise ValueError(f"A Volume must be 3D, got an array of shape {self.array.shape}.")
-        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
-        self.origin = tuple(float(o) for o in self.origin)  # type: ignore[assignment]
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
         self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
         if len(self.spacing) != 3 or len(self.origin) != 3:
             raise ValueError("spacing and origin must have three values (i, j, k order).")
@@ -83,11 +84,11 @@ class Volume:
         m[:3, :] = LPS_TO_RAS @ m[:3, :]
         return m
 
-    def index_to_lps(self, ijk: Sequence[float]) -> np.ndarray:
+    def index_to_lps(self, ijk: ArrayLike) -> np.ndarray:
         """Physical LPS point of a continuous index given in (i, j, k) order."""
         return (self.ijk_to_lps @ np.append(np.asarray(ijk, dtype=float), 1.0))[:3]
 
-    def lps_to_index(self, lps: Sequence[float]) -> np.ndarray:
+    def lps_to_index(self, lps: ArrayLike) -> np.ndarray:
         """Continuous (i, j, k) index of an LPS point."""
         return (np.linalg.inv(self.ijk_to_lps) @ np.append(np.asarray(lps, dtype=float), 1.0))[:3]
 

@@ -215,7 +215,7 @@ def _normalised_axis_weights(
 # ----------------------------------------------------------------------------------------------------
 def _as_triple(value: WindowSpec, name: str) -> Tuple[Optional[int], Optional[int], Optional[int]]:
     if value is None or isinstance(value, (int, np.integer)):
-        return (value, value, value)  # type: ignore[return-value]
+        return (value, value, value)
     items = tuple(value)
     if len(items) != 3:
         raise InputError(f"{name} needs 3 values (k, j, i), got {value!r}.")
@@ -259,7 +259,7 @@ class SlidingWindowOptions:
         object.__setattr__(self, "window", _as_triple(self.window, "window"))
         if self.step is not None:
             object.__setattr__(self, "step", _as_triple(self.step, "step"))
-            if any(s is not None and s < 1 for s in self.step):  # type: ignore[union-attr]
+            if any(s is not None and s < 1 for s in self.step):
                 raise InputError(f"step values must be >= 1, got {self.step}.")
         if self.step is not None and self.overlap is not None:
             raise InputError("Give either step or overlap, not both.")
@@ -342,8 +342,8 @@ def sliding_window_predict(
     See :class:`SlidingWindowOptions` for the meaning of the other arguments.
     """
     options = SlidingWindowOptions(
-        window=window,
-        step=step,
+        window=_as_triple(window, "window"),
+        step=None if step is None else _as_triple(step, "step"),
         overlap=overlap,
         blend=blend,
         batch_size=batch_size,
@@ -543,7 +543,7 @@ def whole_volume_or_patches(
     """
     tensor = _image_tensor(image)
     shape = tuple(int(n) for n in tensor.shape[1:])
-    multiples = _as_triple(size_multiple, "size_multiple")  # type: ignore[arg-type]
+    multiples = _as_triple(size_multiple, "size_multiple")
     whole = tuple(_round_up(n, int(m or 1)) for n, m in zip(shape, multiples))
     for name in ("window", "step", "blend"):
         if name in kwargs:
@@ -569,7 +569,7 @@ def prepare_model(
     device = torch.device(device)
     model = model.eval().to(device)
     if channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack it
     return model
 
 

@@ -111,7 +111,7 @@ def _check_spacing(spacing_kji: Spacing) -> Tuple[float, float, float]:
     values = tuple(float(s) for s in spacing_kji)
     if len(values) != 3 or min(values) <= 0:
         raise InputError(f"spacing_kji must be three positive mm values (k, j, i); got {spacing_kji!r}.")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

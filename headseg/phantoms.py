@@ -41,9 +41,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from headseg.geometry import Volume
 
@@ -147,9 +148,9 @@ class _Painter:
         self.tissue = np.zeros(self.shape, np.uint8)
         self.labels = np.zeros(self.shape, np.uint8)
 
-    def region(self, lo: Sequence[float], hi: Sequence[float]):
+    def region(self, low: ArrayLike, high: ArrayLike):
         """Index slices and anatomical coordinates (broadcast arrays) of the voxels in an anat box."""
-        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        lo, hi = np.asarray(low, float), np.asarray(high, float)
         corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
         ijk = (self.lin_inv @ (corners - self.off).T).T
         first = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
@@ -161,7 +162,7 @@ class _Painter:
         shapes = [(1, 1, -1), (1, -1, 1), (-1, 1, 1)]
         coords = []
         for row in range(3):
-            value: object = np.float32(self.off[row])
+            value: Any = np.float32(self.off[row])
             for n in range(3):
                 if self.lin[row, n] != 0.0:
                     value = value + np.float32(self.lin[row, n]) * idx[n].reshape(shapes[n])
@@ -210,7 +211,7 @@ def _local(coords, origin, u, e_h, e_v):
     return t, h, v
 
 
-def _draw_anatomy(rng: np.random.Generator, variation: float, left_scale: float) -> Dict[str, object]:
+def _draw_anatomy(rng: np.random.Generator, variation: float, left_scale: float) -> Dict[str, Any]:
     """All random shape parameters of one phantom (mm and degrees, anatomical frame)."""
     head = {
         "a": 72.0 * (1 + _draw(rng, variation, 0.03)),
@@ -253,7 +254,7 @@ def _draw_anatomy(rng: np.random.Generator, variation: float, left_scale: float)
     return {"head": head, "ipd": ipd, "sides": sides, "hu_jitter": hu_jitter}
 
 
-def _paint_head(p: _Painter, head: Dict[str, float]) -> Dict[str, object]:
+def _paint_head(p: _Painter, head: Dict[str, float]) -> Dict[str, Any]:
     """Skin, fat, skull, brain and the facial block; returns the depth-below-skin helper."""
     a, b, c, zc = head["a"], head["b"], head["c"], head["zc"]
     margin = 5.0
@@ -334,7 +335,7 @@ def _radius_profile(t, length: float, r_apex: float, r_rim: float):
     return np.float32(r_apex) + np.float32(r_rim - r_apex) * s**0.65
 
 
-def _paint_orbit(p: _Painter, side: str, prm: Dict[str, object], head) -> Dict[str, np.ndarray]:
+def _paint_orbit(p: _Painter, side: str, prm: Dict[str, Any], head) -> Dict[str, np.ndarray]:
     """Bony orbit, orbital fat, lids, recti, optic nerve and globe of one side."""
     sign = float(prm["sign"])
     globe = np.asarray(prm["globe_center"], float)
@@ -562,7 +563,8 @@ def _blur(image: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
     return ndimage.gaussian_filter(image, sigma_kji, truncate=2.5)
 
 
-def write_phantom_cases(out_dir: str, n_cases: int, seed: int = 0, **phantom_kwargs) -> List[str]:
+def write_phantom_cases(out_dir: Union[str, os.PathLike[str]], n_cases: int, seed: int = 0,
+                        **phantom_kwargs) -> List[str]:
     """Write ``n_cases`` phantoms as ``<out_dir>/phantom_XXX/{image,labels}.nrrd``; returns the case folders.
 
     Case ``n`` uses seed ``seed + n``; ``phantom_kwargs`` go to :func:`make_head_phantom`. Existing files

@@ -61,7 +61,10 @@ class _Stages:
             self.progress(float(min(1.0, self.starts[stage] + self.widths[stage] * fraction)), message)
 
     def callback(self, stage: int, message: str) -> ProgressCallback:
-        return lambda f, m="": self.report(stage, f, m or message)
+        def report(fraction: float, text: str = "") -> None:
+            self.report(stage, fraction, text or message)
+
+        return report
 
 
 def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .geometry import Volume
 
@@ -31,11 +32,12 @@ def normalize(array: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
     raise ValueError(f"Unknown normalisation type {kind!r} in the model card (expected 'window' or 'zscore').")
 
 
-def empty_grid(shape_kji: Sequence[int], spacing: Sequence[float], origin: Sequence[float],
+def empty_grid(shape_kji: Sequence[int], spacing: ArrayLike, origin: ArrayLike,
                direction: Optional[np.ndarray] = None) -> Volume:
     """A geometry-only Volume (a zero-stride array: no memory is allocated for it)."""
     array = np.broadcast_to(np.zeros((), np.uint8), tuple(int(n) for n in shape_kji))
-    return Volume(array, tuple(spacing), tuple(origin), np.eye(3) if direction is None else direction)
+    return Volume(array, tuple(np.asarray(spacing, dtype=float).ravel()), tuple(np.asarray(origin, dtype=float).ravel()),
+                  np.eye(3) if direction is None else direction)
 
 
 def model_grid_for(volume: Volume, spacing: Sequence[float]) -> Volume:
@@ -49,10 +51,10 @@ def model_grid_for(volume: Volume, spacing: Sequence[float]) -> Volume:
     corners = np.array([[a, b, c] for a in (-0.5, i - 0.5) for b in (-0.5, j - 0.5) for c in (-0.5, k - 0.5)])
     points = np.array([volume.index_to_lps(c) for c in corners])
     lo, hi = points.min(axis=0), points.max(axis=0)
-    spacing = np.asarray(spacing, dtype=float)
-    size = np.maximum(1, np.round((hi - lo) / spacing)).astype(int)
-    origin = lo + spacing / 2.0
-    return empty_grid((size[2], size[1], size[0]), spacing, origin)
+    step = np.asarray(spacing, dtype=float)
+    size = np.maximum(1, np.round((hi - lo) / step)).astype(int)
+    origin = lo + step / 2.0
+    return empty_grid((size[2], size[1], size[0]), step, origin)
 
 
 def subgrid_covering(volume: Volume, other: Volume, margin: int = 1) -> Tuple[Volume, Tuple[slice, slice, slice]]:
@@ -199,7 +201,7 @@ def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
         out_lut[label_set.by_key(key).label] = c
     values = on_grid.array.astype(np.int64)
     model_labels = lut[values]
-    out_mask = _class_mask([None] + outputs[1:], annotated)
+    out_mask = _class_mask([None, *outputs[1:]], annotated)
     mask = np.ones(len(classes), np.float32)
     for c, name in enumerate(classes[1:], start=1):
         sides = [k for k, net in to_network.items() if net == name]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
@@ -46,9 +47,9 @@ _INTERPOLATORS = ("nearest", "linear", "bspline")
 class Grid:
     """A voxel grid: ``shape`` (k, j, i) plus spacing/origin/direction in (i, j, k) order, LPS mm."""
 
-    shape: Tuple[int, int, int]
-    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    shape: Sequence[int]  # stored as a tuple of three ints
+    spacing: Sequence[float] = (1.0, 1.0, 1.0)  # stored as tuples of floats
+    origin: Sequence[float] = (0.0, 0.0, 0.0)
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def __post_init__(self) -> None:
@@ -121,15 +122,16 @@ def as_grid(obj: GridLike) -> Grid:
 
 
 def make_grid(
-    spacing: Sequence[float],
+    spacing: ArrayLike,
     direction: Optional[np.ndarray] = None,
-    origin: Sequence[float] = (0.0, 0.0, 0.0),
-    size: Sequence[int] = (1, 1, 1),
+    origin: ArrayLike = (0.0, 0.0, 0.0),
+    size: ArrayLike = (1, 1, 1),
 ) -> Grid:
     """A grid from ITK-style parameters. ``size`` is in (i, j, k) order like ``spacing`` (ITK's GetSize);
     the resulting :attr:`Grid.shape` is (k, j, i)."""
-    i, j, k = (int(n) for n in size)
-    return Grid((k, j, i), tuple(spacing), tuple(origin), np.eye(3) if direction is None else direction)
+    i, j, k = (int(n) for n in np.asarray(size).ravel())
+    return Grid((k, j, i), tuple(np.asarray(spacing, dtype=float).ravel()), tuple(np.asarray(origin, dtype=float).ravel()),
+                np.eye(3) if direction is None else direction)
 
 
 def _interpolator(name: str):

@@ -27,7 +27,7 @@ import threading
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import EXIT_MESSAGES, ExitCode
 
@@ -162,10 +162,10 @@ class SegmentationProcess:
         env["PYTHONIOENCODING"] = "utf-8"
         paths = [headseg_search_path()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        kwargs: Dict[str, object] = {}
-        if os.name == "nt":
+        kwargs: Dict[str, Any] = {}
+        if os.name == "nt":  # (getattr: these flags exist on Windows only)
             no_window = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | no_window
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | no_window
         else:
             kwargs["start_new_session"] = True  # own process group: cancel reaches launcher and child
         try:
@@ -283,10 +283,12 @@ class SegmentationProcess:
     def _apply(self, event: Dict[str, object]) -> None:
         kind = event.get("event")
         if kind == "progress":
-            try:
-                self.fraction = min(1.0, max(0.0, float(event.get("fraction", self.fraction))))
-            except (TypeError, ValueError):
-                pass
+            fraction = event.get("fraction", self.fraction)
+            if isinstance(fraction, (int, float, str)):
+                try:
+                    self.fraction = min(1.0, max(0.0, float(fraction)))
+                except ValueError:
+                    pass
             self.message = str(event.get("message", self.message))
         elif kind == "log":
             level = str(event.get("level", "info"))

@@ -90,10 +90,10 @@ def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Op
     permissions every other output gets (the umask's)."""
     path = Path(path)
     columns = (("case",) if case is not None else ()) + CSV_COLUMNS
-    rows = [dict(({"case": case} if case is not None else {}), **r.as_dict()) for r in rows]
+    records = [dict(({"case": case} if case is not None else {}), **r.as_dict()) for r in rows]
     if append and path.exists():
         with open(path, "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, fieldnames=columns).writerows(rows)
+            csv.DictWriter(f, fieldnames=columns).writerows(records)
         return path
     from .io.files import write_atomically  # here: headseg.io pulls in more than a volume table needs
 
@@ -101,7 +101,7 @@ def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Op
         with open(temp, "w", newline="", encoding="utf-8") as f:  # a plain open follows the umask
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(records)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomically(path, write, overwrite=True)

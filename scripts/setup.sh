@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU build of torch and headseg (editable) plus test extras.
+# Create .venv with the CPU build of torch and headseg (editable) plus the test extra (pytest, slicer-core,
+# mypy, MONAI for the equivalence tests, ...) and the bench extra.
 # Real users with a GPU install the torch build that fits it first; headseg only asks for torch>=2.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."

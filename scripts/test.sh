@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The test command: lint, then the whole pytest suite (core, Slicer logic on slicer-core, training).
+# The test command: lint, type-check, then the whole pytest suite (core, Slicer logic on slicer-core, training).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
+# A .venv made before mypy and MONAI joined the test extra gets them here.
+.venv/bin/python -c "import mypy, monai" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[test,bench]"
 .venv/bin/ruff check .
+.venv/bin/python -m mypy  # files and settings: [tool.mypy] in pyproject.toml
 .venv/bin/python -m pytest -q "$@"

@@ -19,7 +19,7 @@ import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
 
 # -- RNG state in a form torch.load(weights_only=True) accepts (tensors and lists, no numpy objects) --------
 def rng_state() -> Dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state = cast(Tuple[Any, ...], np.random.get_state())  # the legacy tuple (name, keys, pos, gauss, cached)
     state = {"torch": torch.get_rng_state(), "python": _to_lists(random.getstate()),
              "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
     if torch.cuda.is_available():

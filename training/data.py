@@ -226,7 +226,7 @@ class SampleSource:
             return 0
         use_fg = centre_choices.size and torch.rand((), generator=generator).item() < self.foreground_fraction
         if use_fg:
-            centre = int(centre_choices[torch.randint(centre_choices.size, (), generator=generator).item()])
+            centre = int(centre_choices[int(torch.randint(centre_choices.size, (), generator=generator))])
             start = centre - window // 2 + int(torch.randint(-(window // 4), window // 4 + 1, (), generator=generator))
         else:
             start = int(torch.randint(0, length - window + 1, (), generator=generator))
@@ -288,7 +288,8 @@ def _pad_to(image: np.ndarray, labels: np.ndarray, window: Sequence[int]) -> Tup
     return (np.pad(image, pads, constant_values=float(image.min())), np.pad(labels, pads, constant_values=0))
 
 
-def collate(samples: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+def collate(samples: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack samples into a batch (all windows of a batch have one size)."""
     images, labels, masks = zip(*samples)
     shapes = {tuple(i.shape) for i in images}

@@ -431,5 +431,5 @@ def split_cases(records: Sequence[CaseRecord], spec: Dict[str, Any],
         raise ValueError(f"Unknown split type {kind!r}; use auto, layout, kfold, fraction or lists.")
     if not split["train"]:
         raise ValueError("The split leaves no training case.")
-    split["type"] = kind  # type: ignore[assignment]
+    split["type"] = kind
     return split

@@ -249,7 +249,7 @@ def validate_items(model: torch.nn.Module, items: Sequence[Item], card: Dict[str
             reference, mask = np.asarray(item.labels), item.class_mask
             if item.output_labels is not None:  # a side-split card: score each side as inference gives it
                 pred = split_classes_by_side(pred, item.grid, card)
-                reference, mask = np.asarray(item.output_labels), item.output_mask
+                reference, mask = np.asarray(item.output_labels), np.asarray(item.output_mask)
             for c, name in enumerate(names[1:], start=1):
                 if mask[c] > 0:
                     value = dice(pred == c, reference == c)
@@ -496,13 +496,14 @@ class _Run:
             bar.set_description(f"Epoch {epoch + 1}")
         for step in range(self.steps_per_epoch):
             positions = range(step * batch_size, (step + 1) * batch_size)
-            batch = collate([source.sample(order[p], sample_seed(self.seed, epoch, p)) for p in positions])
-            losses.append(self.trainer.train_step(*batch, where=f"at epoch {epoch + 1}, step {step + 1}"))
+            images, labels, masks = collate([source.sample(order[p], sample_seed(self.seed, epoch, p))
+                                             for p in positions])
+            losses.append(self.trainer.train_step(images, labels, masks, where=f"at epoch {epoch + 1}, step {step + 1}"))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
         lr = self.trainer.lr
-        self.trainer.scheduler.step()
+        self.trainer.step_schedule()
         seconds = time.perf_counter() - self.epoch_start
         return {"epoch": epoch + 1, "phase": self.state.phase, "optimizer": phase["type"], "lr": lr,
                 "train_loss": float(np.mean(losses)),

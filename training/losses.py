@@ -29,7 +29,7 @@ fully masked case logs 0 rather than C.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -224,7 +224,7 @@ class SegmentationLoss(torch.nn.Module):
 
     def __init__(self, kind: str = "hybrid", activation: str = "softmax", lam: float = 0.5, gamma: float = 2.0,
                  alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-5, masked: bool = True,
-                 class_weights: Optional[Sequence[float]] = None, reduction: str = "mean") -> None:
+                 class_weights: Union[Sequence[float], torch.Tensor, None] = None, reduction: str = "mean") -> None:
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"Unknown loss {kind!r}; use one of {', '.join(LOSSES)}.")
@@ -242,7 +242,7 @@ class SegmentationLoss(torch.nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 class_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         mask = class_mask if self.masked else None
-        w = self.class_weights
+        w = cast(Optional[torch.Tensor], self.class_weights)  # a registered buffer (or None)
         if self.kind == "sigmoid_ce":
             return sigmoid_cross_entropy(logits, target, mask, w, self.reduction)
         if self.kind == "dice":
@@ -258,7 +258,7 @@ class SegmentationLoss(torch.nn.Module):
         return f"kind={self.kind}, activation={self.activation}, masked={self.masked}"
 
 
-def build_loss(spec: dict, class_weights: Optional[Sequence[float]] = None) -> SegmentationLoss:
+def build_loss(spec: dict, class_weights: Union[Sequence[float], torch.Tensor, None] = None) -> SegmentationLoss:
     """A :class:`SegmentationLoss` from a recipe's ``loss`` section (see ``training/configs``)."""
     known = {"type", "activation", "lambda", "gamma", "alpha", "beta", "smooth", "masked", "weighted", "reduction"}
     unknown = sorted(set(spec) - known)

@@ -66,7 +66,9 @@ class Precision:
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on the device, in the memory format the steps use."""
         model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last_3d) if self.channels_last else model
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack it
+        return model
 
 
 class Trainer:
@@ -115,6 +117,11 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def step_schedule(self) -> None:
+        """The end of an epoch for the learning-rate schedule (schedules count epochs, not steps)."""
+        if self.scheduler is not None:
+            self.scheduler.step()
+
     def start_phase(self, phase: Dict[str, Any], weight_decay: float) -> None:
         """A new optimiser and schedule for ``phase`` (a recipe ``optimizer.phases`` entry)."""
         self.optimizer = make_optimizer(self.model, phase, weight_decay)
@@ -129,11 +136,12 @@ class Trainer:
     def load_state_dicts(self, checkpoint: Dict[str, Any], phase: Dict[str, Any], weight_decay: float) -> None:
         """Restore the state of a checkpoint whose phase in progress is ``phase``."""
         self.model.load_state_dict(checkpoint["model"])
-        self.start_phase(phase, weight_decay)
+        self.optimizer = make_optimizer(self.model, phase, weight_decay)
+        self.scheduler = scheduler = make_scheduler(self.optimizer, phase)
         # The optimiser's state after the scheduler's creation: a new scheduler resets the learning rate to
         # its epoch-0 value, which would restart a poly or cosine schedule from the top.
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
 
 

@@ -8,7 +8,7 @@ its CT image, so treatment planning systems compute the same volume as HeadSeg's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def write_rtstruct(
     per slice along the pixel edges, each referencing its CT image."""
     pydicom = _require_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
     src = load_dicom_source(source)
     src.check_grid(labelmap)
@@ -90,7 +90,7 @@ def write_rtstruct(
     date, time = _now()
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    meta.MediaStorageSOPClassUID = UID(RT_STRUCTURE_SET_STORAGE)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -153,7 +153,7 @@ def write_rtstruct(
         roi.ROIGenerationDescription = f"{algorithm_name} {__version__}"[:64]
         roi_items.append(roi)
 
-        contours = []
+        contours: List[Any] = []  # pydicom Datasets
         mask3d = array == structure.label
         for k in np.nonzero(mask3d.any(axis=(1, 2)))[0]:
             for polygon in mask_to_polygons(mask3d[k]):

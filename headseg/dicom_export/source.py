@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class DicomSource:
     """The CT series a label map refers to: its datasets (no pixel data) sorted along the slice normal,
     and the voxel grid they span."""
 
-    def __init__(self, datasets: Sequence[object], geometry: DicomSliceGeometry, label: str):
+    def __init__(self, datasets: Sequence[Any], geometry: DicomSliceGeometry, label: str):  # pydicom Datasets
         self.datasets = list(datasets)
         self.geometry = geometry
         self.label = label

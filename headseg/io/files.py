@@ -60,7 +60,7 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def write_atomically(path: PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
+def write_atomically(path: PathLike, write: Callable[[Path], object], overwrite: bool) -> Path:
     """Run ``write(temp_path)`` and move the result to ``path`` in one step."""
     path = Path(path)
     if path.exists() and not overwrite:

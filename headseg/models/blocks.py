@@ -7,7 +7,7 @@ stack blocks, which is what their papers actually change.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +260,7 @@ def init_weights(model: nn.Module, nonlinearity: str = "relu") -> None:
     """He-normal convolution weights (suited to ReLU-family nets), zero biases, BN at identity."""
     for module in model.modules():
         if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity=nonlinearity)
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity=cast(Any, nonlinearity))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm3d):
