@@ -72,9 +72,9 @@ def mask_to_polygons(mask: np.ndarray) -> List[np.ndarray]:
                     points.append((float(end_x), float(end_y)))
             else:  # saddle: turn right, staying with the same pixel; cut the corner a little
                 following = next(c for c in candidates if dirs[c] == (d + 1) % 4)
-                nd = dirs[following]
+                turn = dirs[following]
                 points.append((end_x - SADDLE_CUT * _DX[d], end_y - SADDLE_CUT * _DY[d]))
-                points.append((end_x + SADDLE_CUT * _DX[nd], end_y + SADDLE_CUT * _DY[nd]))
+                points.append((end_x + SADDLE_CUT * _DX[turn], end_y + SADDLE_CUT * _DY[turn]))
             edge = following
             if edge == first:
                 break
