@@ -12,25 +12,35 @@ The rules every batch follows:
   same folder, gains rows for new cases and replaces a case's rows only with ``overwrite``.
 
 How a caller uses it; the segmentation itself is the caller's (the CLI runs the pipeline in its own
-process, the Slicer batch runs the module's child process and saves with Slicer's writers)::
+process, the Slicer batch runs the module's child process and saves with Slicer's writers). This is the
+Slicer batch (``headseg.slicer.batch.run_batch``) written over this module, as the lead will switch it::
 
     from headseg.batch import BatchEvents, plan_batch, run_batch
     from headseg.cases import discover_cases
 
-    plan = plan_batch(discover_cases([input_dir]), output_dir, overwrite=overwrite)  # InputError, before any work
+    plan = plan_batch(discover_cases([str(input_dir)]), output_dir, overwrite=overwrite)  # before any work
 
-    def segment_case(case, outputs):      # must write outputs.segmentation and outputs.volumes_csv
-        node = node_from_volume(read_volume(case.path), case.name)
-        ...                               # SegmentationRun(...).start(); .wait(); raise HeadSegError on failure
-        write_segmentation_node(run.segmentation_node, outputs.segmentation)
-        export_table_csv(run.table_node, outputs.volumes_csv)
-        return rows_from_table_node(run.table_node)  # the rows volumes.csv gets for this case
+    def segment_case(case, outputs):      # writes outputs.segmentation and outputs.volumes_csv
+        created = []
+        try:
+            volume_node = node_from_volume(read_volume(case.path), case.name)
+            created.append(volume_node)
+            run = SegmentationRun(task, volume_node, model=model, device=device, structures=structures,
+                                  result_name=f"{case.name} segmentation")
+            run.start()
+            state = run.wait(timeout=timeout_per_case)
+            created += [n for n in (run.segmentation_node, run.table_node) if n is not None]
+            if state != "succeeded":
+                raise HeadSegError(run.message)  # fails this case only (case_errors below)
+            write_segmentation_node(run.segmentation_node, outputs.segmentation)
+            export_table_csv(run.table_node, outputs.volumes_csv)
+            return rows_from_table_node(run.table_node)  # the rows volumes.csv gets for this case
+        finally:
+            remove_nodes(created)  # only the caller knows its nodes
 
-    report = run_batch(plan, segment_case, case_errors=(HeadSegError,), events=BatchEvents(log=print))
-    # report.succeeded / report.failed / report.cancelled; the Slicer script exits 0, 1 or 2 from them.
-
-A Slicer batch removes the nodes it created in ``segment_case`` itself (a ``try/finally`` there), since
-only it knows them.
+    report = run_batch(plan, segment_case, case_errors=(HeadSegError,), events=BatchEvents(log=log))
+    # report.outcomes (case, state, message, outputs), report.succeeded / .failed / .cancelled:
+    # the batch script's exit code (0 all, 1 some, 2 none) comes from them.
 """
 
 from __future__ import annotations
