@@ -54,7 +54,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Typ
 
 from .cases import Case
 from .errors import Cancelled, ExitCode, InputError, error_message, exit_code_for
-from .volumes import CSV_COLUMNS, VolumeRow
+from .volumes import CSV_COLUMNS, REVIEW_COLUMNS, VolumeRow
 
 __all__ = [
     "VOLUMES_CSV",
@@ -73,7 +73,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VOLUMES_CSV = "volumes.csv"
-COMBINED_COLUMNS = ("case",) + CSV_COLUMNS
+COMBINED_COLUMNS = ("case",) + REVIEW_COLUMNS
+OLD_COMBINED_COLUMNS = ("case",) + CSV_COLUMNS  # before doubt and flags: read, and written back extended
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -85,20 +86,27 @@ class CaseOutputs:
     segmentation: Path  # <case>.seg.nrrd
     volumes_csv: Path  # <case>_volumes.csv
     dicom: Mapping[str, Path] = field(default_factory=dict)  # export format -> <case>_seg.dcm / _rtstruct.dcm
+    uncertainty: Optional[Path] = None  # <case>_uncertainty.nrrd (headseg.quality), unless turned off
+    run_record: Optional[Path] = None  # <case>_run.json: input, model, device, time, notes (for reports)
 
     def files(self) -> List[Path]:
-        return [self.segmentation, self.volumes_csv, *self.dicom.values()]
+        extra = [p for p in (self.uncertainty, self.run_record) if p is not None]
+        return [self.segmentation, self.volumes_csv, *self.dicom.values(), *extra]
 
 
-def case_outputs(output_dir: PathLike, case: str, export_formats: Sequence[str] = ()) -> CaseOutputs:
-    """Where case ``case`` writes (``export_formats``: ``dicom-seg``, ``rtstruct``)."""
+def case_outputs(output_dir: PathLike, case: str, export_formats: Sequence[str] = (), uncertainty: bool = False,
+                 run_record: bool = False) -> CaseOutputs:
+    """Where case ``case`` writes (``export_formats``: ``dicom-seg``, ``rtstruct``; ``uncertainty`` and
+    ``run_record`` add ``<case>_uncertainty.nrrd`` and ``<case>_run.json``)."""
     output_dir = Path(output_dir)
     dicom: Dict[str, Path] = {}
     if export_formats:
         from .dicom_export import export_paths
 
         dicom = export_paths(output_dir, case, export_formats)
-    return CaseOutputs(output_dir / f"{case}.seg.nrrd", output_dir / f"{case}_volumes.csv", dicom)
+    return CaseOutputs(output_dir / f"{case}.seg.nrrd", output_dir / f"{case}_volumes.csv", dicom,
+                       output_dir / f"{case}_uncertainty.nrrd" if uncertainty else None,
+                       output_dir / f"{case}_run.json" if run_record else None)
 
 
 class CombinedVolumes:
@@ -127,7 +135,7 @@ class CombinedVolumes:
                 return cls(path)
             raise InputError(f"Cannot read {path} ({exc}). Move it away, choose another output folder, or pass "
                              "--overwrite to replace it.") from None
-        if header != COMBINED_COLUMNS:
+        if header not in (COMBINED_COLUMNS, OLD_COMBINED_COLUMNS):
             if overwrite:
                 return cls(path)
             raise InputError(f"{path} is not a HeadSeg volume table (its columns are {', '.join(header) or 'none'}, "
@@ -182,7 +190,8 @@ def existing_outputs_error(existing: Sequence[str]) -> InputError:
 
 
 def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrite: bool = False,
-               export_formats: Sequence[str] = (), create: bool = True) -> BatchPlan:
+               export_formats: Sequence[str] = (), create: bool = True, uncertainty: bool = False,
+               run_record: bool = False) -> BatchPlan:
     """Plan the outputs of ``cases`` in ``output_dir`` and refuse, before any work, what would overwrite.
 
     A case collides when one of its files exists or ``volumes.csv`` already lists it; either raises
@@ -190,8 +199,8 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
     for DICOM cases. With ``create`` the folder is made and checked to be writable."""
     output_dir = Path(output_dir)
     planned = [Case(str(name), Path(path)) for name, path in cases]
-    outputs = {case.name: case_outputs(output_dir, case.name, export_formats if case.is_dicom else ())
-               for case in planned}
+    outputs = {case.name: case_outputs(output_dir, case.name, export_formats if case.is_dicom else (), uncertainty,
+                                       run_record) for case in planned}
     volumes = CombinedVolumes.read(output_dir / VOLUMES_CSV, overwrite=overwrite)
     if not overwrite:
         existing = [str(p) for planned in outputs.values() for p in planned.files() if p.exists()]

@@ -112,9 +112,10 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     from . import pipeline
     from .dicom_export import check_export_source, export_dicom, parse_export_formats
     from .inference import select_device
-    from .io import read_volume, write_segmentation
+    from .io import read_volume, write_segmentation, write_volume
     from .packages import find_package
-    from .volumes import volume_table, write_volume_csv
+    from .report import write_run_record
+    from .volumes import volume_table, with_quality, write_volume_csv
 
     cases = discover_cases(args.inputs)
     export_formats = parse_export_formats(getattr(args, "export", None))
@@ -123,7 +124,9 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
                          "give the DICOM folder (or one of its files) as input. For other files, load the result "
                          "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
-    plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats)
+    uncertainty = not args.no_uncertainty
+    plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats,
+                      uncertainty=uncertainty, run_record=True)
     roi = parse_roi(args.roi)
     keep = [s.strip() for s in args.structures.split(",")] if args.structures else None
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
@@ -147,10 +150,14 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
             source.check_grid(volume)
         result = pipeline.segment_volume(volume, package, device=str(device.device), roi=roi, keep=keep,
                                          progress=reporter.progress, cancel=cancel, batch_size=args.batch_size,
-                                         model=model)
-        rows = volume_table(result.labelmap, result.label_set)
+                                         model=model, uncertainty=uncertainty)
+        rows = with_quality(volume_table(result.labelmap, result.label_set), result.quality)
         write_segmentation(result.labelmap, result.label_set, outputs.segmentation, overwrite=True)
         write_volume_csv(rows, outputs.volumes_csv)
+        if outputs.uncertainty is not None and result.uncertainty is not None:
+            write_volume(result.uncertainty, outputs.uncertainty, overwrite=True)
+        if outputs.run_record is not None:
+            write_run_record(outputs.run_record, case, package, result)
         dicom_files = []
         if source is not None:
             dicom_files = export_dicom(result.labelmap, result.label_set, source, dict(outputs.dicom), overwrite=True,
@@ -170,7 +177,34 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     if report.cancelled:
         kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
         raise Cancelled(f"Cancelled; nothing was written for the case in progress.{kept}")
+    if args.report and report.succeeded:
+        from .report import write_report
+
+        page = write_report(plan.output_dir, plan.output_dir / "report.html", overwrite=True)
+        reporter.info(f"Batch report: {page}")
     return int(ExitCode.INPUT if not report.succeeded else ExitCode.OK)
+
+
+def cmd_compare(args, reporter: Reporter, cancel) -> int:
+    """Two scans of one patient: volume change per structure against the repeatability bound."""
+    from .compare import compare_timepoints, load_timepoint, write_comparison
+
+    baseline = load_timepoint(args.baseline, args.baseline_ct)
+    followup = load_timepoint(args.followup, args.followup_ct)
+    comparison = compare_timepoints(baseline, followup, register=not args.no_register)
+    written = write_comparison(comparison, args.output, overwrite=args.overwrite)
+    print(comparison.summary(), end="")
+    reporter.info(f"Wrote {', '.join(p.name for p in written)} in {args.output}")
+    return int(ExitCode.OK)
+
+
+def cmd_report(args, reporter: Reporter, cancel) -> int:
+    """One self-contained HTML page for a folder of results."""
+    from .report import write_report
+
+    page = write_report(args.results, args.output, overwrite=args.overwrite)
+    reporter.info(f"Wrote {page}")
+    return int(ExitCode.OK)
 
 
 @contextlib.contextmanager
@@ -429,8 +463,29 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--export", metavar="FORMATS",
                      help="also write DICOM objects for DICOM input: dicom-seg and/or rtstruct, comma-separated "
                           "(<case>_seg.dcm, <case>_rtstruct.dcm; needs pydicom and highdicom)")
+    seg.add_argument("--no-uncertainty", action="store_true",
+                     help="do not write <case>_uncertainty.nrrd (doubt is then left empty; flags are still written)")
+    seg.add_argument("--report", action="store_true", help="also write OUTDIR/report.html (headseg report)")
     common(seg)
     seg.set_defaults(func=cmd_segment)
+
+    cp = sub.add_parser("compare", help="volume change between a baseline and a follow-up scan of one patient")
+    cp.add_argument("baseline", help="the earlier result: a .seg.nrrd, or a folder holding one (and its CT)")
+    cp.add_argument("followup", help="the later result, the same way")
+    cp.add_argument("--baseline-ct", help="the baseline CT (file or DICOM folder) when it is not beside the result")
+    cp.add_argument("--followup-ct", help="the follow-up CT, the same way")
+    cp.add_argument("--no-register", action="store_true", help="compare the volumes only (no registration or picture)")
+    cp.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    cp.add_argument("--overwrite", action="store_true")
+    common(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page for a folder of 'segment' results")
+    rp.add_argument("results", metavar="RESULTS")
+    rp.add_argument("-o", "--output", default="report.html")
+    rp.add_argument("--overwrite", action="store_true")
+    common(rp)
+    rp.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="compare predicted segmentations with references")
     ev.add_argument("pred_dir")

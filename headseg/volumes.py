@@ -7,15 +7,20 @@ so the number is exact for the label map that was given and the same as Slicer's
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from .geometry import Volume
 
 CSV_COLUMNS = ("structure", "side", "voxels", "volume_cm3")
+#: Review columns after the first four, so readers of the older files keep working (headseg.quality).
+QUALITY_COLUMNS = ("doubt", "flags")
+REVIEW_COLUMNS = CSV_COLUMNS + QUALITY_COLUMNS
+#: Left/right ratio of a side's total (e.g. the four recti) outside this band flags both totals.
+TOTAL_ASYMMETRY_RATIO = (0.7, 1.4)
 
 
 @dataclass(frozen=True)
@@ -27,10 +32,37 @@ class VolumeRow:
     name: str = ""  # human-readable name, e.g. "right superior rectus"
     derived: bool = False  # True for totals computed from other rows
     key: str = ""  # label-set key with side (e.g. "superior_rectus_right") or group name
+    doubt: float = float("nan")  # headseg.quality: mean uncertainty across the surface, [0, 1]
+    flags: str = ""  # headseg.quality.FLAG_CODES, ';'-separated
 
-    def as_dict(self) -> Dict[str, object]:
-        return {"structure": self.structure, "side": self.side, "voxels": self.voxels,
-                "volume_cm3": round(self.volume_cm3, 4)}
+    def as_dict(self, quality: bool = True) -> Dict[str, object]:
+        out: Dict[str, object] = {"structure": self.structure, "side": self.side, "voxels": self.voxels,
+                                  "volume_cm3": round(self.volume_cm3, 4)}
+        if quality:
+            out["doubt"] = "" if self.doubt != self.doubt else round(self.doubt, 4)  # NaN -> empty
+            out["flags"] = self.flags
+        return out
+
+
+def with_quality(rows: Sequence[VolumeRow], quality: Mapping[str, Any]) -> List[VolumeRow]:
+    """``rows`` with each structure's doubt and flags from ``quality`` (label-set key -> object with
+    ``doubt`` and ``flags``); totals get ``asymmetric`` when the two sides' totals differ beyond
+    :data:`TOTAL_ASYMMETRY_RATIO`."""
+    out = []
+    for r in rows:
+        q = quality.get(r.key)
+        out.append(replace(r, doubt=float(q.doubt), flags=";".join(q.flags)) if q is not None else r)
+    totals: Dict[str, Dict[str, VolumeRow]] = {}
+    for r in out:
+        if r.derived and r.side in ("right", "left"):
+            totals.setdefault(r.structure, {})[r.side] = r
+    lo, hi = TOTAL_ASYMMETRY_RATIO
+    for pair in totals.values():
+        if set(pair) == {"right", "left"} and pair["right"].volume_cm3 > 0 and pair["left"].volume_cm3 > 0:
+            if not lo <= pair["left"].volume_cm3 / pair["right"].volume_cm3 <= hi:
+                for r in pair.values():
+                    out[out.index(r)] = replace(r, flags="asymmetric")
+    return out
 
 
 def count_labels(labels: np.ndarray, max_label: int) -> np.ndarray:
@@ -85,12 +117,12 @@ def _base(structure) -> str:
 
 
 def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Optional[str] = None,
-                     append: bool = False) -> Path:
-    """Write ``structure,side,voxels,volume_cm3`` (with ``case`` first when given), atomically, with the
-    permissions every other output gets (the umask's)."""
+                     append: bool = False, quality: bool = True) -> Path:
+    """Write ``structure,side,voxels,volume_cm3,doubt,flags`` (``case`` first when given; without the last
+    two when not ``quality``), atomically, with the permissions every other output gets (the umask's)."""
     path = Path(path)
-    columns = (("case",) if case is not None else ()) + CSV_COLUMNS
-    records = [dict(({"case": case} if case is not None else {}), **r.as_dict()) for r in rows]
+    columns = (("case",) if case is not None else ()) + (REVIEW_COLUMNS if quality else CSV_COLUMNS)
+    records = [dict(({"case": case} if case is not None else {}), **r.as_dict(quality)) for r in rows]
     if append and path.exists():
         with open(path, "a", newline="", encoding="utf-8") as f:
             csv.DictWriter(f, fieldnames=columns).writerows(records)

@@ -66,7 +66,8 @@ def test_volumes_csv_keeps_earlier_rows_and_replaces_a_case_only_with_overwrite(
     run_batch(plan_batch(cases(tmp_path, "a"), out, overwrite=True), writes())
     rows = combined(out / "volumes.csv")
     assert [r["case"] for r in rows] == ["a", "a", "b", "b"]  # replaced in place, not added again
-    assert rows[0] == {"case": "a", "structure": "mandible", "side": "", "voxels": "10", "volume_cm3": "1.25"}
+    assert rows[0] == {"case": "a", "structure": "mandible", "side": "", "voxels": "10", "volume_cm3": "1.25",
+                       "doubt": "", "flags": ""}
 
 
 def test_a_foreign_volumes_csv_is_refused_or_replaced_with_overwrite(tmp_path):
@@ -125,5 +126,6 @@ def test_combined_volumes_rewrites_earlier_rows_unchanged(tmp_path):
     path.write_text("case,structure,side,voxels,volume_cm3\nold,mandible,,7,0.123456789\n")
     table = CombinedVolumes.read(path)
     table.put("new", ROWS[:1])
-    assert path.read_text().splitlines() == ["case,structure,side,voxels,volume_cm3", "old,mandible,,7,0.123456789",
-                                             "new,mandible,,10,1.25"]
+    # A table written before doubt and flags existed is read, and written back with the two new columns.
+    assert path.read_text().splitlines() == ["case,structure,side,voxels,volume_cm3,doubt,flags",
+                                             "old,mandible,,7,0.123456789,,", "new,mandible,,10,1.25,,"]

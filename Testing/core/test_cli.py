@@ -61,7 +61,7 @@ def test_segment_evaluate_end_to_end(phantom_dir, tmp_path):
         image = read_volume(phantom_dir / case / "image.nrrd")
         assert seg.same_geometry(image), "the segmentation must be on the input grid"
         rows = list(csv.DictReader(open(result["volumes_csv"])))
-        assert list(rows[0].keys()) == ["structure", "side", "voxels", "volume_cm3"]
+        assert list(rows[0].keys()) == ["structure", "side", "voxels", "volume_cm3", "doubt", "flags"]
         assert {r["side"] for r in rows} == {"right", "left"}
         for r in rows:  # numbers are voxel count x voxel volume, exactly
             assert float(r["volume_cm3"]) == pytest.approx(int(r["voxels"]) * image.voxel_volume_mm3 / 1000, abs=1e-4)

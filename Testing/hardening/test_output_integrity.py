@@ -72,8 +72,8 @@ def test_a_case_already_in_volumes_csv_is_a_collision(two_cases, han_package, tm
     a, _ = two_cases
     out = tmp_path / "out"
     assert run_cli(segment([a], han_package, out), "first case").code == 0
-    (out / "case_a.seg.nrrd").unlink()
-    (out / "case_a_volumes.csv").unlink()
+    for name in ("case_a.seg.nrrd", "case_a_volumes.csv", "case_a_uncertainty.nrrd", "case_a_run.json"):
+        (out / name).unlink()
     before = (out / "volumes.csv").read_text()
     run = run_cli(segment([a], han_package, out), "case listed in volumes.csv only")
     assert run.code == 2 and "volumes.csv" in run.stderr and "--overwrite" in run.stderr
@@ -116,7 +116,8 @@ def test_csv_files_follow_the_umask(two_cases, han_package, tmp_path):
     finally:
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
-    assert modes == {"case_a.seg.nrrd": 0o644, "case_a_volumes.csv": 0o644, "volumes.csv": 0o644}
+    assert modes == {"case_a.seg.nrrd": 0o644, "case_a_volumes.csv": 0o644, "volumes.csv": 0o644,
+                     "case_a_uncertainty.nrrd": 0o644, "case_a_run.json": 0o644}
 
 
 # -- 5 -----------------------------------------------------------------------------------------------
@@ -137,7 +138,8 @@ def test_one_slice_file_names_the_outputs_after_its_series_folder(tmp_path, han_
     out = tmp_path / "out"
     run = run_cli(segment([paths[5]], han_package, out), "one file of a DICOM series")
     assert run.code == 0, run.stderr
-    assert files_in(out) == ["patient7.seg.nrrd", "patient7_volumes.csv", "volumes.csv"]
+    assert files_in(out) == ["patient7.seg.nrrd", "patient7_run.json", "patient7_uncertainty.nrrd",
+                             "patient7_volumes.csv", "volumes.csv"]
     assert {r["case"] for r in combined_rows(out)} == {"patient7"}
 
 
@@ -158,7 +160,8 @@ def test_a_cancelled_batch_keeps_the_finished_cases_in_volumes_csv(two_cases, ha
     out = tmp_path / "out"
     run = run_cli(segment([tmp_path / "in"], han_package, out), "batch cancelled in the second case")
     assert run.code == 5 and not run.traceback_shown
-    assert files_in(out) == ["case_a.seg.nrrd", "case_a_volumes.csv", "volumes.csv"]
+    assert files_in(out) == ["case_a.seg.nrrd", "case_a_run.json", "case_a_uncertainty.nrrd", "case_a_volumes.csv",
+                             "volumes.csv"]
     assert {r["case"] for r in combined_rows(out)} == {"case_a"}
 
 

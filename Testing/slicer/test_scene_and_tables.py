@@ -250,7 +250,7 @@ def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     assert path.read_text() == reference.read_text()
     with open(path, newline="") as f:
         first = next(csv.DictReader(f))
-    assert list(first) == ["structure", "side", "voxels", "volume_cm3"]
+    assert list(first) == ["structure", "side", "voxels", "volume_cm3", "doubt", "flags"]
     (tmp_path / "a_file").write_text("")
     with pytest.raises(InputError, match="Cannot write"):
         tables.export_table_csv(table, tmp_path / "a_file" / "volumes.csv")  # the folder is a file

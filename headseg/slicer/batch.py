@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from ..errors import HeadSegError, InputError
+from ..volumes import REVIEW_COLUMNS
 from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
 from .scene import PathLike, in_slicer_app, init_scene, node_from_volume, remove_nodes, write_segmentation_node
 from .tables import export_table_csv, rows_from_table_node
@@ -154,7 +155,7 @@ def batch_self_test(task: str, seed: int = 1, model: Optional[str] = None) -> No
             raise AssertionError(f"the {task} batch wrote no {seg_path.name}")
         with open(csv_path, newline="") as f:
             header = next(csv.reader(f))
-        if header != ["structure", "side", "voxels", "volume_cm3"]:
+        if header != list(REVIEW_COLUMNS):
             raise AssertionError(f"{csv_path.name} starts with {header}")
         if scene is not None and scene.GetNumberOfNodes() != nodes_before:
             raise AssertionError(f"the batch left {scene.GetNumberOfNodes() - nodes_before} node(s) in the scene")

@@ -1,0 +1,120 @@
+"""Follow-up comparison (headseg.compare) on synthetic pairs with a known change: one muscle enlarged by
+a known volume, the follow-up scanned after a small rigid motion. Catches a wrong sign, a side swap, a
+change reported where there is none, and pairs that must be refused."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from headseg.compare import TimePoint, compare_timepoints, write_comparison
+from headseg.errors import InputError
+from headseg.geometry import Volume
+from headseg.io import write_segmentation, write_volume
+from headseg.labels import get_label_set
+from headseg.phantoms import make_head_phantom
+
+ORBIT = get_label_set("orbit")
+GROWN = "inferior_rectus_left"
+
+
+def _motion(volume: Volume, nearest: bool) -> Volume:
+    t = sitk.Euler3DTransform()
+    t.SetCenter([0.0, 40.0, 0.0])
+    t.SetRotation(0.0, np.deg2rad(1.5), np.deg2rad(3.0))
+    t.SetTranslation([1.5, -1.0, 1.0])
+    image = volume.to_sitk()
+    out = sitk.Resample(image, image, t, sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear,
+                        0.0 if nearest else -1000.0)
+    array = sitk.GetArrayFromImage(out)
+    return Volume.from_sitk(out).with_array(array.astype(volume.array.dtype))
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(baseline CT, baseline truth, follow-up CT, follow-up truth, true relative change of GROWN in %)."""
+    phantom = make_head_phantom(seed=11, left_scale=1.0)
+    image, labels = phantom.image.array, phantom.labels.array
+    muscle = labels == ORBIT.by_key(GROWN).label
+    ring = ndimage.binary_dilation(muscle) & (labels == 0) & (image > -300) & (image < 0)
+    grow = ring & (np.random.default_rng(0).random(ring.shape) < 0.4)
+    labels2, image2 = labels.copy(), image.copy()
+    labels2[grow] = ORBIT.by_key(GROWN).label
+    image2[grow] = int(np.median(image[muscle]))
+    true_pct = 100.0 * grow.sum() / muscle.sum()
+    follow_ct = _motion(phantom.image.with_array(image2), nearest=False)
+    follow_labels = _motion(phantom.labels.with_array(labels2), nearest=True)
+    return phantom.image, phantom.labels, follow_ct, follow_labels, true_pct
+
+
+def test_known_change_with_registration_sign_and_sides(pair):
+    base_ct, base_labels, follow_ct, follow_labels, true_pct = pair
+    comparison = compare_timepoints(TimePoint(base_labels, ORBIT, "t0", base_ct),
+                                    TimePoint(follow_labels, ORBIT, "t1", follow_ct), bounds={})
+    assert comparison.bone_dice > 0.9
+    rows = {r.key: r for r in comparison.rows}
+    assert rows[GROWN].change_pct == pytest.approx(true_pct, abs=2.0)  # nearest-neighbour motion only
+    assert rows[GROWN].change_pct > 20 and rows[GROWN].exceeds
+    assert abs(rows["inferior_rectus_right"].change_pct) < 2.0 and not rows["inferior_rectus_right"].exceeds
+    assert [r.key for r in comparison.rows if r.exceeds] == [GROWN]  # the left total grew by under 10 %
+    assert "left inferior rectus +" in comparison.summary()
+    reverse = compare_timepoints(TimePoint(follow_labels, ORBIT, "t1", follow_ct),
+                                 TimePoint(base_labels, ORBIT, "t0", base_ct), register=False, bounds={})
+    assert {r.key: r for r in reverse.rows}[GROWN].change_pct < -15  # shrinks when read the other way
+
+
+def test_model_segmentations_find_the_change_within_5_percent(pair):
+    """Through the shipped orbit model: the enlarged muscle's reported change is within 5 percentage
+    points of the truth, and no unchanged muscle exceeds its repeatability bound."""
+    from headseg.packages import default_package
+    from headseg.pipeline import segment_volume
+
+    base_ct, _, follow_ct, _, true_pct = pair
+    package = default_package("orbit")
+    model = package.load_model("cpu")
+    seg = [segment_volume(ct, package, device="cpu", model=model, uncertainty=False).labelmap
+           for ct in (base_ct, follow_ct)]
+    comparison = compare_timepoints(TimePoint(seg[0], ORBIT, "t0", base_ct), TimePoint(seg[1], ORBIT, "t1", follow_ct))
+    rows = {r.key: r for r in comparison.rows}
+    assert rows[GROWN].change_pct == pytest.approx(true_pct, abs=5.0)
+    unchanged = [r for r in comparison.rows if r.key != GROWN and not r.key.startswith("extraocular")]
+    assert not [r.key for r in unchanged if r.exceeds]
+
+
+def test_files_written_and_never_overwritten(pair, tmp_path):
+    base_ct, base_labels, follow_ct, follow_labels, _ = pair
+    for name, ct, labels in (("t0", base_ct, base_labels), ("t1", follow_ct, follow_labels)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_volume(ct, folder / f"{name}.nrrd")
+        write_segmentation(labels, ORBIT, folder / f"{name}.seg.nrrd")
+    from headseg.compare import load_timepoint
+
+    comparison = compare_timepoints(load_timepoint(tmp_path / "t0"), load_timepoint(tmp_path / "t1" / "t1.seg.nrrd"))
+    written = write_comparison(comparison, tmp_path / "out")
+    assert {p.name for p in written} == {"change.csv", "summary.txt", "change_right_orbit.png", "change_left_orbit.png"}
+    rows = list(csv.DictReader(open(tmp_path / "out" / "change.csv")))
+    grown = next(r for r in rows if r["structure"] == "inferior_rectus" and r["side"] == "left")
+    assert float(grown["change_pct"]) > 20 and grown["exceeds"] == "yes"
+    with pytest.raises(FileExistsError):
+        write_comparison(comparison, tmp_path / "out")
+
+
+def test_refusals(pair):
+    base_ct, base_labels, follow_ct, follow_labels, _ = pair
+    han = get_label_set("openkbp")
+    with pytest.raises(InputError, match="same kind"):
+        compare_timepoints(TimePoint(base_labels, ORBIT, "a"), TimePoint(base_labels.with_array(
+            np.zeros(base_labels.shape, np.uint8)), han, "b"), register=False)
+    with pytest.raises(InputError, match="different patients"):
+        compare_timepoints(TimePoint(base_labels, ORBIT, "a", patient_id="P1"),
+                           TimePoint(follow_labels, ORBIT, "b", patient_id="P2"), register=False)
+    k, j, i = np.indices(base_ct.shape)
+    not_a_head = np.where((i - 40) ** 2 + (j - 200) ** 2 < 30 ** 2, 1200, -1000).astype(np.int16)  # a bone rod
+    with pytest.raises(InputError, match="do not align"):
+        compare_timepoints(TimePoint(base_labels, ORBIT, "a", base_ct),
+                           TimePoint(base_labels, ORBIT, "b", base_ct.with_array(not_a_head)))

@@ -1,0 +1,122 @@
+"""The batch report (headseg.report, ``headseg report``, ``segment --report``) rendered by a real browser:
+headless Chromium opens the page from a file, its script runs, a screenshot is not blank, the DOM has one
+section per case, the summary is sorted by flag count and the outlier is outlined."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from headseg.cli import main
+from headseg.io import write_segmentation, write_volume
+from headseg.labels import get_label_set
+from headseg.phantoms import make_head_phantom
+from headseg.report import collect_cases, render_report
+from headseg.volumes import volume_table, write_volume_csv
+
+ORBIT = get_label_set("orbit")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _browser(*args: str, profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    if CHROMIUM is None:
+        if os.environ.get("HEADSEG_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required here (HEADSEG_REQUIRE_BROWSER is set) but was not found.")
+        pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it.")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Five cases written as 'segment' writes them, from phantom truth; case_4's left SR is tripled
+    (an outlier), case_2 carries two flags."""
+    folder = tmp_path_factory.mktemp("results")
+    phantom = make_head_phantom(seed=2, spacing=(0.8, 0.8, 1.5))
+    write_volume(phantom.image, folder / "ct.nrrd")
+    for n in range(5):
+        labels = phantom.labels.array.copy()
+        if n == 4:
+            from scipy import ndimage
+
+            sr = labels == ORBIT.by_key("superior_rectus_left").label
+            grown = ndimage.binary_dilation(sr, iterations=2) & (labels == 0)
+            labels[grown] = ORBIT.by_key("superior_rectus_left").label
+        labelmap = phantom.labels.with_array(labels)
+        name = f"case_{n}"
+        write_segmentation(labelmap, ORBIT, folder / f"{name}.seg.nrrd")
+        rows = volume_table(labelmap, ORBIT)
+        if n == 2:
+            from dataclasses import replace
+
+            rows = [replace(r, flags="volume_low;asymmetric") if r.key == "optic_nerve_right" else r for r in rows]
+        write_volume_csv(rows, folder / f"{name}_volumes.csv")
+        (folder / f"{name}_run.json").write_text(json.dumps({"input": str(folder / "ct.nrrd"), "model": "truth",
+                                                             "device": "cpu", "seconds": 1.0 + n}))
+    return folder
+
+
+def test_render_sorts_by_flags_and_outlines_the_outlier(results):
+    page = render_report(collect_cases(results))
+    summary = page.split("<table class='sortable' id='summary'>")[1].split("</table>")[0]
+    first_row = summary.split("<tbody>")[1].split("</tr>")[0]
+    assert "case_2" in first_row  # the flagged case first
+    outlier_rows = [row for row in summary.split("<tr") if "class=\"outlier\"" in row]
+    assert len(outlier_rows) == 1 and "case_4" in outlier_rows[0]
+    assert not re.search(r"(src|href)=['\"]https?:", page)  # self-contained: nothing from the network
+
+
+def test_chromium_renders_the_page(results, tmp_path):
+    from headseg.report import write_report
+
+    page = write_report(results, tmp_path / "report.html")
+    dom = _browser("--dump-dom", page.as_uri(), profile=tmp_path / "p1").stdout
+    assert 'data-ready="1"' in dom, "the page's script did not run to its end"
+    assert re.search(r'<pre id="js-errors"></pre>', dom), "the page recorded script errors"
+    assert dom.count('<section class="case"') == 5
+    assert dom.count("<img alt=\"slice\"") == 15  # three planes per case, drawn from the CT
+    shot = tmp_path / "shot.png"
+    _browser("--window-size=1200,900", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "p2")
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.std() > 0.1 and (pixels < 0.5).mean() > 0.02  # text, tables and CT slices, not a blank page
+
+
+def test_segment_report_and_report_command(tmp_path):
+    """Through the CLI: segment --report writes report.html and a run record; 'headseg report' refuses
+    to overwrite it and writes another file on request."""
+    from headseg.phantoms import write_phantom_cases
+
+    write_phantom_cases(str(tmp_path / "in"), 1, seed=4, spacing=(0.8, 0.8, 1.5))
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "in"), "--task", "orbit", "-o", str(out), "--report",
+                 "--progress-format", "none"]) == 0
+    record = json.loads((out / "phantom_000_run.json").read_text())
+    assert record["model"] and record["device"] == "cpu" and record["seconds"] > 0
+    assert Path(record["input"]).is_file()
+    assert (out / "phantom_000_uncertainty.nrrd").is_file()
+    header = (out / "phantom_000_volumes.csv").read_text().splitlines()[0]
+    assert header == "structure,side,voxels,volume_cm3,doubt,flags"
+    assert "<section class='case' id='case-phantom_000'>" in (out / "report.html").read_text()
+    assert main(["report", str(out), "-o", str(out / "report.html")]) == 2
+    assert main(["report", str(out), "-o", str(tmp_path / "again.html")]) == 0
+
+
+def test_no_uncertainty_leaves_doubt_empty(tmp_path):
+    from headseg.phantoms import write_phantom_cases
+
+    write_phantom_cases(str(tmp_path / "in"), 1, seed=4, spacing=(0.8, 0.8, 1.5))
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "in"), "--task", "orbit", "-o", str(out), "--no-uncertainty",
+                 "--progress-format", "none"]) == 0
+    assert not (out / "phantom_000_uncertainty.nrrd").exists()
+    rows = (out / "phantom_000_volumes.csv").read_text().splitlines()[1:]
+    assert rows and all(row.split(",")[4] == "" for row in rows)

@@ -1,0 +1,376 @@
+"""Follow-up comparison: did a structure grow between two scans of the same patient, by more than
+re-segmenting the same scan would change it?
+
+Volumes are measured on each segmentation's own grid (exact voxel counts, as the volume table does);
+the two CTs are rigidly registered only to *show* where the change lies (the follow-up contours drawn
+on the baseline CT) and to refuse pairs that do not overlap like two scans of one head. A change is
+called real when its magnitude exceeds the structure's repeatability bound: the 95th percentile of the
+relative volume change when the *same* scan is re-segmented after a small rigid motion, measured per
+model by ``tools/measure_repeatability.py`` and stored in ``headseg/repeatability.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import Volume
+
+__all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "register_rigid",
+           "repeatability_bounds", "write_comparison", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
+           "MIN_BONE_DICE"]
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+REPEATABILITY_FILE = Path(__file__).with_name("repeatability.json")
+#: Used for a structure without a measured bound (said in the row): a conservative 10 %.
+DEFAULT_BOUND_PCT = 10.0
+#: Registration quality: the bone (> 300 HU) of the two CTs must overlap with at least this Dice after
+#: registration; two scans of one head overlap at 0.7-0.9 on a coarse grid, different heads far less.
+MIN_BONE_DICE = 0.55
+BONE_HU = 300.0
+CHANGE_COLUMNS = ("structure", "side", "baseline_cm3", "followup_cm3", "change_cm3", "change_pct",
+                  "repeatability_pct", "exceeds")
+CT_NAMES = ("image", "ct", "CT")
+
+
+@dataclass
+class TimePoint:
+    """One scan: its segmentation (label-set values), label set, and optionally the CT and patient ID."""
+
+    labelmap: Volume
+    label_set: Any
+    name: str
+    ct: Optional[Volume] = None
+    patient_id: Optional[str] = None
+
+
+@dataclass
+class ChangeRow:
+    structure: str
+    side: str
+    key: str
+    name: str
+    baseline_cm3: float
+    followup_cm3: float
+    repeatability_pct: float
+    bound_measured: bool = True
+
+    @property
+    def change_cm3(self) -> float:
+        return self.followup_cm3 - self.baseline_cm3
+
+    @property
+    def change_pct(self) -> float:
+        return 100.0 * self.change_cm3 / self.baseline_cm3 if self.baseline_cm3 > 0 else math.nan
+
+    @property
+    def exceeds(self) -> bool:
+        return math.isfinite(self.change_pct) and abs(self.change_pct) > self.repeatability_pct
+
+    def as_dict(self) -> Dict[str, object]:
+        pct = self.change_pct
+        return {"structure": self.structure, "side": self.side, "baseline_cm3": round(self.baseline_cm3, 4),
+                "followup_cm3": round(self.followup_cm3, 4), "change_cm3": round(self.change_cm3, 4),
+                "change_pct": "" if not math.isfinite(pct) else round(pct, 2),
+                "repeatability_pct": round(self.repeatability_pct, 2), "exceeds": "yes" if self.exceeds else "no"}
+
+
+@dataclass
+class Comparison:
+    baseline: TimePoint
+    followup: TimePoint
+    rows: List[ChangeRow]
+    transform: Any = None  # SimpleITK transform: baseline (fixed) points -> follow-up points
+    bone_dice: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Sentences a clinician reads first: the changes beyond the bound, largest first."""
+        real = sorted((r for r in self.rows if r.exceeds), key=lambda r: -abs(r.change_pct))
+        lines = [f"{self.baseline.name} -> {self.followup.name} ({self.baseline.label_set.name} structures)."]
+        if self.bone_dice is not None:
+            lines.append(f"Registration: bone overlap (Dice) {self.bone_dice:.2f} after rigid alignment.")
+        if not real:
+            lines.append("No structure changed by more than its repeatability bound.")
+        for r in real:
+            lines.append(f"{r.name} {r.change_pct:+.0f} % ({r.baseline_cm3:.2f} -> {r.followup_cm3:.2f} cm3), "
+                         f"{'above' if abs(r.change_pct) > r.repeatability_pct else 'within'} the "
+                         f"{r.repeatability_pct:.0f} % repeatability bound.")
+        return "\n".join(lines + self.notes) + "\n"
+
+
+# -- reading -------------------------------------------------------------------------------------------
+def read_any_segmentation(path: Path):
+    """(label set, label map) of a HeadSeg segmentation file, trying each label set (orbit first)."""
+    from .io import read_segmentation
+    from .labels import LABEL_SETS
+
+    problems = []
+    for name in ("orbit", "openkbp", "pddca"):
+        try:
+            return LABEL_SETS[name], read_segmentation(path, LABEL_SETS[name])
+        except InputError as exc:
+            problems.append(str(exc))
+    raise InputError(f"{path} matches none of HeadSeg's label sets (orbit, openkbp, pddca); was it made by "
+                     f"HeadSeg or exported from its Slicer modules? ({problems[0]})")
+
+
+def _find_ct(folder: Path, case: str) -> Optional[Path]:
+    for stem in (case, *CT_NAMES):
+        for suffix in (".nrrd", ".nii.gz", ".nii", ".mha"):
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.is_file() and not candidate.name.endswith(".seg.nrrd"):
+                return candidate
+    return None
+
+
+def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
+    """A scan from a ``.seg.nrrd`` file or a folder holding exactly one; the CT is ``ct`` (a file or a
+    DICOM folder) or found beside the segmentation (``<case>.nrrd``, ``image.*``, ``ct.*``)."""
+    from .io import read_dicom_folder, read_volume
+
+    path = Path(path)
+    if path.is_dir():
+        segs = sorted(path.glob("*.seg.nrrd"))
+        if len(segs) != 1:
+            raise InputError(f"{path} holds {len(segs)} .seg.nrrd files; name the segmentation file itself.")
+        path = segs[0]
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; give a .seg.nrrd file or a folder holding one.")
+    case = path.name[: -len(".seg.nrrd")] if path.name.endswith(".seg.nrrd") else path.stem
+    label_set, labelmap = read_any_segmentation(path)
+    ct_path = Path(ct) if ct is not None else _find_ct(path.parent, case)
+    image, patient = None, None
+    if ct_path is not None:
+        if ct_path.is_dir():
+            image = read_dicom_folder(ct_path)
+            patient = _patient_id(ct_path)
+        else:
+            image = read_volume(ct_path)
+    return TimePoint(labelmap, label_set, case, image, patient)
+
+
+def _patient_id(folder: Path) -> Optional[str]:
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    for candidate in sorted(folder.iterdir()):
+        try:
+            ds = pydicom.dcmread(candidate, stop_before_pixels=True, specific_tags=["PatientID"])
+        except Exception:  # not a DICOM file: try the next one
+            continue
+        value = str(getattr(ds, "PatientID", "") or "").strip()
+        return value or None
+    return None
+
+
+# -- repeatability -------------------------------------------------------------------------------------
+def repeatability_bounds(label_set_name: str, path: PathLike = REPEATABILITY_FILE) -> Dict[str, float]:
+    """Structure base key -> bound in percent for ``label_set_name`` (empty when not measured)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entry = data.get(label_set_name) or {}
+    return {k: float(v) for k, v in (entry.get("bound_pct") or {}).items()}
+
+
+# -- registration --------------------------------------------------------------------------------------
+def _coarse(volume: Volume, spacing_mm: float):
+    """A float32 SimpleITK copy at about ``spacing_mm`` (never finer than the input), clamped to
+    [-1000, 1500] HU: registration needs the head's shape, not 0.5 mm detail, and runs 50x faster."""
+    import SimpleITK as sitk
+
+    from .resample import resample_to_spacing
+
+    spacing = [max(float(s), spacing_mm) for s in volume.spacing]
+    coarse = resample_to_spacing(volume.with_array(volume.array.astype(np.float32)), spacing)
+    image = sitk.Cast(coarse.to_sitk(), sitk.sitkFloat32)
+    return sitk.Clamp(image, lowerBound=-1000.0, upperBound=1500.0)
+
+
+def register_rigid(fixed: Volume, moving: Volume, shrink: Sequence[int] = (2, 1), spacing_mm: float = 1.5):
+    """Rigid (Euler 3D) registration of ``moving`` onto ``fixed`` by Mattes mutual information, multi-
+    resolution on ``spacing_mm`` copies; returns the transform taking fixed (LPS) points to moving points."""
+    import SimpleITK as sitk
+
+    f = _coarse(fixed, spacing_mm)
+    m = _coarse(moving, spacing_mm)
+    initial = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=48)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.1, seed=7)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=100,
+                                                 relaxationFactor=0.6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel([float(s) / 2.0 for s in shrink])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    reg.SetInitialTransform(initial, inPlace=False)
+    return reg.Execute(f, m)
+
+
+def resample_moving(moving: Volume, fixed: Volume, transform, nearest: bool, default: float = 0.0) -> Volume:
+    """``moving`` on ``fixed``'s grid through ``transform`` (fixed -> moving points)."""
+    import SimpleITK as sitk
+
+    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    out = sitk.Resample(moving.to_sitk(), fixed.to_sitk(), transform, interpolator, default)
+    return Volume.from_sitk(out)
+
+
+def bone_dice(fixed: Volume, moving_on_fixed: Volume) -> float:
+    from .metrics import dice
+
+    return float(dice(fixed.array > BONE_HU, moving_on_fixed.array > BONE_HU))
+
+
+# -- comparing -----------------------------------------------------------------------------------------
+def compare_timepoints(baseline: TimePoint, followup: TimePoint, register: bool = True,
+                       bounds: Optional[Dict[str, float]] = None) -> Comparison:
+    """Volumes at both times per structure and side, with the repeatability bound; refuses (InputError)
+    pairs of different label sets, different patients (when both IDs are known) or a failed registration."""
+    from .volumes import volume_table
+
+    if baseline.label_set.name != followup.label_set.name:
+        raise InputError(f"The baseline holds {baseline.label_set.name} structures and the follow-up "
+                         f"{followup.label_set.name} structures; compare segmentations of the same kind.")
+    if baseline.patient_id and followup.patient_id and baseline.patient_id != followup.patient_id:
+        raise InputError(f"The scans belong to different patients (PatientID {baseline.patient_id!r} and "
+                         f"{followup.patient_id!r}); a follow-up comparison needs two scans of one patient.")
+    bounds = repeatability_bounds(baseline.label_set.name) if bounds is None else bounds
+    rows: List[ChangeRow] = []
+    after = {r.key: r for r in volume_table(followup.labelmap, followup.label_set)}
+    for before in volume_table(baseline.labelmap, baseline.label_set):
+        other = after.get(before.key)
+        if other is None:
+            continue
+        measured = before.structure in bounds
+        rows.append(ChangeRow(before.structure, before.side, before.key, before.name or before.key,
+                              before.volume_cm3, other.volume_cm3, bounds.get(before.structure, DEFAULT_BOUND_PCT),
+                              measured))
+    comparison = Comparison(baseline, followup, rows)
+    unmeasured = sorted({r.structure for r in rows if not r.bound_measured})
+    if unmeasured:
+        comparison.notes.append(f"No measured repeatability for {', '.join(unmeasured)}: "
+                                f"{DEFAULT_BOUND_PCT:.0f} % assumed.")
+    if register and baseline.ct is not None and followup.ct is not None:
+        transform = register_rigid(baseline.ct, followup.ct)
+        moved = resample_moving(followup.ct, baseline.ct, transform, nearest=False, default=-1000.0)
+        comparison.transform, comparison.bone_dice = transform, bone_dice(baseline.ct, moved)
+        if comparison.bone_dice < MIN_BONE_DICE:
+            raise InputError(
+                f"The two CTs do not align like two scans of one head (bone overlap {comparison.bone_dice:.2f} "
+                f"after rigid registration, {MIN_BONE_DICE} needed): check that both are the same patient "
+                "and cover the same region, or compare the volume tables without the picture (--no-register).")
+    elif register:
+        comparison.notes.append("No CT beside one of the segmentations: volumes compared, no registration "
+                                "and no picture.")
+    return comparison
+
+
+# -- writing -------------------------------------------------------------------------------------------
+def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool = False) -> List[Path]:
+    """``OUT/change.csv``, ``OUT/summary.txt`` and one ``OUT/change_<group>.png`` per structure group
+    (each orbit, or all organs) when both CTs were registered. Existing files are kept unless
+    ``overwrite``."""
+    from .io.files import OutputExistsError, write_atomically
+
+    out = Path(out_dir)
+    groups = _groups(comparison)
+    planned = [out / "change.csv", out / "summary.txt"]
+    if comparison.transform is not None:
+        planned += [out / f"change_{g}.png" for g in groups]
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{existing[0]} exists; choose another output folder or pass --overwrite.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write_csv(temp: Path) -> None:
+        with open(temp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=CHANGE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(r.as_dict() for r in comparison.rows)
+
+    written = [write_atomically(out / "change.csv", write_csv, overwrite=True),
+               write_atomically(out / "summary.txt", lambda t: t.write_text(comparison.summary(), encoding="utf-8"),
+                                overwrite=True)]
+    if comparison.transform is not None:
+        moved = resample_moving(comparison.followup.labelmap, comparison.baseline.labelmap, comparison.transform,
+                                nearest=True)
+        for group, keys in groups.items():
+            draw = functools.partial(_draw_group, comparison, moved, keys, group)
+            written.append(write_atomically(out / f"change_{group}.png", draw, overwrite=True))
+    return written
+
+
+def _groups(comparison: Comparison) -> Dict[str, List[str]]:
+    label_set = comparison.baseline.label_set
+    if label_set.name == "orbit":
+        return {f"{side}_orbit": [s.key for s in label_set.structures if s.side == side] for side in ("right", "left")}
+    return {"organs": [s.key for s in label_set.structures]}
+
+
+def _draw_group(comparison: Comparison, moved: Volume, keys: Sequence[str], group: str, path: Path) -> None:
+    """Axial and coronal slices through the group's centre on the baseline CT: baseline contours solid,
+    registered follow-up contours dashed, one colour per structure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = comparison.baseline
+    label_set = base.label_set
+    labels = [label_set.by_key(k).label for k in keys]
+    mask = np.isin(base.labelmap.array, labels) | np.isin(moved.array, labels)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), dpi=100)
+    if not mask.any():
+        for ax in axes:
+            ax.axis("off")
+        axes[0].text(0.5, 0.5, "nothing segmented in this group", ha="center", transform=axes[0].transAxes)
+    else:
+        idx = np.argwhere(mask)
+        centre = np.round(idx.mean(axis=0)).astype(int)
+        lo, hi = np.maximum(idx.min(axis=0) - 15, 0), np.minimum(idx.max(axis=0) + 16, mask.shape)
+        ct = base.ct.array if base.ct is not None and base.ct.same_geometry(base.labelmap, tol=1e-3) else None
+        planes = (("axial", lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]]),
+                  ("coronal", lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1]))
+        for ax, (title, cut) in zip(axes, planes):
+            if ct is not None:
+                ax.imshow(cut(ct), cmap="gray", vmin=-200, vmax=300, interpolation="nearest")
+            for key, value in zip(keys, labels):
+                s = label_set.by_key(key)
+                for array, style in ((base.labelmap.array, "solid"), (moved.array, "dashed")):
+                    piece = cut(array) == value
+                    if piece.any() and min(piece.shape) > 1:
+                        ax.contour(piece, levels=[0.5], colors=[s.color], linestyles=style, linewidths=1.2)
+            ax.set_title(f"{title} (image left = patient right)", fontsize=9)
+            ax.axis("off")
+    changes = [r for r in comparison.rows if r.key in keys]
+    text = "; ".join(f"{r.name}: {r.change_pct:+.0f} %" for r in changes if math.isfinite(r.change_pct))
+    fig.suptitle(f"{group.replace('_', ' ')}: {base.name} solid, {comparison.followup.name} dashed "
+                 "(registered)", fontsize=10)
+    fig.text(0.5, 0.02, text, ha="center", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.94))
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def comparison_table(comparison: Comparison) -> List[Tuple[str, ...]]:
+    """Rows as text for a terminal or a Slicer table (the CSV's columns)."""
+    return [tuple(str(v) for v in r.as_dict().values()) for r in comparison.rows]

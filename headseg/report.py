@@ -1,0 +1,288 @@
+"""A batch at a glance: one self-contained HTML page (images embedded, no network, no external script)
+that a physicist scrolls before trusting 50 automatic segmentations.
+
+Per case: three orthogonal slices through the segmented structures with their outlines, the volume table
+(with ``doubt`` and ``flags`` when the run wrote them) and how the case was run (model, device, time).
+On top: one row per case with its flag count and volumes, a cell outlined when the volume lies far from
+the batch's median (robust z-score over 3.5: median and MAD across cases), sortable by any column
+(flag count first). The page records script errors in ``#js-errors`` and sets ``data-ready`` on
+``<body>`` once its script ran, so a browser test can tell a page that works from one that merely loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import Volume
+
+__all__ = ["ReportCase", "collect_cases", "render_report", "write_report", "OUTLIER_Z"]
+
+PathLike = Union[str, Path]
+OUTLIER_Z = 3.5
+
+
+@dataclass
+class ReportCase:
+    name: str
+    rows: List[Dict[str, str]]  # the case's volume CSV rows
+    segmentation: Optional[Path] = None
+    run: Dict[str, Any] = field(default_factory=dict)  # <case>_run.json: input, model, device, seconds, notes
+    thumbnails: List[str] = field(default_factory=list)  # base64 PNGs (axial, coronal, sagittal)
+
+    @property
+    def flag_count(self) -> int:
+        return sum(len([f for f in (r.get("flags") or "").split(";") if f]) for r in self.rows)
+
+
+def _read_rows(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def collect_cases(results_dir: PathLike) -> List[ReportCase]:
+    """Every case of a ``headseg segment`` output folder (``<case>_volumes.csv`` + ``<case>.seg.nrrd``)."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; give the output folder of 'headseg segment'.")
+    cases = []
+    for csv_path in sorted(folder.glob("*_volumes.csv")):
+        name = csv_path.name[: -len("_volumes.csv")]
+        seg = folder / f"{name}.seg.nrrd"
+        run_path = folder / f"{name}_run.json"
+        run = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else {}
+        cases.append(ReportCase(name, _read_rows(csv_path), seg if seg.is_file() else None, run))
+    if not cases:
+        raise InputError(f"{folder} holds no <case>_volumes.csv; run 'headseg segment ... -o {folder}' first.")
+    return cases
+
+
+def write_run_record(path: PathLike, case: Any, package: Any, result: Any) -> Path:
+    """``<case>_run.json``: how a case was segmented (input, model, device, time, notes, flags), so that a
+    report or an audit can say it later without the console output."""
+    import datetime
+
+    from . import __version__
+    from .io.files import write_atomically
+
+    flags = {key: q.flags for key, q in (result.quality or {}).items() if q.flags}
+    record = {"case": case.name, "input": str(Path(case.path).resolve()), "model": package.name,
+              "model_synthetic": bool(package.card.get("synthetic")), "device": result.device,
+              "seconds": round(float(result.seconds), 2), "notes": list(result.notes), "flags": flags,
+              "headseg": __version__,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    text = json.dumps(record, indent=1) + "\n"
+    return write_atomically(Path(path), lambda t: t.write_text(text, encoding="utf-8"), overwrite=True)
+
+
+# -- pictures ------------------------------------------------------------------------------------------
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnails(labelmap: Volume, label_set, ct: Optional[Volume] = None, size_in: float = 2.6) -> List[str]:
+    """Axial, coronal and sagittal slices through the centre of the segmented structures, cropped to them
+    with a margin, outlines in the structures' colours (radiological view: image left = patient right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = labelmap.array
+    fg = labels > 0
+    if ct is not None and not ct.same_geometry(labelmap, tol=1e-3):
+        ct = None  # a CT on another grid would be drawn shifted: better none
+    if fg.any():
+        idx = np.argwhere(fg)
+        # Each plane through the slice with the most structure in it: a plane through the centroid of two
+        # orbits would cut the nose between them and show nothing.
+        centre = np.array([int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != axis))))
+                           for axis in range(3)])
+        margin = np.maximum(4, (np.ptp(idx, axis=0) * 0.25).astype(int))
+        lo = np.maximum(idx.min(axis=0) - margin, 0)
+        hi = np.minimum(idx.max(axis=0) + margin + 1, labels.shape)
+    else:
+        centre = np.asarray(labels.shape) // 2
+        lo, hi = np.zeros(3, int), np.asarray(labels.shape)
+    aspect = labelmap.spacing_kji
+    cuts = [
+        ("axial", lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]], aspect[1] / aspect[2]),
+        ("coronal", lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1], aspect[0] / aspect[2]),
+        ("sagittal", lambda a: a[lo[0]:hi[0], lo[1]:hi[1], centre[2]][::-1], aspect[0] / aspect[1]),
+    ]
+    values = [int(v) for v in np.unique(labels) if v]
+    out = []
+    for title, cut, ratio in cuts:
+        fig, ax = plt.subplots(figsize=(size_in, size_in), dpi=80)
+        base = cut(ct.array) if ct is not None else np.zeros(cut(labels).shape)
+        ax.imshow(base, cmap="gray", vmin=-200, vmax=300, aspect=ratio, interpolation="nearest")
+        plane = cut(labels)
+        for value in values:
+            piece = plane == value
+            if piece.any() and min(piece.shape) > 1:
+                colour = label_set.by_label(value).color if value in label_set.labels else (1, 1, 0)
+                ax.contour(piece, levels=[0.5], colors=[colour], linewidths=1.0)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+        fig.tight_layout(pad=0.2)
+        out.append(_png(fig))
+        plt.close(fig)
+    return out
+
+
+def _load_pictures(case: ReportCase) -> None:
+    from .compare import read_any_segmentation
+    from .io import read_dicom_folder, read_volume
+
+    if case.segmentation is None:
+        return
+    label_set, labelmap = read_any_segmentation(case.segmentation)
+    ct = None
+    source = case.run.get("input")
+    if source and Path(source).exists():
+        try:
+            ct = read_dicom_folder(Path(source)) if Path(source).is_dir() else read_volume(source)
+        except InputError:
+            ct = None
+    case.thumbnails = thumbnails(labelmap, label_set, ct)
+
+
+# -- the page ------------------------------------------------------------------------------------------
+def _robust_z(values: Sequence[float]) -> List[float]:
+    arr = np.asarray(values, float)
+    finite = arr[np.isfinite(arr)]
+    if finite.size < 3:
+        return [0.0] * len(values)
+    median = float(np.median(finite))
+    # MAD is 0 when most cases agree exactly; the mean deviation (and 2 % of the median) then set the scale.
+    mad = max(float(np.median(np.abs(finite - median))) * 1.4826, float(np.mean(np.abs(finite - median))) * 1.2533,
+              0.02 * abs(median))
+    if mad <= 1e-9:
+        return [0.0] * len(values)
+    return [float((v - median) / mad) if math.isfinite(v) else 0.0 for v in arr]
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
+th{background:#eee;cursor:pointer}td.name,th.name{text-align:left}
+td.outlier{outline:2px solid #d33;background:#fde}td.flags{color:#b00;text-align:left}
+tr.flagged td.name{font-weight:bold}
+section.case{border-top:2px solid #888;margin-top:1.5em;padding-top:.5em}
+section.case img{margin-right:4px;border:1px solid #444}
+.note{color:#555;font-size:12px}
+"""
+
+_SCRIPT = """
+window.onerror=function(m){var e=document.getElementById('js-errors');e.textContent+=m+'\\n';};
+function sortBy(th){var t=th.closest('table'),b=t.tBodies[0],i=Array.prototype.indexOf.call(th.parentNode.children,th);
+var rows=Array.prototype.slice.call(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+rows.sort(function(a,c){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=c.cells[i].dataset.v||c.cells[i].textContent;
+var nx=parseFloat(x),ny=parseFloat(y);if(!isNaN(nx)&&!isNaN(ny))return asc?nx-ny:ny-nx;return asc?x.localeCompare(y):y.localeCompare(x);});
+rows.forEach(function(r){b.appendChild(r);});}
+document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){sortBy(th);});});
+document.body.dataset.ready='1';
+"""
+
+
+def _cell(value: Any, klass: str = "", sort_value: Optional[float] = None) -> str:
+    attrs = f' class="{klass}"' if klass else ""
+    if sort_value is not None and math.isfinite(sort_value):
+        attrs += f' data-v="{sort_value:.6g}"'
+    return f"<td{attrs}>{html.escape(str(value))}</td>"
+
+
+def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch report") -> str:
+    """The HTML page for ``cases`` (thumbnails already loaded or empty)."""
+    keys = []
+    for case in cases:
+        for r in case.rows:
+            key = f"{r['structure']}{'_' + r['side'] if r.get('side') else ''}"
+            if key not in keys:
+                keys.append(key)
+
+    def volume(case: ReportCase, key: str) -> float:
+        for r in case.rows:
+            if f"{r['structure']}{'_' + r['side'] if r.get('side') else ''}" == key:
+                return float(r["volume_cm3"])
+        return math.nan
+
+    z = {key: _robust_z([volume(c, key) for c in cases]) for key in keys}
+    head = ["case", "flags", "model", "device", "seconds", *keys]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f"<p class='note'>{len(cases)} case(s). Volumes in cm3. A red outline marks a volume far from the batch's "
+             f"median (robust z-score &gt; {OUTLIER_Z}); click a column header to sort. Synthetic or research data "
+             "only unless your model says otherwise; review every result.</p>",
+             "<pre id='js-errors'></pre>",
+             "<table class='sortable' id='summary'><thead><tr>"
+             + "".join(f"<th class='{'name' if h == 'case' else ''}'>{html.escape(h.replace('_', ' '))}</th>"
+                       for h in head) + "</tr></thead><tbody>"]
+    order = sorted(range(len(cases)), key=lambda n: (-cases[n].flag_count, cases[n].name))
+    for n in order:
+        case = cases[n]
+        run = case.run
+        cells = [f"<td class='name'><a href='#case-{html.escape(case.name)}'>{html.escape(case.name)}</a></td>",
+                 _cell(case.flag_count, sort_value=case.flag_count), _cell(run.get("model", "")),
+                 _cell(run.get("device", "")),
+                 _cell(f"{run['seconds']:.1f}" if "seconds" in run else "", sort_value=run.get("seconds"))]
+        for key in keys:
+            v = volume(case, key)
+            cells.append(_cell("" if not math.isfinite(v) else f"{v:.3f}",
+                               "outlier" if abs(z[key][n]) > OUTLIER_Z else "", v))
+        parts.append(f"<tr class='{'flagged' if case.flag_count else ''}'>{''.join(cells)}</tr>")
+    parts.append("</tbody></table>")
+    for case in cases:
+        parts.append(f"<section class='case' id='case-{html.escape(case.name)}'><h2>{html.escape(case.name)}</h2>")
+        run = case.run
+        if run:
+            facts = ", ".join(f"{k} {html.escape(str(run[k]))}" for k in ("model", "device", "seconds") if k in run)
+            parts.append(f"<p class='note'>{facts}</p>")
+            for note in run.get("notes") or []:
+                parts.append(f"<p class='note'>{html.escape(note)}</p>")
+        if case.thumbnails:
+            parts.append("<div>" + "".join(f"<img alt='slice' src='data:image/png;base64,{png}'>"
+                                            for png in case.thumbnails) + "</div>")
+        else:
+            parts.append("<p class='note'>No picture: the segmentation file was not found.</p>")
+        columns = [c for c in ("structure", "side", "voxels", "volume_cm3", "doubt", "flags") if c in case.rows[0]]
+        parts.append("<table class='sortable'><thead><tr>"
+                     + "".join(f"<th class='{'name' if c in ('structure', 'side', 'flags') else ''}'>{c}</th>"
+                               for c in columns) + "</tr></thead><tbody>")
+        for r in case.rows:
+            parts.append("<tr>" + "".join(
+                _cell(r.get(c, ""), "flags" if c == "flags" else ("name" if c in ("structure", "side") else ""))
+                for c in columns) + "</tr>")
+        parts.append("</tbody></table></section>")
+    parts.append(f"<script>{_SCRIPT}</script></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results_dir: PathLike, out_html: PathLike, overwrite: bool = False, pictures: bool = True) -> Path:
+    """Collect the cases of ``results_dir``, draw their pictures and write the page atomically."""
+    from .io.files import OutputExistsError, write_atomically
+
+    out = Path(out_html)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; choose another name or pass --overwrite.")
+    cases = collect_cases(results_dir)
+    if pictures:
+        for case in cases:
+            _load_pictures(case)
+    page = render_report(cases, title=f"HeadSeg report: {Path(results_dir).name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(out, lambda t: t.write_text(page, encoding="utf-8"), overwrite=True)
