@@ -169,7 +169,9 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
                       f"({result.seconds:.1f} s on {result.device})")
         reporter.emit("result", case=case.name, segmentation=str(outputs.segmentation),
                       volumes_csv=str(outputs.volumes_csv), device=result.device, seconds=round(result.seconds, 2),
-                      notes=result.notes, dicom=[str(f) for f in dicom_files])
+                      notes=result.notes, dicom=[str(f) for f in dicom_files],
+                      uncertainty=str(outputs.uncertainty) if outputs.uncertainty and result.uncertainty else None,
+                      run_record=str(outputs.run_record) if outputs.run_record else None)
         return rows
 
     report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
