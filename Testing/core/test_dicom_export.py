@@ -271,8 +271,13 @@ def test_tilted_source_is_refused(tmp_path):
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, y + n * math.tan(math.radians(20)), z]
         ds.save_as(path)
-    with pytest.raises(InputError, match="gantry tilt of about 20.0 degrees"):
+    # HeadSeg reads the series on a regularised grid, which no DICOM object can refer to slice by slice.
+    with pytest.raises(InputError, match=r"cannot be exported as a DICOM SEG or RT Structure Set: its slices do "
+                                         r"not form one regular grid \(a gantry tilt of 20.0 degrees"):
         write_dicom_seg(orbit_like_labels(grid), ORBIT, tmp_path / "ct", tmp_path / "seg.dcm")
+    with pytest.raises(InputError, match="headseg convert"):
+        load_dicom_source(tmp_path / "ct")
+    assert not (tmp_path / "seg.dcm").exists()
 
 
 # ------------------------------------------------------------------------------------------------

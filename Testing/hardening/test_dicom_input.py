@@ -1,4 +1,5 @@
-"""DICOM series in: which series, slice order, spacing, and refusals (tilt, gaps, duplicates, mixtures)."""
+"""DICOM series in: which series, slice order, spacing, tilted and unevenly spaced series regularised, and
+refusals (gaps, duplicates, mixtures)."""
 
 from __future__ import annotations
 
@@ -115,25 +116,51 @@ def test_rounded_positions_are_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("degrees", [15.0, 2.0])
-def test_gantry_tilt_is_refused_with_its_angle(tmp_path, degrees, han_package):
+def test_gantry_tilt_is_regularised_with_its_angle(tmp_path, degrees, han_package, caplog):
     ct = small_ct()
     paths = write_series(ct, tmp_path / "tilted")
     tilt_series(paths, degrees, step_mm=1.5)
-    with pytest.raises(InputError, match=r"gantry tilt of about") as info:
-        read_volume(tmp_path / "tilted")
-    angle = float(str(info.value).split("gantry tilt of about ")[1].split(" ")[0])
+    with caplog.at_level(logging.WARNING, logger="headseg.io"):
+        back = read_volume(tmp_path / "tilted")
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    angle = float(warning.split("gantry tilt of ")[1].split(" ")[0])
     assert angle == pytest.approx(degrees, abs=0.1)
-    assert "Acquisition geometry regularization" in str(info.value)
+    assert "resampled onto a regular grid" in warning and "1.50 mm between slices" in warning
+    # Orthogonal grid along the slices' own axes; the rows grow to hold every slice's sideways shift.
+    np.testing.assert_allclose(back.direction, np.eye(3), atol=1e-9)
+    shift_rows = math.ceil(15 * 1.5 * math.tan(math.radians(degrees)) / 1.1 - 1e-3)
+    assert back.shape == (16, 24 + shift_rows, 20)
+    assert back.spacing == pytest.approx((1.2, 1.1, 1.5), abs=1e-6)
     run = run_cli(["segment", tmp_path / "tilted", "--task", "han", "--model", han_package.path, "-o",
-                   tmp_path / "out", "--progress-format", "none"], f"gantry tilt {degrees} deg")
-    assert run.code == 2 and "gantry tilt" in run.stderr and not run.traceback_shown
-    assert not list((tmp_path / "out").glob("*.seg.nrrd")) if (tmp_path / "out").exists() else True
+                   tmp_path / "out", "--device", "cpu", "--progress-format", "json"], f"gantry tilt {degrees} deg")
+    assert run.code == 0 and not run.traceback_shown, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert any("gantry tilt of" in e["message"] for e in events if e["event"] == "log" and e["level"] == "warning")
+    assert (tmp_path / "out" / "tilted.seg.nrrd").is_file()
 
 
-def test_missing_slice_is_refused(tmp_path):
+def test_one_missing_slice_is_interpolated_with_a_warning_that_names_it(tmp_path, caplog):
+    ct = small_ct()
+    paths = write_series(ct, tmp_path / "s")
+    paths[4].unlink()  # 3.0 mm between slices 3 and 5: twice the spacing, not more
+    with caplog.at_level(logging.WARNING, logger="headseg.io"):
+        back = read_volume(tmp_path / "s")
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "uneven slice spacing" in warning and "3.00 mm (files 'slice_0003.dcm' to 'slice_0005.dcm')" in warning
+    assert back.same_geometry(ct, tol=1e-4)  # the same grid as the complete series
+    keep = [k for k in range(ct.shape[0]) if k != 4]
+    np.testing.assert_array_equal(back.array[keep], ct.array[keep])
+    expected = (ct.array[3].astype(float) + ct.array[5]) / 2
+    assert np.abs(back.array[4] - expected).max() <= 0.5 + 1e-6
+
+
+def test_a_gap_of_more_than_twice_the_spacing_is_refused_naming_where(tmp_path):
     paths = write_series(small_ct(), tmp_path / "s")
     paths[4].unlink()
-    with pytest.raises(InputError, match="uneven slice spacing: 3.00 mm"):
+    paths[5].unlink()
+    with pytest.raises(InputError, match=r"gap of 4.50 mm between the slices at -30.50 and -26.00 mm along the "
+                                         r"slice normal \(files 'slice_0003.dcm' and 'slice_0006.dcm'\), more than "
+                                         r"twice its usual slice spacing of 1.50 mm"):
         read_volume(tmp_path / "s")
 
 

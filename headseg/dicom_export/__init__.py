@@ -21,8 +21,10 @@ The package keeps one job per module: :mod:`.source` (the referenced series and 
 :mod:`.dicom_seg`, :mod:`.contours` and :mod:`.rtstruct`; this module adds the calls the command line
 uses (:func:`parse_export_formats`, :func:`check_export_source`, :func:`export_dicom`).
 
-Only regular stacks of parallel slices are supported: a gantry-tilted or unevenly spaced source series is
-refused with a message (see :func:`headseg.io.slice_stack_geometry`). Oblique but orthogonal grids are fine.
+Only regular stacks of parallel slices are supported. A gantry-tilted or unevenly spaced source series is
+refused with a message, before any segmentation (:func:`check_export_source`): HeadSeg reads such a series
+by resampling it onto a regular grid (:mod:`headseg.io.regularise`), and a label map on that grid has no
+slices of the series to lie on. Oblique but orthogonal grids are fine.
 
 ``pydicom`` and ``highdicom`` are optional dependencies (``pip install headseg[dicom]``).
 """

@@ -140,6 +140,14 @@ def load_dicom_source(source: SourceLike) -> DicomSource:
         [[float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])] for ds in datasets],
         [(int(ds.Rows), int(ds.Columns)) for ds in datasets],
     )
+    if not geometry.is_regular:
+        raise InputError(
+            f"{label} cannot be exported as a DICOM SEG or RT Structure Set: its slices do not form one regular grid "
+            f"({geometry.irregularity()}). "
+            "HeadSeg segments such a series on a regular grid resampled from its slices, and a DICOM segmentation "
+            "must lie on the slices of the series it refers to. Run without --export: the .seg.nrrd and the "
+            "volumes refer to the resampled CT, which 'headseg convert' writes as a file."
+        )
     return DicomSource([datasets[n] for n in geometry.order], geometry, label)
 
 

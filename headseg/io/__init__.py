@@ -5,6 +5,7 @@ One module per job; import from ``headseg.io`` (this package), which keeps every
 * :mod:`headseg.io.files`: extensions, the error types of missing inputs and existing outputs, atomic writes;
 * :mod:`headseg.io.images`: NRRD / NIfTI / MetaImage images and label maps (SimpleITK);
 * :mod:`headseg.io.dicom_series`: DICOM series in (series choice, slice order, geometry checks);
+* :mod:`headseg.io.regularise`: gantry-tilted and unevenly spaced DICOM stacks resampled onto a regular grid;
 * :mod:`headseg.io.segmentation`: Slicer ``.seg.nrrd`` files (pynrrd).
 
 Everything goes through :class:`headseg.geometry.Volume` (array[k, j, i], LPS geometry). Writes are
@@ -34,6 +35,7 @@ from .files import (
     write_atomically,
 )
 from .images import as_label_array, labelmap_dtype, read_volume, write_labelmap, write_volume
+from .regularise import RegularGrid, describe_regularisation, regular_grid, regularise_stack
 from .segmentation import read_segmentation, write_segmentation
 
 # Older private names, still imported by callers outside this package.
@@ -59,6 +61,10 @@ __all__ = [
     "write_volume",
     "write_labelmap",
     "write_dicom_series",
+    "RegularGrid",
+    "regular_grid",
+    "regularise_stack",
+    "describe_regularisation",
     "write_segmentation",
     "read_segmentation",
     "labelmap_dtype",
