@@ -209,6 +209,32 @@ def cmd_report(args, reporter: Reporter, cancel) -> int:
     return int(ExitCode.OK)
 
 
+def cmd_convert(args, reporter: Reporter, cancel) -> int:
+    """One CT (a DICOM series, one of its files, or any image 'segment' takes) written as one file: exactly
+    the volume 'segment' would segment (the same reader, the same warnings, e.g. a tilted series regularised)."""
+    from .io import OutputExistsError, read_volume, write_volume
+    from .io.files import check_write_extension
+
+    cases = discover_cases([args.input])
+    if len(cases) != 1:
+        raise InputError(f"{args.input} holds {len(cases)} images ({', '.join(c.name for c in cases[:5])}); "
+                         "convert reads one DICOM series or image at a time.")
+    case, output = cases[0], Path(args.output)
+    check_write_extension(output, (".nrrd", ".nii.gz", ".nii", ".mha"))
+    if output.exists() and not args.overwrite:  # before reading: a refusal costs nothing
+        raise OutputExistsError(f"Output file {str(output)!r} already exists. Choose another name or pass --overwrite.")
+    with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
+        volume = read_volume(case.path, allow_non_ct=args.allow_non_ct)
+    for warning in read_warnings:  # the warnings 'segment' shows for this input
+        reporter.info(f"{case.name}: {warning}", "warning")
+    written = write_volume(volume, output, overwrite=args.overwrite)
+    size, spacing = volume.size_ijk, volume.spacing
+    reporter.info(f"{case.name}: wrote {written} ({size[0]} x {size[1]} x {size[2]} voxels of "
+                  f"{spacing[0]:.3g} x {spacing[1]:.3g} x {spacing[2]:.3g} mm)")
+    reporter.emit("result", case=case.name, image=str(written), size=list(size), spacing=list(spacing))
+    return int(ExitCode.OK)
+
+
 @contextlib.contextmanager
 def _collect_warnings(logger_name: str):
     """Warnings logged by ``logger_name`` inside the block, as strings (not also printed by logging)."""
@@ -488,6 +514,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--overwrite", action="store_true")
     common(rp)
     rp.set_defaults(func=cmd_report)
+
+    cv = sub.add_parser("convert", help="write a DICOM series (or any input of 'segment') as the one image file "
+                                        "'segment' would segment (tilted series regularised)")
+    cv.add_argument("input", metavar="SERIES", help="DICOM folder, one file of the series, or an image file")
+    cv.add_argument("-o", "--output", required=True, metavar="FILE", help=".nrrd, .nii.gz, .nii or .mha")
+    cv.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    cv.add_argument("--allow-non-ct", action="store_true", help="read a DICOM series whose Modality is not CT")
+    common(cv)
+    cv.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("evaluate", help="compare predicted segmentations with references")
     ev.add_argument("pred_dir")
