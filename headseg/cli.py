@@ -11,10 +11,8 @@ report it), 2 bad input or usage, 3 model package problem, 4 out of memory, 5 ca
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import traceback
@@ -25,6 +23,8 @@ from . import __version__
 from .batch import BatchEvents, CaseOutputs, plan_batch, run_batch
 from .cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, case_name, discover_cases
 from .cases import is_image as _is_image
+from .casework import collect_warnings as _collect_warnings
+from .casework import native_stderr_captured as _native_stderr_captured
 from .errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
 from .volumes import VolumeRow
 
@@ -108,15 +108,17 @@ class _CliBatchEvents(BatchEvents):
 
 
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
-    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.batch``)."""
-    from . import pipeline
-    from .dicom_export import check_export_source, export_dicom, parse_export_formats
-    from .inference import select_device
-    from .io import read_volume, write_segmentation, write_volume
+    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.batch``),
+    here or, with ``--cluster``, on Dask workers (``headseg.cluster``)."""
+    from .casework import SegmentSettings, segment_and_write
+    from .dicom_export import parse_export_formats
     from .packages import find_package
-    from .report import write_run_record
-    from .volumes import volume_table, with_quality, write_volume_csv
 
+    if args.cluster:  # before any work: without Dask, or with a spec that names no cluster, say so
+        from .cluster import parse_cluster, require_dask
+
+        require_dask()
+        parse_cluster(args.cluster)
     cases = discover_cases(args.inputs)
     export_formats = parse_export_formats(getattr(args, "export", None))
     if export_formats and not any(case.is_dicom for case in cases):
@@ -128,54 +130,39 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats,
                       uncertainty=uncertainty, run_record=True)
     roi = parse_roi(args.roi)
-    keep = [s.strip() for s in args.structures.split(",")] if args.structures else None
+    keep = tuple(s.strip() for s in args.structures.split(",")) if args.structures else None
+    settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
+                               uncertainty, tuple(export_formats))
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
                       "warning")
-    device = select_device(args.device)
-    reporter.info(f"Device: {device.device} ({device.reason})")
-    model = package.load_model(device.device)
+    if args.cluster:
+        from .cluster import run_on_cluster
 
-    def segment_case(case: Case, outputs: CaseOutputs) -> List[VolumeRow]:
-        if export_formats and not case.is_dicom:
-            reporter.info(f"{case.name}: not a DICOM input, so no DICOM SEG/RT Structure Set will be written.",
-                          "warning")
-        with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
-            source = check_export_source(case.path) if outputs.dicom else None  # before any work on the case
-            volume = read_volume(case.path, allow_non_ct=args.allow_non_ct)
-        for warning in read_warnings:  # e.g. which DICOM series was chosen: shown in bar and JSON modes
-            reporter.info(f"{case.name}: {warning}", "warning")
-        if source is not None:
-            source.check_grid(volume)
-        result = pipeline.segment_volume(volume, package, device=str(device.device), roi=roi, keep=keep,
-                                         progress=reporter.progress, cancel=cancel, batch_size=args.batch_size,
-                                         model=model, uncertainty=uncertainty)
-        rows = with_quality(volume_table(result.labelmap, result.label_set), result.quality)
-        write_segmentation(result.labelmap, result.label_set, outputs.segmentation, overwrite=True)
-        write_volume_csv(rows, outputs.volumes_csv)
-        if outputs.uncertainty is not None and result.uncertainty is not None:
-            write_volume(result.uncertainty, outputs.uncertainty, overwrite=True)
-        if outputs.run_record is not None:
-            write_run_record(outputs.run_record, case, package, result)
-        dicom_files = []
-        if source is not None:
-            dicom_files = export_dicom(result.labelmap, result.label_set, source, dict(outputs.dicom), overwrite=True,
-                                       algorithm_name=package.name)
-        reporter.close()
-        for note in result.notes:
-            reporter.info(f"{case.name}: {note}", "warning")
-        reporter.info(f"{case.name}: wrote {outputs.segmentation.name} and {outputs.volumes_csv.name} "
-                      f"({result.seconds:.1f} s on {result.device})")
-        reporter.emit("result", case=case.name, segmentation=str(outputs.segmentation),
-                      volumes_csv=str(outputs.volumes_csv), device=result.device, seconds=round(result.seconds, 2),
-                      notes=result.notes, dicom=[str(f) for f in dicom_files],
-                      uncertainty=str(outputs.uncertainty) if outputs.uncertainty and result.uncertainty else None,
-                      run_record=str(outputs.run_record) if outputs.run_record else None)
-        return rows
+        reporter.info(f"Cluster {args.cluster}: each worker chooses its device from '{args.device}' and loads the "
+                      "model once")
+        events = _CliClusterEvents(reporter)
+        report = run_on_cluster(args.cluster, plan, settings, events=events, cancel=cancel,
+                                stop_on_error=len(cases) == 1)
+        events.summary(report)
+    else:
+        from .inference import select_device
 
-    report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
-                       events=_CliBatchEvents(reporter))
+        device = select_device(args.device)
+        reporter.info(f"Device: {device.device} ({device.reason})")
+        model = package.load_model(device.device)
+
+        def segment_case(case: Case, outputs: CaseOutputs) -> List[VolumeRow]:
+            result = segment_and_write(case, outputs, package, model, str(device.device), settings,
+                                       warn=lambda message: reporter.info(message, "warning"),
+                                       progress=reporter.progress, cancel=cancel)
+            reporter.close()
+            _report_case(reporter, case, outputs, result)
+            return result.rows
+
+        report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
+                           events=_CliBatchEvents(reporter))
     if report.cancelled:
         kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
         raise Cancelled(f"Cancelled; nothing was written for the case in progress.{kept}")
@@ -185,6 +172,53 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
         page = write_report(plan.output_dir, plan.output_dir / "report.html", overwrite=True)
         reporter.info(f"Batch report: {page}")
     return int(ExitCode.INPUT if not report.succeeded else ExitCode.OK)
+
+
+def _report_case(reporter: Reporter, case: Case, outputs: CaseOutputs, result) -> None:
+    """What the CLI says about a finished case (the same here and for a case run on a cluster)."""
+    for note in result.notes:
+        reporter.info(f"{case.name}: {note}", "warning")
+    reporter.info(f"{case.name}: wrote {outputs.segmentation.name} and {outputs.volumes_csv.name} "
+                  f"({result.seconds:.1f} s on {result.device})")
+    reporter.emit("result", case=case.name, segmentation=str(outputs.segmentation),
+                  volumes_csv=str(outputs.volumes_csv), device=result.device, seconds=round(result.seconds, 2),
+                  notes=result.notes, dicom=[str(p) for p in outputs.dicom.values()] if result.dicom else [],
+                  uncertainty=str(outputs.uncertainty) if outputs.uncertainty and result.uncertainty else None,
+                  run_record=str(outputs.run_record) if outputs.run_record else None)
+
+
+class _CliClusterEvents(_CliBatchEvents):
+    """A cluster batch as the CLI shows it: one bar of cases done and failed, each case's lines as its
+    result arrives."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(reporter)
+        self.started = False
+
+    def _start(self, total: int) -> None:
+        if not self.started:
+            self.reporter.start(f"{total} case(s) on the cluster")
+            self.started = True
+
+    def case_failed(self, case: Case, error: BaseException, code: int) -> None:
+        self.reporter.info(f"{case.name}: skipped: {error_message(error)}", "warning")
+        self.reporter.emit("error", case=case.name, message=error_message(error), code=int(code))
+
+    def case_done(self, outcome, done: int, failed: int, total: int) -> None:
+        self._start(total)
+        if outcome.state == "succeeded" and outcome.details is not None:
+            for warning in outcome.details.warnings:
+                self.reporter.info(warning, "warning")
+            _report_case(self.reporter, outcome.case, outcome.outputs, outcome.details)
+        self.reporter.progress(done / max(total, 1), f"{done}/{total} done, {failed} failed")
+
+    def summary(self, report) -> None:
+        self.reporter.close()
+        details = [o.details for o in report.succeeded if o.details is not None]
+        workers = sorted({d.worker for d in details})
+        loads = sum(1 for d in details if d.loaded_model)
+        self.reporter.info(f"{len(report.succeeded)} case(s) done and {len(report.failed)} failed on "
+                           f"{len(workers)} worker(s); the model was loaded {loads} time(s)")
 
 
 def cmd_compare(args, reporter: Reporter, cancel) -> int:
@@ -233,52 +267,6 @@ def cmd_convert(args, reporter: Reporter, cancel) -> int:
                   f"{spacing[0]:.3g} x {spacing[1]:.3g} x {spacing[2]:.3g} mm)")
     reporter.emit("result", case=case.name, image=str(written), size=list(size), spacing=list(spacing))
     return int(ExitCode.OK)
-
-
-@contextlib.contextmanager
-def _collect_warnings(logger_name: str):
-    """Warnings logged by ``logger_name`` inside the block, as strings (not also printed by logging)."""
-    messages: List[str] = []
-
-    class _Collector(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    target = logging.getLogger(logger_name)
-    handler, propagate = _Collector(logging.WARNING), target.propagate
-    target.addHandler(handler)
-    target.propagate = False
-    try:
-        yield messages
-    finally:
-        target.removeHandler(handler)
-        target.propagate = propagate
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """ITK, MetaIO and GDCM print diagnostics straight to file descriptor 2 ("MetaImage: Read: Cannot parse
-    file") before our own clear message; capture them while reading and log them (shown with -v)."""
-    import tempfile
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real stderr (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace").strip()
-            if text:
-                log.info("Reader diagnostics: %s", text)
 
 
 def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
@@ -494,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-uncertainty", action="store_true",
                      help="do not write <case>_uncertainty.nrrd (doubt is then left empty; flags are still written)")
     seg.add_argument("--report", action="store_true", help="also write OUTDIR/report.html (headseg report)")
+    seg.add_argument("--cluster", metavar="SPEC",
+                     help="run the cases on Dask workers: local:N (N processes here) or tcp://HOST:PORT (a running "
+                          "scheduler, e.g. from dask-jobqueue); needs pip install 'headseg[cluster]'")
     common(seg)
     seg.set_defaults(func=cmd_segment)
 

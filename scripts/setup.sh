@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with the CPU build of torch and headseg (editable) plus the test extra (pytest, slicer-core,
-# mypy, MONAI for the equivalence tests, ...) and the bench extra.
+# mypy, MONAI for the equivalence tests, ...), the bench extra and the cluster extra (Dask, for --cluster).
 # Real users with a GPU install the torch build that fits it first; headseg only asks for torch>=2.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +11,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # Pinned on purpose: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet "torch==${HEADSEG_TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[test,bench]"
+.venv/bin/python -m pip install --quiet -e ".[test,bench,cluster]"
 .venv/bin/python -c "import headseg, torch; print(f'headseg {headseg.__version__}, torch {torch.__version__}')"

@@ -1,0 +1,199 @@
+"""One case of ``headseg segment``: read it, segment it, write its files. The per-case writer that the
+serial command line and the cluster workers (``headseg.cluster``) both call, so a case gives the same
+files whichever ran it.
+
+* :class:`SegmentSettings`: what every case of a run is segmented with, as plain values (a cluster
+  worker receives them pickled).
+* :func:`segment_and_write`: one case with a loaded model: ``<case>.seg.nrrd``, ``<case>_volumes.csv``,
+  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.batch.CaseOutputs`
+  name), the DICOM exports it was asked for; every file written atomically.
+* :func:`segment_case_on_worker`: the same on a worker process, with the model package loaded once per
+  process (:func:`loaded_model`, keyed by package folder and device), not once per case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from .batch import CaseOutputs
+from .cases import Case
+from .volumes import VolumeRow
+
+__all__ = ["SegmentSettings", "CaseResult", "segment_and_write", "loaded_model", "segment_case_on_worker",
+           "collect_warnings", "native_stderr_captured"]
+
+log = logging.getLogger("headseg")
+
+Roi = Tuple[Sequence[float], Sequence[float]]  # LPS centre and size in mm
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How every case of a run is segmented (the options of ``headseg segment``)."""
+
+    package: str  # the model package folder (found on the client: workers need no model search)
+    device: str = "auto"  # the device *request*; each worker chooses its own device from it
+    roi: Optional[Roi] = None
+    keep: Optional[Tuple[str, ...]] = None  # structure keys to keep (None: all)
+    batch_size: Optional[int] = None
+    allow_non_ct: bool = False
+    uncertainty: bool = True
+    export_formats: Tuple[str, ...] = ()
+    torch_threads: Optional[int] = None  # workers only: torch threads per worker process (None: torch's default)
+
+
+@dataclass
+class CaseResult:
+    """What one case gave besides its files: the volume rows for ``volumes.csv`` and what to report."""
+
+    rows: List[VolumeRow]
+    device: str
+    seconds: float
+    notes: List[str] = field(default_factory=list)
+    dicom: List[str] = field(default_factory=list)  # DICOM files written
+    uncertainty: bool = False  # the uncertainty map was written
+    warnings: List[str] = field(default_factory=list)  # what was said before segmenting (worker runs)
+    worker: str = ""  # host:pid of the process that ran it
+    loaded_model: bool = False  # this case loaded the model (the worker's first case)
+
+
+def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any, device: str,
+                      settings: SegmentSettings, warn: Callable[[str], None],
+                      progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None) -> CaseResult:
+    """Segment ``case`` with ``model`` (loaded from ``package`` on ``device``) and write the files of
+    ``outputs``. ``warn`` receives each warning (a sentence naming the case) as soon as it is known."""
+    from . import pipeline
+    from .dicom_export import check_export_source, export_dicom
+    from .io import read_volume, write_segmentation, write_volume
+    from .report import write_run_record
+    from .volumes import volume_table, with_quality, write_volume_csv
+
+    if settings.export_formats and not case.is_dicom:
+        warn(f"{case.name}: not a DICOM input, so no DICOM SEG/RT Structure Set will be written.")
+    with collect_warnings("headseg.io") as read_warnings, native_stderr_captured():
+        source = check_export_source(case.path) if outputs.dicom else None  # before any work on the case
+        volume = read_volume(case.path, allow_non_ct=settings.allow_non_ct)
+    for warning in read_warnings:  # e.g. which DICOM series was chosen
+        warn(f"{case.name}: {warning}")
+    if source is not None:
+        source.check_grid(volume)
+    keep = list(settings.keep) if settings.keep is not None else None
+    result = pipeline.segment_volume(volume, package, device=device, roi=settings.roi, keep=keep, progress=progress,
+                                     cancel=cancel, batch_size=settings.batch_size, model=model,
+                                     uncertainty=settings.uncertainty)
+    rows = with_quality(volume_table(result.labelmap, result.label_set), result.quality)
+    write_segmentation(result.labelmap, result.label_set, outputs.segmentation, overwrite=True)
+    write_volume_csv(rows, outputs.volumes_csv)
+    wrote_uncertainty = False
+    if outputs.uncertainty is not None and result.uncertainty is not None:
+        write_volume(result.uncertainty, outputs.uncertainty, overwrite=True)
+        wrote_uncertainty = True
+    if outputs.run_record is not None:
+        write_run_record(outputs.run_record, case, package, result)
+    dicom_files: List[Path] = []
+    if source is not None:
+        dicom_files = export_dicom(result.labelmap, result.label_set, source, dict(outputs.dicom), overwrite=True,
+                                   algorithm_name=package.name)
+    return CaseResult(rows, str(result.device), float(result.seconds), list(result.notes),
+                      [str(f) for f in dicom_files], wrote_uncertainty)
+
+
+# -- on a worker process -------------------------------------------------------------------------------
+_MODELS: Dict[Tuple[str, str], Tuple[Any, Any, str]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def loaded_model(package_dir: str, device_request: str) -> Tuple[Any, Any, str, bool]:
+    """``(package, model, device, loaded_now)`` for this process: the package is read and its weights
+    loaded on the first call for ``(package_dir, device_request)`` only; later calls reuse them."""
+    key = (str(Path(package_dir).resolve()), str(device_request))
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            package, model, device = _MODELS[key]
+            return package, model, device, False
+        from .inference import select_device
+        from .packages import load_package
+
+        package = load_package(package_dir)
+        device = str(select_device(device_request).device)
+        model = package.load_model(device)
+        _MODELS[key] = (package, model, device)
+        return package, model, device, True
+
+
+def segment_case_on_worker(case: Case, outputs: CaseOutputs, settings: SegmentSettings) -> CaseResult:
+    """:func:`segment_and_write` in a worker process (the task ``headseg segment --cluster`` runs per
+    case): the model comes from this process's cache, warnings travel back in the result."""
+    if settings.torch_threads:
+        import torch
+
+        if torch.get_num_threads() != settings.torch_threads:
+            torch.set_num_threads(int(settings.torch_threads))
+    package, model, device, loaded_now = loaded_model(settings.package, settings.device)
+    warnings: List[str] = []
+    result = segment_and_write(case, outputs, package, model, device, settings, warn=warnings.append)
+    result.warnings = warnings
+    result.worker = f"{socket.gethostname()}:{os.getpid()}"
+    result.loaded_model = loaded_now
+    return result
+
+
+# -- what readers print --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def collect_warnings(logger_name: str) -> Iterator[List[str]]:
+    """Warnings logged by ``logger_name`` inside the block, as strings (not also printed by logging)."""
+    messages: List[str] = []
+
+    class _Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    target = logging.getLogger(logger_name)
+    handler, propagate = _Collector(logging.WARNING), target.propagate
+    target.addHandler(handler)
+    target.propagate = False
+    try:
+        yield messages
+    finally:
+        target.removeHandler(handler)
+        target.propagate = propagate
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """ITK, MetaIO and GDCM print diagnostics straight to file descriptor 2 ("MetaImage: Read: Cannot parse
+    file") before our own clear message; capture them while reading and log them (shown with -v).
+
+    Only in the main thread: file descriptor 2 belongs to the whole process (a worker thread would
+    capture what the others print)."""
+    import tempfile
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace").strip()
+            if text:
+                log.info("Reader diagnostics: %s", text)

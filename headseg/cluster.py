@@ -1,0 +1,151 @@
+"""``headseg segment --cluster``: the batch of ``headseg.batch`` with Dask workers as its executor.
+
+``--cluster local:N`` starts a ``dask.distributed.LocalCluster`` of N worker processes with one thread
+each (torch then gets the machine's cores divided by N); ``--cluster tcp://HOST:PORT`` connects to a
+running scheduler, for example one that ``dask-jobqueue`` started on Slurm or PBS (README, "Scaling
+out"). The client (the ``headseg`` process) plans the batch, submits one task per case
+(:func:`headseg.casework.segment_case_on_worker`: the model package is loaded once per worker process),
+moves each case's files into place and updates ``volumes.csv`` as results arrive. Inputs, the model
+package and the output folder must lie on a file system every worker sees.
+
+A worker that dies during a case (killed, out of memory, its node lost) makes the scheduler run the case
+again on another worker, up to ``distributed.scheduler.allowed-failures`` times (Dask's default, 3; the
+scheduler's own setting for an external cluster); after that the case fails alone
+(:class:`headseg.batch.CaseLost`). Dask is the optional extra ``headseg[cluster]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from dataclasses import replace
+from functools import partial
+from typing import Any, Collection, Iterator, Optional, Tuple, Type
+
+from .batch import BatchEvents, BatchPlan, BatchReport, CaseExecutor, CaseLost, run_batch
+from .casework import SegmentSettings, segment_case_on_worker
+from .errors import InputError
+
+__all__ = ["INSTALL_HINT", "parse_cluster", "require_dask", "DaskExecutor", "dask_executor", "run_on_cluster"]
+
+INSTALL_HINT = "--cluster needs Dask, which is not installed: pip install 'headseg[cluster]'."
+
+
+def require_dask() -> None:
+    """Refuse ``--cluster`` without Dask, with the sentence that says how to install it."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise InputError(INSTALL_HINT) from None
+
+
+def parse_cluster(spec: str) -> Tuple[str, Any]:
+    """``("local", N)`` for ``local:N``, ``("address", spec)`` for a scheduler address such as
+    ``tcp://HOST:PORT``; anything else is an :class:`InputError`."""
+    text = str(spec).strip()
+    match = re.fullmatch(r"local:(\d+)", text)
+    if match:
+        workers = int(match.group(1))
+        if workers < 1:
+            raise InputError("--cluster local:N needs N >= 1 workers.")
+        return "local", workers
+    if re.fullmatch(r"(tcp|tls|ucx|inproc)://\S+", text):
+        return "address", text
+    raise InputError(f"--cluster {text!r}: give local:N (N worker processes on this machine) or the address of a "
+                     "running Dask scheduler, e.g. tcp://HOST:8786.")
+
+
+class DaskExecutor(CaseExecutor):
+    """A ``dask.distributed.Client`` as a :class:`~headseg.batch.CaseExecutor`."""
+
+    def __init__(self, client: Any, max_in_flight: Optional[int] = None) -> None:
+        self.client = client
+        self.max_in_flight = max_in_flight
+        self._submitted = 0
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        self._submitted += 1
+        # Earlier cases first (higher priority), as a serial run would take them; pure=False: never merged.
+        return self.client.submit(fn, *args, pure=False, priority=-self._submitted)
+
+    def wait(self, handles: Collection[Any], timeout: float) -> Collection[Any]:
+        from distributed import wait
+
+        try:
+            done, _ = wait(list(handles), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        return done
+
+    def result(self, handle: Any) -> Any:
+        from distributed import KilledWorker
+
+        try:
+            return handle.result()
+        except KilledWorker as exc:
+            raise CaseLost(f"The workers running the case died each time it was tried ({exc}); it may need more "
+                           "memory than a worker has.") from None
+
+    def cancel(self, handles: Collection[Any]) -> None:
+        if handles:
+            self.client.cancel(list(handles))
+
+
+@contextlib.contextmanager
+def dask_executor(spec: str, allowed_failures: Optional[int] = None) -> Iterator[DaskExecutor]:
+    """A :class:`DaskExecutor` on the cluster ``spec`` names (see :func:`parse_cluster`), closed afterwards.
+
+    ``allowed_failures`` sets how often a local cluster's scheduler retries a case whose worker died
+    (None: Dask's setting); an external scheduler keeps its own."""
+    require_dask()
+    import dask
+    from distributed import Client, LocalCluster
+
+    kind, value = parse_cluster(spec)
+    settings = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": int(allowed_failures)}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(dask.config.set(settings))
+        stack.enter_context(_quiet_dask())
+        if kind == "local":
+            cluster = stack.enter_context(LocalCluster(n_workers=int(value), threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, silence_logs=logging.ERROR))
+            client = stack.enter_context(Client(cluster))
+            yield DaskExecutor(client, max_in_flight=int(value))
+        else:
+            try:
+                client = stack.enter_context(Client(value, timeout="30s"))
+            except (OSError, TimeoutError) as exc:
+                raise InputError(f"Cannot reach the Dask scheduler at {value} ({exc}). Is it running, and is the "
+                                 "address the one it printed?") from None
+            # All cases at once: an adaptive cluster (dask-jobqueue's adapt) scales by the tasks it sees.
+            yield DaskExecutor(client)
+
+
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Dask's own log lines (scheduler started, worker restarted, ...) only with ``-v``."""
+    target = logging.getLogger("distributed")
+    level = target.level
+    verbose = logging.getLogger("headseg").getEffectiveLevel() <= logging.INFO
+    target.setLevel(logging.WARNING if verbose else logging.CRITICAL)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
+def run_on_cluster(spec: str, plan: BatchPlan, settings: SegmentSettings, events: Optional[BatchEvents] = None,
+                   cancel: Any = None, stop_on_error: bool = False,
+                   case_errors: Tuple[Type[BaseException], ...] = (InputError, MemoryError),
+                   allowed_failures: Optional[int] = None) -> BatchReport:
+    """Run ``plan`` on the cluster ``spec``: :func:`headseg.batch.run_batch` with a :class:`DaskExecutor`
+    and :func:`~headseg.casework.segment_case_on_worker` as each case's task."""
+    kind, value = parse_cluster(spec)
+    if kind == "local" and settings.torch_threads is None:  # N workers share this machine's cores
+        settings = replace(settings, torch_threads=max(1, (os.cpu_count() or 1) // int(value)))
+    with dask_executor(spec, allowed_failures) as executor:
+        return run_batch(plan, partial(segment_case_on_worker, settings=settings), case_errors=case_errors,
+                         stop_on_error=stop_on_error, events=events, executor=executor, cancel=cancel)
