@@ -22,7 +22,7 @@ import numpy as np
 from .geometry import Volume
 
 __all__ = ["FLAG_CODES", "VOLUME_BANDS_CM3", "ASYMMETRY_RATIO", "FRAGMENT_SHARE", "StructureQuality",
-           "normalized_entropy", "removed_shares", "structure_quality", "body_midline_x"]
+           "normalized_entropy", "removed_shares", "structure_quality", "body_midline_x", "surface_shell"]
 
 FLAG_CODES: Dict[str, str] = {
     "empty": "nothing was segmented",
@@ -100,8 +100,9 @@ def removed_shares(before: np.ndarray, after: np.ndarray, values: Sequence[int])
     return shares
 
 
-def _shell(mask: np.ndarray) -> np.ndarray:
-    """One voxel inside and one outside the surface of ``mask`` (6-connectivity)."""
+def surface_shell(mask: np.ndarray) -> np.ndarray:
+    """One voxel inside and one outside the surface of ``mask`` (6-connectivity): where ``doubt`` is
+    measured (the Slicer modules also look there for a structure's most uncertain region)."""
     from scipy import ndimage
 
     return ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)
@@ -160,7 +161,7 @@ def structure_quality(labelmap: Volume, label_set, uncertainty: Optional[np.ndar
             mask = array == s.label
             box = _box(mask)
             if uncertainty is not None:
-                shell = _shell(mask[box])
+                shell = surface_shell(mask[box])
                 doubt = float(np.asarray(uncertainty)[box][shell].mean()) if shell.any() else 0.0
             band = VOLUME_BANDS_CM3.get(base)
             if band is not None and n * voxel_cm3 < band[0]:

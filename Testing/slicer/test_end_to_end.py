@@ -16,7 +16,7 @@ pytest.importorskip("torch", reason="torch is needed by the headseg segment chil
 
 from headseg.errors import InputError, ModelPackageError  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
-from headseg.slicer import runs, scene, segments, tables  # noqa: E402
+from headseg.slicer import review, runs, scene, segments, tables  # noqa: E402
 from headseg.volumes import volume_table  # noqa: E402
 
 ORBIT = get_label_set("orbit")
@@ -60,12 +60,20 @@ def test_segment_button_path_end_to_end(mrml_scene, small_phantom, tiny_orbit_pa
 
     rows = tables.rows_from_table_node(run.table_node)
     expected = volume_table(labelmap, ORBIT)
-    assert [(r.structure, r.side, r.voxels) for r in rows] == [(r.structure, r.side, r.voxels) for r in expected]
+    assert [(r.structure, r.side, r.voxels) for r in run.rows] == [(r.structure, r.side, r.voxels) for r in expected]
+    assert sorted((r.structure, r.side, r.voxels) for r in rows) == sorted(
+        (r.structure, r.side, r.voxels) for r in expected)
+    # the child's uncertainty map came with the result: doubt in the table, most doubtful first
+    assert run.uncertainty_node is not None and review.uncertainty_node_of(node) is run.uncertainty_node
+    doubts = [r.doubt for r in rows if not np.isnan(r.doubt)]
+    assert doubts and doubts == sorted(doubts, reverse=True)
     assert "done" in run.message.lower()
     added = node_classes(mrml_scene.scene)
     for name in before:
         added.remove(name)
-    assert added == ["vtkMRMLSegmentationDisplayNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode"]
+    # the uncertainty map comes as a scalar volume with its display node and the shared colour table
+    assert added == ["vtkMRMLColorTableNode", "vtkMRMLScalarVolumeDisplayNode", "vtkMRMLScalarVolumeNode",
+                     "vtkMRMLSegmentationDisplayNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode"]
 
 
 def test_cancel_leaves_the_scene_as_it_was(mrml_scene, small_phantom, tiny_orbit_package):

@@ -184,9 +184,10 @@ def test_apply_label_set_recognises_renamed_and_foreign_segments(mrml_scene):
 def test_volume_table_numbers_are_voxel_count_times_voxel_volume(imported, small_phantom):
     _, node, _ = imported
     table = tables.volume_table_node(node, ORBIT)
-    rows = tables.rows_from_table_node(table)
+    rows = tables.rows_from_table_node(table)  # most doubtful (here: flagged) first, totals last
     expected = volume_table(small_phantom.labels, ORBIT)  # the core's table of the same label map
-    assert [(r.structure, r.side, r.voxels) for r in rows] == [(r.structure, r.side, r.voxels) for r in expected]
+    assert sorted((r.structure, r.side, r.voxels) for r in rows) == sorted(
+        (r.structure, r.side, r.voxels) for r in expected)
     counts = np.bincount(small_phantom.labels.array.ravel(), minlength=11)
     voxel_mm3 = float(np.prod(small_phantom.labels.spacing))
     for row in rows[:10]:
@@ -201,7 +202,7 @@ def test_volume_table_numbers_are_voxel_count_times_voxel_volume(imported, small
     assert totals["extraocular_muscles", "left"].volume_cm3 > totals["extraocular_muscles", "right"].volume_cm3
     table_ = table.GetTable()
     assert [table_.GetColumnName(n) for n in range(table_.GetNumberOfColumns())] == [
-        "structure", "side", "voxels", "volume_cm3"]
+        "structure", "side", "voxels", "volume_cm3", "doubt", "flags"]
 
 
 def test_volume_table_follows_an_edit(imported, small_phantom):
@@ -243,11 +244,21 @@ def test_unknown_segments_get_rows_under_their_names(mrml_scene, small_phantom):
 
 def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     _, node, _ = imported
+    from headseg.quality import body_midline_x, structure_quality
+    from headseg.volumes import with_quality
+
+    ct, node, _ = imported
     table = tables.volume_table_node(node, ORBIT)
-    path = tables.export_table_csv(table, tmp_path / "volumes")  # extension added
+    path = tables.export_rows_csv(tables.segment_volume_rows(node, ORBIT), tmp_path / "volumes")  # .csv added
     assert path.name == "volumes.csv"
-    reference = write_volume_csv(volume_table(small_phantom.labels, ORBIT), tmp_path / "cli.csv")
+    # what the CLI writes for the same label map (no uncertainty map here: doubt empty, flags the same)
+    labels = small_phantom.labels
+    quality = structure_quality(labels, ORBIT, None, body_midline_x(scene.volume_from_node(ct), near=labels.array > 0))
+    reference = write_volume_csv(with_quality(volume_table(labels, ORBIT), quality), tmp_path / "cli.csv")
     assert path.read_text() == reference.read_text()
+    # the table node's export holds the same lines, most doubtful first
+    shown = tables.export_table_csv(table, tmp_path / "shown.csv")
+    assert sorted(shown.read_text().splitlines()) == sorted(reference.read_text().splitlines())
     with open(path, newline="") as f:
         first = next(csv.DictReader(f))
     assert list(first) == ["structure", "side", "voxels", "volume_cm3", "doubt", "flags"]

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 from ..errors import HeadSegError, InputError
 from .scene import PathLike, in_slicer_app, roi_from_markups, safe_case_id, volume_from_node
 from .segments import import_segmentation_file
-from .tables import find_volume_table, volume_table_node
+from .tables import find_volume_table, new_volume_table_node, update_volume_table
 
 if TYPE_CHECKING:  # annotations only; importing them here would slow down 'import headseg.slicer.runs'
     from ..packages import ModelPackage
+    from ..volumes import VolumeRow
 
 __all__ = ["HEADSEG_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "child_environment",
            "SegmentationRun"]
@@ -120,6 +121,8 @@ class SegmentationRun:
         self.process = None
         self.segmentation_node = None
         self.table_node = None
+        self.uncertainty_node = None
+        self.rows: List[VolumeRow] = []  # the result's volume rows with doubt and flags, in label order
         self.warnings: List[str] = []
         self._failure: Optional[str] = None
         self.log: List[str] = []
@@ -260,6 +263,28 @@ class SegmentationRun:
         node = import_segmentation_file(str(path), self.label_set, self.input_node, name=name,
                                         output_node=self.output_node, keep=self.structures,
                                         show_3d=self.show_3d)
-        existing = find_volume_table(node)
-        self.table_node = volume_table_node(node, self.label_set, table_node=existing)
+        self._import_review_aids(node, result)
+        self.table_node = find_volume_table(node) or new_volume_table_node(node)
+        self.rows = update_volume_table(node, self.table_node, self.label_set)
         self.segmentation_node = node
+
+    def _import_review_aids(self, node, result: Dict[str, object]) -> None:
+        """The child's uncertainty map as a volume next to the segmentation (so doubt can be recomputed
+        after edits) and its ``fragmented`` flags (which need the raw output the scene does not hold)."""
+        from ..io import read_volume
+        from .review import add_uncertainty_node, mark_fragmented
+
+        uncertainty = result.get("uncertainty")
+        if uncertainty and Path(str(uncertainty)).is_file():
+            self.uncertainty_node = add_uncertainty_node(read_volume(str(uncertainty)), node)
+        fragmented = []
+        volumes_csv = result.get("volumes_csv")
+        if volumes_csv and Path(str(volumes_csv)).is_file():
+            import csv
+
+            with open(str(volumes_csv), newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    if "fragmented" in (row.get("flags") or "").split(";"):
+                        side = row.get("side") or ""
+                        fragmented.append(f"{row['structure']}_{side}" if side else row["structure"])
+        mark_fragmented(node, self.label_set, fragmented, self.input_node)

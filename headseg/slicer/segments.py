@@ -17,7 +17,7 @@ from .scene import PathLike, place_next_to, volume_from_node
 __all__ = [
     "STRUCTURE_TAG", "LABEL_SET_ATTRIBUTE", "binary_labelmap_name", "structure_of_segment", "vtk_string_tag",
     "set_segment_terminology", "segment_terminology", "apply_label_set", "label_set_of",
-    "import_segmentation_file", "segment_mask", "labelmap_from_segmentation",
+    "import_segmentation_file", "segment_mask", "labelmap_from_segmentation", "labelmap_of_segmentation",
 ]
 
 #: Segment tag holding the label-set key of the structure a segment stands for. Names and IDs can be
@@ -249,3 +249,60 @@ def labelmap_from_segmentation(segmentation_node, label_set,
     if overlap:
         warnings.append(f"{overlap} voxels belong to more than one segment; the later structure was kept.")
     return reference.with_array(labels), warnings
+
+
+def labelmap_of_segmentation(segmentation_node, label_set, reference_volume_node,
+                             segment_ids: Optional[Iterable[str]] = None) -> Volume:
+    """One label map of a segmentation, for the review aids and the follow-up comparison.
+
+    Values are the label-set labels of the segments' structures (with ``label_set``; other segments are
+    left out) or 1..n in ``segment_ids`` order (without). The grid is the reference volume's; without
+    one it is the segmentation's own reference geometry (Slicer's export with
+    ``EXTENT_REFERENCE_GEOMETRY``), as for a segmentation loaded from a file with no CT."""
+    segmentation = segmentation_node.GetSegmentation()
+    ids = list(segment_ids) if segment_ids is not None else list(segmentation.GetSegmentIDs())
+    values: List[Tuple[str, int]] = []
+    for n, segment_id in enumerate(ids, start=1):
+        if label_set is None:
+            values.append((segment_id, n))
+            continue
+        structure = structure_of_segment(segmentation.GetSegment(segment_id), segment_id, label_set)
+        if structure is not None:
+            values.append((segment_id, structure.label))
+    if reference_volume_node is not None:
+        if label_set is not None and segment_ids is None:
+            return labelmap_from_segmentation(segmentation_node, label_set, reference_volume_node)[0]
+        reference = volume_from_node(reference_volume_node, allow_labelmap=True)
+        labels = np.zeros(reference.shape, np.uint16)
+        for segment_id, value in values:
+            labels[segment_mask(segmentation_node, segment_id, reference, reference_volume_node)] = value
+        return reference.with_array(labels)
+    return _export_on_own_geometry(segmentation_node, values)
+
+
+def _export_on_own_geometry(segmentation_node, values: List[Tuple[str, int]]) -> Volume:
+    """Slicer's export of ``values``' segments on the segmentation's reference geometry, relabelled."""
+    import slicer
+    import vtk
+
+    scene = segmentation_node.GetScene()
+    existing = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__headseg_temp__")
+    ids = vtk.vtkStringArray()
+    for segment_id, _value in values:
+        ids.InsertNextValue(segment_id)
+    try:
+        if values and not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, None, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+            raise InputError(f"Segmentation '{segmentation_node.GetName()}' could not be exported to a label map.")
+        if not values or labelmap.GetImageData() is None:
+            raise InputError(f"Segmentation '{segmentation_node.GetName()}' holds no segment to measure.")
+        exported = volume_from_node(labelmap, allow_labelmap=True)
+        # without a colour table the export numbers the segments 1..n in the order of ``ids``
+        lookup = np.zeros(len(values) + 1, np.uint16)
+        lookup[1:] = [value for _segment_id, value in values]
+        return exported.with_array(lookup[np.clip(exported.array.astype(np.int64), 0, len(values))])
+    finally:
+        for node in [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]:
+            if node.GetID() not in existing and node.GetScene() is not None:
+                scene.RemoveNode(node)

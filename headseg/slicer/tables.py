@@ -1,9 +1,12 @@
-"""The volume table: voxels and cm³ of every segment, counted on its binary labelmap, in a MRML table node
-(columns ``structure,side,voxels,volume_cm3``, the command line's CSV format) and as CSV.
+"""The volume table: voxels and cm³ of every segment, counted on its binary labelmap, with each structure's
+``doubt`` and ``flags`` (:mod:`headseg.slicer.review`), in a MRML table node (columns
+``structure,side,voxels,volume_cm3,doubt,flags``, the command line's CSV format; the node lists the most
+doubtful structure first, so the user corrects there first) and as CSV (in label order, as the CLI writes).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -20,6 +23,7 @@ __all__ = [
     "TABLE_SEGMENTATION_REFERENCE", "TABLE_COLUMNS", "segment_volume_rows", "fill_table_node",
     "update_volume_table", "new_volume_table_node", "volume_table_node", "rows_from_table_node",
     "export_rows_csv", "export_table_csv", "find_volume_table", "VOLUME_EVENTS", "VolumeFollower",
+    "most_doubtful_first",
 ]
 
 #: Node reference from a volume table to the segmentation it describes.
@@ -50,13 +54,13 @@ def _voxel_volume_mm3(oriented_image) -> float:
     return float(abs(np.linalg.det([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])))
 
 
-def segment_volume_rows(segmentation_node, label_set=None) -> List[VolumeRow]:
+def segment_volume_rows(segmentation_node, label_set=None, quality: bool = True) -> List[VolumeRow]:
     """Voxels and cm³ of every segment, counted on the segment's own binary labelmap, plus derived totals
-    (the extraocular muscles of each side for the orbit).
+    (the extraocular muscles of each side for the orbit), with doubt and flags unless ``quality`` is off.
 
     Structures of ``label_set`` come first in label order, then other segments under their names.
     """
-    from ..volumes import VolumeRow, derived_rows
+    from ..volumes import VolumeRow, derived_rows, with_quality
 
     segmentation = segmentation_node.GetSegmentation()
     binary = binary_labelmap_name()
@@ -92,14 +96,36 @@ def segment_volume_rows(segmentation_node, label_set=None) -> List[VolumeRow]:
     rows = [row for _, row in sorted(known, key=lambda item: item[0])] + others
     if label_set is not None:
         rows += derived_rows(rows, label_set)
+    if quality and label_set is not None:
+        from .review import segment_quality
+
+        try:
+            rows = with_quality(rows, segment_quality(segmentation_node, label_set))
+        except InputError as exc:  # e.g. two segments for one structure: the volumes still stand
+            logging.getLogger(__name__).warning("No doubt and flags for '%s': %s", segmentation_node.GetName(), exc)
     return rows
 
 
-TABLE_COLUMNS = (("structure", "string"), ("side", "string"), ("voxels", "int"), ("volume_cm3", "double"))
+def most_doubtful_first(rows: Sequence[VolumeRow]) -> List[VolumeRow]:
+    """Structures by falling doubt, then those without a doubt (no map, or empty), flagged ones first, then
+    the totals: the order of the table node, so the first row is where to correct first."""
+    structures = [r for r in rows if not r.derived]
+    measured = sorted((r for r in structures if r.doubt == r.doubt), key=lambda r: -r.doubt)
+    unmeasured = sorted((r for r in structures if r.doubt != r.doubt), key=lambda r: not r.flags)
+    return measured + unmeasured + [r for r in rows if r.derived]
+
+
+TABLE_COLUMNS = (("structure", "string"), ("side", "string"), ("voxels", "int"), ("volume_cm3", "double"),
+                 ("doubt", "double"), ("flags", "string"))
+#: The columns a volume table must have (tables saved before doubt and flags existed are still read).
+REQUIRED_COLUMNS = 4
 
 
 def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
-    """Replace the content of ``table_node`` with ``rows`` (columns structure, side, voxels, volume_cm3)."""
+    """Replace the content of ``table_node`` with ``rows``, in their order (see :data:`TABLE_COLUMNS`).
+
+    Column names are the header (``UseColumnTitleAsColumnHeader``, off by default in vtkMRMLTableNode.cxx
+    v5.6.2), so row n of the table view is row n of the table: what the panel's row selection relies on."""
     import vtk
 
     was_modifying = table_node.StartModify()
@@ -116,11 +142,16 @@ def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
             columns[1].InsertNextValue(row.side)
             columns[2].InsertNextValue(int(row.voxels))
             columns[3].InsertNextValue(float(row.volume_cm3))
+            columns[4].InsertNextValue(float(row.doubt))  # NaN where no uncertainty map lies on the grid
+            columns[5].InsertNextValue(row.flags)
         for column in columns:
             table_node.AddColumn(column)
         table_node.SetColumnUnitLabel("volume_cm3", "cm3")
         table_node.SetColumnDescription("voxels", "voxel count of the segment's binary labelmap")
         table_node.SetColumnDescription("volume_cm3", "voxel count x voxel volume")
+        table_node.SetColumnDescription("doubt", "mean uncertainty across the structure's surface, 0-1")
+        table_node.SetColumnDescription("flags", "what looks wrong (headseg.quality.FLAG_CODES)")
+        table_node.SetUseColumnTitleAsColumnHeader(True)
         table_node.SetLocked(True)  # computed numbers: edits in the table view would be overwritten
         table_node.Modified()
     finally:
@@ -128,9 +159,10 @@ def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
 
 
 def update_volume_table(segmentation_node, table_node, label_set=None) -> List[VolumeRow]:
-    """Recompute the volume table of ``segmentation_node`` into ``table_node``; returns the rows."""
+    """Recompute the volume table of ``segmentation_node`` into ``table_node`` (most doubtful first);
+    returns the rows in label order."""
     rows = segment_volume_rows(segmentation_node, label_set)
-    fill_table_node(table_node, rows)
+    fill_table_node(table_node, most_doubtful_first(rows))
     table_node.SetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE, segmentation_node.GetID())
     return rows
 
@@ -157,17 +189,22 @@ def rows_from_table_node(table_node) -> List[VolumeRow]:
     table = table_node.GetTable()
     names = [name for name, _ in TABLE_COLUMNS]
     columns = [table.GetColumnByName(name) for name in names]
-    if any(column is None for column in columns):
-        raise InputError(f"Table '{table_node.GetName()}' is not a HeadSeg volume table (columns {names}).")
+    if any(column is None for column in columns[:REQUIRED_COLUMNS]):
+        raise InputError(f"Table '{table_node.GetName()}' is not a HeadSeg volume table "
+                         f"(columns {names[:REQUIRED_COLUMNS]}).")
+    doubt, flags = columns[REQUIRED_COLUMNS:]
     rows = []
     for n in range(table.GetNumberOfRows()):
-        structure, side, voxels, volume = (column.GetValue(n) for column in columns)
-        rows.append(VolumeRow(str(structure), str(side), int(voxels), float(volume)))
+        structure, side, voxels, volume = (column.GetValue(n) for column in columns[:REQUIRED_COLUMNS])
+        rows.append(VolumeRow(str(structure), str(side), int(voxels), float(volume),
+                              doubt=float(doubt.GetValue(n)) if doubt is not None else float("nan"),
+                              flags=str(flags.GetValue(n)) if flags is not None else ""))
     return rows
 
 
 def export_rows_csv(rows: Sequence[VolumeRow], path: PathLike, case: Optional[str] = None) -> Path:
-    """Write volume rows as CSV (``structure,side,voxels,volume_cm3``, the CLI's format); adds ``.csv``."""
+    """Write volume rows as CSV (``structure,side,voxels,volume_cm3,doubt,flags``, the CLI's format); adds
+    ``.csv``."""
     from ..volumes import write_volume_csv
 
     path = Path(path)
