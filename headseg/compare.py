@@ -26,7 +26,7 @@ from .errors import InputError
 from .geometry import Volume
 
 __all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "register_rigid",
-           "repeatability_bounds", "write_comparison", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
+           "repeatability_bounds", "write_comparison", "write_change_csv", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
            "MIN_BONE_DICE"]
 
 log = logging.getLogger(__name__)
@@ -300,14 +300,7 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
     if existing and not overwrite:
         raise OutputExistsError(f"{existing[0]} exists; choose another output folder or pass --overwrite.")
     out.mkdir(parents=True, exist_ok=True)
-
-    def write_csv(temp: Path) -> None:
-        with open(temp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CHANGE_COLUMNS)
-            writer.writeheader()
-            writer.writerows(r.as_dict() for r in comparison.rows)
-
-    written = [write_atomically(out / "change.csv", write_csv, overwrite=True),
+    written = [write_change_csv(comparison.rows, out / "change.csv"),
                write_atomically(out / "summary.txt", lambda t: t.write_text(comparison.summary(), encoding="utf-8"),
                                 overwrite=True)]
     if comparison.transform is not None:
@@ -317,6 +310,20 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
             draw = functools.partial(_draw_group, comparison, moved, keys, group)
             written.append(write_atomically(out / f"change_{group}.png", draw, overwrite=True))
     return written
+
+
+def write_change_csv(rows: Sequence[ChangeRow], path: PathLike) -> Path:
+    """``change.csv`` (:data:`CHANGE_COLUMNS`), written atomically over any file at ``path`` (the CLI
+    checks first; the Slicer panel's save dialog has asked)."""
+    from .io.files import write_atomically
+
+    def write_csv(temp: Path) -> None:
+        with open(temp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=CHANGE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(r.as_dict() for r in rows)
+
+    return write_atomically(Path(path), write_csv, overwrite=True)
 
 
 def _groups(comparison: Comparison) -> Dict[str, List[str]]:
