@@ -40,7 +40,13 @@ API = {
     "ctkCollapsibleButton": COMMON | {"collapsed"},
     "ctkDirectoryButton": COMMON | {"directory", "directoryChanged(QString)"},
     "qMRMLNodeComboBox": COMMON | {"currentNode", "setCurrentNode", "currentNodeChanged(vtkMRMLNode*)"},
-    "qMRMLTableView": COMMON | {"setMRMLTableNode", "resizeColumnsToContents", "setMRMLScene"},
+    # qMRMLTableView.h (v5.6.2 and main): its own selectionChanged() signal; selectionModel and
+    # clearSelection are QAbstractItemView's
+    "qMRMLTableView": COMMON | {"setMRMLTableNode", "resizeColumnsToContents", "setMRMLScene", "selectionChanged()",
+                                "selectionModel", "clearSelection"},
+    "QCheckBox": COMMON | {"checked", "toggled(bool)"},
+    # ctkSliderWidget: value property and valueChanged(double), as Slicer's editor effects connect it
+    "ctkSliderWidget": COMMON | {"value", "valueChanged(double)"},
     # qMRMLSegmentEditorWidget.h (v5.6.2 and main): turnOffLightboxes() is deprecated (a no-op) from 5.10 on
     "qMRMLSegmentEditorWidget": COMMON | {
         "setMaximumNumberOfUndoStates", "setMRMLScene", "setMRMLSegmentEditorNode", "installKeyboardShortcuts",
@@ -51,7 +57,7 @@ API = {
 NAME_SUFFIX_CLASS = {
     "Selector": "qMRMLNodeComboBox", "ComboBox": "QComboBox", "ProgressBar": "QProgressBar",
     "Label": "QLabel", "TextEdit": "QPlainTextEdit", "ListWidget": "QListWidget",
-    "CollapsibleButton": "ctkCollapsibleButton", "DirectoryButton": "ctkDirectoryButton",
+    "CheckBox": "QCheckBox", "Slider": "ctkSliderWidget", "CollapsibleButton": "ctkCollapsibleButton", "DirectoryButton": "ctkDirectoryButton",
     "TableView": "qMRMLTableView", "EditorWidget": "qMRMLSegmentEditorWidget", "Button": "QPushButton",
 }
 
@@ -458,3 +464,33 @@ def test_volumes_follow_edits_and_export_recomputes():
     assert "create_table=True" in ast.unparse(method(panel, "onCreateTableButton"))
     update = ast.unparse(method(panel, "updateVolumeTable"))
     assert "self.logic.refresh_volumes, segmentation)" in update and "create_table" not in update
+
+
+def test_review_aids_and_comparison_are_wired_through_the_logic():
+    """The uncertainty controls, the row selection and the comparison go through the Qt-free logic; the
+    table's own refills never count as a click; both modules' .ui hold the same new widgets."""
+    panel = panel_class()
+    setup = ast.unparse(method(panel, "setup"))
+    for wiring in ("volumeTableView.connect('selectionChanged()', self.onVolumeRowSelected)",
+                   "showUncertaintyCheckBox.connect('toggled(bool)', self.onShowUncertaintyToggled)",
+                   "uncertaintyOpacitySlider.connect('valueChanged(double)', self.onUncertaintyOpacityChanged)"):
+        assert wiring in setup, wiring
+    selected = ast.unparse(method(panel, "onVolumeRowSelected"))
+    assert "self._refreshingTable" in selected and "self.logic.look_at_row" in selected
+    update = ast.unparse(method(panel, "updateVolumeTable"))
+    assert "self._refreshingTable = True" in update and "self._refreshingTable = False" in update
+    assert "clearSelection()" in ast.unparse(method(panel, "showVolumes")), "re-sorted rows: no stale selection"
+    assert "self.updateUncertaintyLayer()" in ast.unparse(method(panel, "observeSegmentation"))
+    assert "self.logic.show_uncertainty" in ast.unparse(method(panel, "updateUncertaintyLayer"))
+    assert "self.logic.compare" in ast.unparse(method(panel, "onCompareButton"))
+    assert "self.logic.export_changes_csv" in ast.unparse(method(panel, "onExportChangeCsvButton"))
+    assert "self.showChanges(None)" in ast.unparse(method(panel, "onSceneStartClose"))
+    new = {"showUncertaintyCheckBox", "uncertaintyOpacitySlider", "compareCollapsibleButton",
+           "baselineSegmentationSelector", "followupSegmentationSelector", "registerScansCheckBox", "compareButton",
+           "changeTableView", "changeSummaryLabel", "exportChangeCsvButton"}
+    for module in MODULES:
+        widgets = ui_widgets(module)
+        assert new <= set(widgets), f"{module}.ui lacks {new - set(widgets)}"
+        for name in ("baselineSegmentationSelector", "followupSegmentationSelector"):
+            types = [s.text for s in widgets[name].iter("string") if s.text and s.text.startswith("vtkMRML")]
+            assert types == ["vtkMRMLSegmentationNode"], name

@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
+from .followup import ChangeResult, compare_segmentations, export_change_csv
+from .review import (
+    jump_slices_to,
+    most_uncertain_point,
+    set_uncertainty_opacity,
+    show_uncertainty,
+    uncertainty_node_of,
+)
 from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
 from .scene import PathLike
 from .segments import label_set_of, structure_of_segment
@@ -134,3 +142,44 @@ class TaskLogic:
 
     def missing_packages(self) -> List[str]:
         return missing_packages()
+
+    # -- review aids (issue 15): the uncertainty map, where to look first ---------------------------------
+    def uncertainty_node(self, segmentation_node):
+        """The segmentation's uncertainty map (imported with a run's result), or None."""
+        return uncertainty_node_of(segmentation_node)
+
+    def show_uncertainty(self, segmentation_node, scene, visible: bool, opacity: float):
+        """Show (or take off) the segmentation's map as every slice view's foreground; returns the map
+        node shown, or None when it has none (a map the user put in the foreground by hand stays)."""
+        node = uncertainty_node_of(segmentation_node) if visible else None
+        show_uncertainty(node, scene, opacity)
+        return node
+
+    def set_uncertainty_opacity(self, scene, opacity: float) -> None:
+        set_uncertainty_opacity(scene, opacity)
+
+    def look_at_row(self, segmentation_node, table_node, row: int) -> Optional[Tuple[float, float, float]]:
+        """Centre the slice views on the most uncertain region of the structure in row ``row`` of the
+        volume table (table order, most doubtful first); returns the RAS point, or None (nothing there)."""
+        if segmentation_node is None or table_node is None:
+            return None
+        table = table_node.GetTable()
+        if not 0 <= row < table.GetNumberOfRows():
+            return None
+        structure = str(table.GetColumnByName("structure").GetValue(row))
+        side = str(table.GetColumnByName("side").GetValue(row))
+        point = most_uncertain_point(segmentation_node, structure, side, self.label_set(segmentation_node))
+        if point is not None:
+            jump_slices_to(segmentation_node.GetScene(), point)
+        return point
+
+    # -- follow-up (issue 16): compare with an earlier scan -------------------------------------------------
+    def compare(self, baseline_node, followup_node, register: bool = True) -> ChangeResult:
+        """The change table of two segmentations in the scene (see :mod:`headseg.slicer.followup`)."""
+        return compare_segmentations(baseline_node, followup_node,
+                                     self.default_label_set or TASK_LABEL_SETS.get(self.task), register=register)
+
+    def export_changes_csv(self, result: Optional[ChangeResult], path: PathLike) -> Path:
+        if result is None:
+            raise InputError("Compare two segmentations first.")
+        return export_change_csv(result.comparison, path)

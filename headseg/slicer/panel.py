@@ -84,6 +84,8 @@ class SegmentationPanelMixin:
         self._tableTimer = None
         self._follower = None
         self._effectFactory = None
+        self._refreshingTable = False  # the volume table is being refilled: its selection signals are not clicks
+        self._changeResult = None  # the last "Compare with earlier scan" result (change table + numbers)
         VTKObservationMixin.__init__(self)
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -150,6 +152,15 @@ class SegmentationPanelMixin:
         self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSetButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.datasetDirectoryButton.connect("directoryChanged(QString)", self.onDatasetDirectoryChanged)
+        # review aids: qMRMLTableView's own selectionChanged() signal (qMRMLTableView.h, v5.6.2 and main)
+        self.ui.volumeTableView.connect("selectionChanged()", self.onVolumeRowSelected)
+        self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertaintyToggled)
+        self.ui.uncertaintyOpacitySlider.connect("valueChanged(double)", self.onUncertaintyOpacityChanged)
+        # compare with an earlier scan
+        self.ui.baselineSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.followupSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.exportChangeCsvButton.connect("clicked(bool)", self.onExportChangeCsvButton)
 
         self.initializeParameterNode()
         self.onModelChanged()
@@ -200,6 +211,7 @@ class SegmentationPanelMixin:
             self._run.cancel()
         self.setParameterNode(None)
         self.observeSegmentation(None)
+        self.showChanges(None)
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
 
@@ -402,8 +414,9 @@ class SegmentationPanelMixin:
         else:  # Slicer < 5.2
             editor.setMasterVolumeNode(run.input_node)
         self._tableNode = run.table_node
-        self.observeSegmentation(run.segmentation_node)
         slicer.util.setSliceViewerLayers(background=run.input_node, fit=False)
+        self.observeSegmentation(run.segmentation_node)  # shows its uncertainty map, when ticked
+        self.ui.followupSegmentationSelector.setCurrentNode(run.segmentation_node)  # the newest scan, to compare
 
     def ensurePythonPackages(self) -> bool:
         """Install what the segmentation process needs, only after the user agreed."""
@@ -467,28 +480,35 @@ class SegmentationPanelMixin:
         self._follower.observe(segmentationNode)
         self.updateReviewedList()
         self.updateVolumeTable()
+        self.updateUncertaintyLayer()
 
     def updateVolumeTable(self):
         """Recompute the volumes of the reviewed segmentation into its table (a node is never made here)."""
         self._tableTimer.stop()
         self._follower.done()
         segmentation = self._observedSegmentation
-        if segmentation is None or segmentation.GetScene() is None:
-            self._tableNode = None
-            self.ui.volumeTableView.setMRMLTableNode(None)
-            self.ui.volumeSummaryLabel.text = ""
-            self.updateButtons()
-            return
-        # runs from a timer: a failure is reported, and the table shows what it showed before
-        updated, result = self.runAction(_("The volumes could not be updated: {error}"),
-                                         self.logic.refresh_volumes, segmentation)
-        if updated:
-            self.showVolumes(result)
+        self._refreshingTable = True  # refilling the table re-emits its selection: not a click
+        try:
+            if segmentation is None or segmentation.GetScene() is None:
+                self._tableNode = None
+                self.ui.volumeTableView.setMRMLTableNode(None)
+                self.ui.volumeSummaryLabel.text = ""
+                self.updateButtons()
+                return
+            # runs from a timer: a failure is reported, and the table shows what it showed before
+            updated, result = self.runAction(_("The volumes could not be updated: {error}"),
+                                             self.logic.refresh_volumes, segmentation)
+            if updated:
+                self.showVolumes(result)
+        finally:
+            self._refreshingTable = False
         self.updateButtons()
 
     def showVolumes(self, update):
         self._tableNode = update.table_node
         self.ui.volumeTableView.setMRMLTableNode(update.table_node)
+        # rows are re-sorted by doubt after each edit: a kept selection would point at another structure
+        self.ui.volumeTableView.clearSelection()
         if update.table_node is not None:
             self.ui.volumeTableView.resizeColumnsToContents()
             self.ui.volumeSummaryLabel.text = update.summary
@@ -508,6 +528,83 @@ class SegmentationPanelMixin:
             self.setStatus(_("Volume table '{name}' added next to the segmentation.").format(
                 name=result.table_node.GetName()))
         self.updateButtons()
+
+    # -- review aids: the uncertainty map, where to look first ----------------------------------------
+    def updateUncertaintyLayer(self):
+        """The reviewed segmentation's uncertainty map as the slice views' foreground, when ticked."""
+        import slicer
+
+        shown, node = self.runAction(_("The uncertainty map could not be shown: {error}"),
+                                     self.logic.show_uncertainty, self._observedSegmentation, slicer.mrmlScene,
+                                     self.ui.showUncertaintyCheckBox.checked, self.ui.uncertaintyOpacitySlider.value)
+        hasMap = self.logic.uncertainty_node(self._observedSegmentation) is not None
+        self.ui.showUncertaintyCheckBox.enabled = hasMap
+        self.ui.uncertaintyOpacitySlider.enabled = shown and node is not None
+        self.ui.showUncertaintyCheckBox.toolTip = _(
+            "Show where the model doubted (warm colours, lighter = more doubt) over the CT in the slice views."
+        ) if hasMap else _("This segmentation has no uncertainty map (segment it with HeadSeg to get one).")
+
+    def onShowUncertaintyToggled(self, checked=None):
+        self.updateUncertaintyLayer()
+
+    def onUncertaintyOpacityChanged(self, value):
+        import slicer
+
+        self.logic.set_uncertainty_opacity(slicer.mrmlScene, value)
+
+    def onVolumeRowSelected(self):
+        """A clicked row: the slice views move to that structure's most uncertain region."""
+        if self._refreshingTable or self._tableNode is None:
+            return
+        # the selected view rows are MRML table rows: no sorting in the proxy, column names as the header
+        # (fill_table_node), as qMRMLTableView::deleteRow itself passes selectedIndexes() to the model
+        indexes = self.ui.volumeTableView.selectionModel().selectedIndexes()
+        if not indexes:
+            return
+        looked, point = self.runAction(_("Could not move the views: {error}"), self.logic.look_at_row,
+                                       self._observedSegmentation, self._tableNode, indexes[0].row())
+        if looked and point is None:
+            self.setStatus(_("That structure is empty: nothing to look at."))
+
+    # -- compare with an earlier scan ----------------------------------------------------------------------
+    def onCompareButton(self):
+        import slicer
+
+        with slicer.util.WaitCursor():  # reading both label maps and registering the CTs takes seconds
+            compared, result = self.runAction(
+                _("The comparison failed: {error}"), self.logic.compare,
+                self.ui.baselineSegmentationSelector.currentNode(), self.ui.followupSegmentationSelector.currentNode(),
+                register=self.ui.registerScansCheckBox.checked)
+        if compared:
+            self.showChanges(result)
+            self.setStatus(_("Change table '{name}' added next to the later segmentation.").format(
+                name=result.table_node.GetName()))
+        self.updateButtons()
+
+    def showChanges(self, result):
+        self._changeResult = result
+        self.ui.changeTableView.setMRMLTableNode(result.table_node if result is not None else None)
+        if result is not None:
+            self.ui.changeTableView.resizeColumnsToContents()
+        self.ui.changeSummaryLabel.text = result.summary if result is not None else ""
+        self.updateButtons()
+
+    def onExportChangeCsvButton(self):
+        import qt
+        import slicer
+
+        if self._changeResult is None:
+            self.setStatus(_("Compare two segmentations first."), error=True)
+            return
+        default = os.path.join(qt.QDir.homePath(), self._changeResult.table_node.GetName() + ".csv")
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export changes"), default,
+                                              _("CSV files (*.csv)"))
+        if not path:
+            return
+        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_changes_csv,
+                                           self._changeResult, path)
+        if exported:
+            self.setStatus(_("Changes saved to {path}").format(path=written))
 
     def updateReviewedList(self):
         # the user ticks what was really checked
@@ -593,6 +690,9 @@ class SegmentationPanelMixin:
         self.ui.exportCsvButton.enabled = self._observedSegmentation is not None
         self.ui.createTableButton.enabled = self._observedSegmentation is not None and self._tableNode is None
         self.ui.addToTrainingSetButton.enabled = self._observedSegmentation is not None and not running
+        self.ui.compareButton.enabled = (self.ui.baselineSegmentationSelector.currentNode() is not None
+                                         and self.ui.followupSegmentationSelector.currentNode() is not None)
+        self.ui.exportChangeCsvButton.enabled = self._changeResult is not None
 
 
 def describe_module(parent, title: str, help_text: str, acknowledgement: str) -> None:
