@@ -18,10 +18,10 @@ pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytest.importorskip("torch", reason="torch is needed by the headseg segment child process")
 
 from headseg.errors import InputError  # noqa: E402
-from headseg.io import read_segmentation, write_volume  # noqa: E402
+from headseg.io import read_segmentation, read_volume, write_volume  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
 from headseg.slicer import batch, runs, scene, segments  # noqa: E402
-from headseg.volumes import volume_table  # noqa: E402
+from headseg.volumes import REVIEW_COLUMNS, volume_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ORBIT = get_label_set("orbit")
@@ -46,11 +46,13 @@ def test_run_batch_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, 
     out = tmp_path / "out"
     before = node_classes(mrml_scene.scene)
     lines = []
-    outcomes = batch.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
-                              log=lines.append)
+    report = batch.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
+                             log=lines.append)
+    outcomes = report.outcomes
     # a case that cannot be used is reported and the batch goes on with the next one
-    assert [(o.case, o.state) for o in outcomes] == [("a_mr", "failed"), ("oblique", "succeeded")]
+    assert [(o.case.name, o.state) for o in outcomes] == [("a_mr", "failed"), ("oblique", "succeeded")]
     assert "Hounsfield" in outcomes[0].message and not (out / "a_mr.seg.nrrd").exists()
+    assert not (out / "a_mr_uncertainty.nrrd").exists() and not (out / "a_mr_volumes.csv").exists()
     assert node_classes(mrml_scene.scene) == before, "every node of a case is removed after it"
     assert lines[0] == "[1/2] a_mr" and any("failed" in line for line in lines)
 
@@ -62,6 +64,14 @@ def test_run_batch_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, 
     expected = volume_table(labels, ORBIT)
     assert [(r["structure"], r["side"], int(r["voxels"])) for r in rows] == [
         (r.structure, r.side, r.voxels) for r in expected]
+    assert list(rows[0]) == list(REVIEW_COLUMNS)
+    structures = [r for r in rows if r["structure"] != "extraocular_muscles"]  # totals have no doubt
+    assert all((r["doubt"] != "") == (int(r["voxels"]) > 0) for r in structures)
+    assert all("empty" in r["flags"].split(";") for r in structures if int(r["voxels"]) == 0)
+    # the uncertainty map the child made, saved by Slicer's writer on the input's grid, values in [0, 1]
+    uncertainty = read_volume(out / "oblique_uncertainty.nrrd")
+    assert uncertainty.same_geometry(oblique_phantom.image, tol=1e-3)
+    assert 0.0 <= float(uncertainty.array.min()) and float(uncertainty.array.max()) <= 1.0
     with open(out / "volumes.csv", newline="") as f:
         combined = list(csv.DictReader(f))
     assert {r["case"] for r in combined} == {"oblique"} and len(combined) == len(rows)

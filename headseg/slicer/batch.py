@@ -1,92 +1,100 @@
 """The modules' headless batch (``Resources/Scripts/<Module>Batch.py``): the panel's logic on every CT of a
-folder, each case saved with Slicer's own writers. Moved here as it was; it is to be switched to the one
-batch API of ``headseg.batch`` that the command line shares.
+folder, each case saved with Slicer's own writers.
+
+The batch itself -- the outputs planned and refused before any work, a failed case leaving nothing
+behind, ``volumes.csv`` kept up to date after every case -- is :mod:`headseg.batch`, the one the command
+line runs; only the segmentation of one case (:func:`_segment_case`: the module's child process, the
+result imported into the scene, saved, its nodes removed) is written here.
 """
 
 from __future__ import annotations
 
 import csv
 import tempfile
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from ..errors import HeadSegError, InputError
-from ..volumes import REVIEW_COLUMNS
+from ..batch import BatchEvents, BatchReport, CaseOutputs, plan_batch
+from ..batch import run_batch as run_planned_batch
+from ..cases import Case
+from ..errors import HeadSegError
+from ..volumes import REVIEW_COLUMNS, VolumeRow
+from .review import COLOR_NODE_TAG
 from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
 from .scene import PathLike, in_slicer_app, init_scene, node_from_volume, remove_nodes, write_segmentation_node
-from .tables import export_table_csv, rows_from_table_node
+from .tables import export_rows_csv
 
-__all__ = ["BatchCase", "run_batch", "batch_main", "batch_self_test"]
-
-
-@dataclass
-class BatchCase:
-    case: str
-    state: str
-    message: str = ""
-    segmentation: Optional[Path] = None
-    volumes_csv: Optional[Path] = None
+__all__ = ["run_batch", "batch_main", "batch_self_test"]
 
 
 def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optional[str] = None,
               device: str = "auto", structures: Optional[Sequence[str]] = None, overwrite: bool = False,
               log: Callable[[str], None] = print,
-              timeout_per_case: Optional[float] = None) -> List[BatchCase]:
-    """Segment every CT in ``input_dir`` exactly as the module does, writing ``<case>.seg.nrrd`` and
-    ``<case>_volumes.csv`` per case plus ``volumes.csv`` for all cases into ``output_dir``.
+              timeout_per_case: Optional[float] = None) -> BatchReport:
+    """Segment every CT in ``input_dir`` exactly as the module does, writing ``<case>.seg.nrrd``,
+    ``<case>_volumes.csv`` (with doubt and flags) and ``<case>_uncertainty.nrrd`` (when the run made a
+    map) per case, plus ``volumes.csv`` for all cases, into ``output_dir`` (:func:`headseg.batch.run_batch`).
 
-    One case failing does not stop the others; the returned list says what happened to each.
-    """
-
+    One case failing does not stop the others; the report says what happened to each. Existing outputs
+    are refused before any work unless ``overwrite``."""
     from ..cases import discover_cases
-    from ..io import read_volume
-    from ..volumes import write_volume_csv
 
-    cases = discover_cases([str(input_dir)])
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    targets = {name: (output_dir / f"{name}.seg.nrrd", output_dir / f"{name}_volumes.csv")
-               for name, _ in cases}
-    existing = [str(p) for pair in targets.values() for p in pair if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}). "
-                         "Choose another output folder or pass --overwrite.")
-    outcomes: List[BatchCase] = []
-    all_rows = []
-    for n, (name, path) in enumerate(cases, start=1):
-        log(f"[{n}/{len(cases)}] {name}")
-        created = []
-        try:
-            volume_node = node_from_volume(read_volume(path), name)
-            created.append(volume_node)
-            run = SegmentationRun(task, volume_node, model=model, device=device, structures=structures,
-                                  result_name=f"{name} segmentation")
-            run.start()
-            state = run.wait(timeout=timeout_per_case)
-            created += [node for node in (run.segmentation_node, run.table_node) if node is not None]
-            for line in run.warnings:
-                log(f"  warning: {line}")
-            if state != "succeeded":
-                outcomes.append(BatchCase(name, state, run.message))
-                log(f"  {state}: {run.message}")
-                continue
-            seg_path, csv_path = targets[name]
-            write_segmentation_node(run.segmentation_node, seg_path)
-            export_table_csv(run.table_node, csv_path)
-            all_rows.extend((name, row) for row in rows_from_table_node(run.table_node))
-            outcomes.append(BatchCase(name, state, run.message, seg_path, csv_path))
-            log(f"  wrote {seg_path.name} and {csv_path.name}")
-        except HeadSegError as exc:
-            outcomes.append(BatchCase(name, "failed", str(exc)))
-            log(f"  failed: {exc}")
-        finally:
-            remove_nodes(created)
-    if all_rows:
-        combined = output_dir / "volumes.csv"
-        for index, (case, row) in enumerate(all_rows):
-            write_volume_csv([row], combined, case=case, append=index > 0)
-    return outcomes
+    plan = plan_batch(discover_cases([str(input_dir)]), output_dir, overwrite=overwrite, uncertainty=True)
+    segment = partial(_segment_case, task=task, model=model, device=device, structures=structures, log=log,
+                      timeout=timeout_per_case)
+    return run_planned_batch(plan, segment, case_errors=(HeadSegError, TimeoutError), events=BatchEvents(log=log))
+
+
+def _segment_case(case: Case, outputs: CaseOutputs, task: str, model: Optional[str], device: str,
+                  structures: Optional[Sequence[str]], log: Callable[[str], None],
+                  timeout: Optional[float]) -> List[VolumeRow]:
+    """One case as the panel segments it, saved with Slicer's writers; every node it adds is removed."""
+    from ..io import read_volume
+
+    created = []
+    try:
+        volume_node = node_from_volume(read_volume(case.path), case.name)
+        created.append(volume_node)
+        scene = volume_node.GetScene()
+        if scene.GetSingletonNode(COLOR_NODE_TAG, "vtkMRMLColorTableNode") is None:
+            created.append(_ColourTableOf(scene))  # the map's colour table, made by this case: removed too
+        run = SegmentationRun(task, volume_node, model=model, device=device, structures=structures,
+                              result_name=f"{case.name} segmentation")
+        run.start()
+        state = run.wait(timeout=timeout)
+        created += [n for n in (run.segmentation_node, run.table_node, run.uncertainty_node) if n is not None]
+        for line in run.warnings:
+            log(f"  warning: {line}")
+        if state != "succeeded":
+            raise HeadSegError(run.message)  # fails this case only
+        write_segmentation_node(run.segmentation_node, outputs.segmentation)
+        export_rows_csv(run.rows, outputs.volumes_csv)
+        if run.uncertainty_node is not None and outputs.uncertainty is not None:
+            _write_volume_node(run.uncertainty_node, outputs.uncertainty)
+        return run.rows
+    finally:
+        remove_nodes([n.node() if isinstance(n, _ColourTableOf) else n for n in created])
+
+
+class _ColourTableOf:
+    """The uncertainty colour table a case may add (looked up at clean-up, when it exists)."""
+
+    def __init__(self, scene) -> None:
+        self.scene = scene
+
+    def node(self):
+        return self.scene.GetSingletonNode(COLOR_NODE_TAG, "vtkMRMLColorTableNode")
+
+
+def _write_volume_node(volume_node, path: Path) -> None:
+    """Slicer's volume writer (the node's default storage node, vtkMRMLVolumeArchetypeStorageNode),
+    compressed; the storage node is made for this write only and never added to the scene."""
+    storage = volume_node.CreateDefaultStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(True)
+    if not storage.WriteData(volume_node):
+        raise HeadSegError(f"Slicer could not write {path}.")
 
 
 def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str] = None) -> int:
@@ -113,14 +121,14 @@ def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str]
     init_scene()
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     try:
-        outcomes = run_batch(args.task, args.input_dir, args.output_dir, model=args.model, device=args.device,
-                             structures=structures, overwrite=args.overwrite)
+        report = run_batch(args.task, args.input_dir, args.output_dir, model=args.model, device=args.device,
+                           structures=structures, overwrite=args.overwrite)
     except HeadSegError as exc:
         print(f"batch: {exc}")
         return 2
-    failed = [o for o in outcomes if o.state != "succeeded"]
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) segmented; results in {args.output_dir}")
-    return 0 if not failed else (2 if len(failed) == len(outcomes) else 1)
+    total, done = len(report.outcomes), len(report.succeeded)
+    print(f"{done} of {total} case(s) segmented; results in {args.output_dir}")
+    return 0 if done == total else (1 if done else 2)
 
 
 def batch_self_test(task: str, seed: int = 1, model: Optional[str] = None) -> None:
