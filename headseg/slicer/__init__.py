@@ -11,8 +11,11 @@ Modules, by job:
   keeps it in step with every edit;
 * ``training_set`` -- "Add to training set" (the files and manifest row ``headseg-train`` reads);
 * ``runs``         -- one segmentation run in a ``headseg segment`` child process;
+* ``review``       -- the uncertainty map as the slice views' foreground, doubt and flags on the segmentation
+  as edited, a structure's most uncertain region (issue 15);
+* ``followup``     -- "Compare with earlier scan": two segmentations of the scene through ``headseg.compare``;
 * ``logic``        -- :class:`~headseg.slicer.logic.TaskLogic`, the Qt-free logic both modules subclass;
-* ``batch``        -- the modules' headless batch scripts;
+* ``batch``        -- the modules' headless batch scripts, on ``headseg.batch``;
 * ``sample_data``  -- the samples both modules register with Slicer's Sample Data module;
 * ``panel``        -- the widget behaviour both modules share (imports Qt only inside its methods).
 
