@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.orbit import (
-    NOT_FOUND_MESSAGE,
+    NOT_FOUND_ADVICE,
     OrbitNotFoundError,
     RegionBox,
     boxes_from_roi,
@@ -85,7 +85,8 @@ def test_ct_without_eyes_raises_the_clear_error(phantom):
     no_globes[np.isin(phantom.tissues.array, Tissue.GLOBE)] = -100  # globes replaced by fat
     with pytest.raises(OrbitNotFoundError) as info:
         locate_orbits(phantom.image.with_array(no_globes))
-    assert str(info.value) == NOT_FOUND_MESSAGE
+    assert str(info.value).startswith("Could not find both orbits in this CT: ")
+    assert str(info.value).endswith(NOT_FOUND_ADVICE) and "--roi" in str(info.value)
     assert isinstance(info.value, ValueError) and isinstance(info.value, InputError)
 
     k, j, i = np.mgrid[0:40, 0:160, 0:160]
