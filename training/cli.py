@@ -1,6 +1,7 @@
 """``headseg-train`` (or ``python -m training``): train, check data, evaluate and export models.
 
     headseg-train train --config svnet_seed000 --data DATA --out RUN [--set key=value ...] [--resume]
+    torchrun --nproc_per_node=N -m training train ...   (the same on N processes: training.distributed)
     headseg-train validate-data --data DATA [--config RECIPE | --task orbit --label-set orbit]
     headseg-train evaluate --model PACKAGE --data DATA [--split validation|test|train|all] [--output CSV]
     headseg-train export --run RUN [--out FOLDER] [--no-evaluate]
@@ -53,6 +54,10 @@ def cmd_train(args) -> int:
     result = train(config, args.data, out, resume=args.resume, progress=not args.quiet,
                    stop_after_epochs=args.epochs_this_run, command=command, export=not args.no_export,
                    overrides=(args.set or []) if args.resume else ())
+    from .distributed import is_main_process
+
+    if not is_main_process():  # torchrun: rank 0 reports the run
+        return EXIT_OK
     _say(f"Run folder: {result.run_dir}  (best validation mean DSC {result.best_metric:.4f} at epoch "
          f"{result.best_epoch}, {result.epochs_done} epoch(s), {result.seconds / 60:.1f} min)")
     if result.package_dir:

@@ -110,7 +110,7 @@ def save_items(folder: Path, key: str, items: Sequence[Item]) -> None:
         if item.output_labels is not None:
             arrays["output_labels"] = item.output_labels
         for name, array in arrays.items():
-            tmp = folder / f"{key}_{n}.{name}.tmp.npy"
+            tmp = folder / f"{key}_{n}.{name}.{os.getpid()}.tmp.npy"  # torchrun ranks may write the same key
             np.save(tmp, np.ascontiguousarray(array))
             os.replace(tmp, folder / f"{key}_{n}.{name}.npy")
         grid = item.grid
@@ -118,7 +118,7 @@ def save_items(folder: Path, key: str, items: Sequence[Item]) -> None:
                      "output_mask": None if item.output_mask is None else item.output_mask.tolist(),
                      "arrays": sorted(arrays), "spacing": list(grid.spacing), "origin": list(grid.origin),
                      "direction": np.asarray(grid.direction).ravel().tolist()})
-    tmp = folder / f"{key}.json.tmp"
+    tmp = folder / f"{key}.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(meta), encoding="utf-8")
     os.replace(tmp, folder / f"{key}.json")
 

@@ -58,6 +58,7 @@ from .checkpoints import (
 from .config import load_config
 from .data import Item, SampleSource, collate, epoch_order, make_items, sample_seed
 from .datasets import DatasetReport, discover_cases, load_case, split_cases, validate_dataset
+from .distributed import Distributed, rank_device, setup, sync_batchnorm
 from .export import export_run
 from .losses import annotation_weights, build_loss
 from .trainer import Precision, Trainer, autocast_dtype, check_phases, make_optimizer, make_scheduler
@@ -325,9 +326,10 @@ class TrainingData:
 
 
 def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_set, run_dir: Path,
-                 say: Callable[[str], None], progress: bool = False) -> TrainingData:
+                 say: Callable[[str], None], progress: bool = False, write_report: bool = True) -> TrainingData:
     """Check the dataset, split it, preprocess the cases (through the item cache) and write
-    ``data_report.json``; unusable cases are listed, not fatal, unless none is left."""
+    ``data_report.json`` (``write_report``: only rank 0 of a torchrun run writes it); unusable cases are
+    listed, not fatal, unless none is left."""
     records = discover_cases(data_dir)
     say(f"Dataset {data_dir}: {len(records)} case(s). Checking them...")
     report: DatasetReport = validate_dataset(records, label_set, task=config["task"])
@@ -352,7 +354,8 @@ def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_s
     data_report = {"data_dir": str(data_dir), "report": report.to_dict(), "split": split,
                    "train_items": [i.name for i in train_items], "validation_items": [i.name for i in val_items],
                    "skipped": failed + failed_val}
-    (run_dir / "data_report.json").write_text(json.dumps(data_report, indent=2) + "\n", encoding="utf-8")
+    if write_report:
+        (run_dir / "data_report.json").write_text(json.dumps(data_report, indent=2) + "\n", encoding="utf-8")
 
     window = config["data"].get("train_window_kji") or (card["input"].get("window_kji") if config["task"] == "orbit"
                                                         else config["data"].get("patch_kji"))
@@ -362,6 +365,13 @@ def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_s
                           fallback_patch_kji=card.get("inference", {}).get("patch_kji"),
                           sampling=config["data"].get("sampling", "slices"))
     return TrainingData(train_items, val_items, source, data_report)
+
+
+def _scaled(loss_fn: Callable[..., torch.Tensor], factor: float) -> Callable[..., torch.Tensor]:
+    def scaled(*args: Any) -> torch.Tensor:
+        return loss_fn(*args) * factor
+
+    return scaled
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -381,25 +391,34 @@ class _Run:
         if config is None:
             raise ValueError("Give a recipe, or resume a run that has a checkpoint.")
         self.config = config
-        self.progress = progress
-        self.say = _Log(self.run_dir / "log.txt", progress)
+        device = _device(config.get("device", "auto"))
+        self.ranks: Distributed = setup(device)  # torchrun: this process's rank (nothing to do without it)
+        device = rank_device(device, self.ranks)
+        main = self.ranks.main
+        self.progress = progress and main
+        self.say: Callable[[str], None] = _Log(self.run_dir / "log.txt", self.progress) if main else log.debug
         self.start_time = time.perf_counter()
-        if config.get("num_threads"):
-            torch.set_num_threads(int(config["num_threads"]))
+        if config.get("num_threads"):  # ranks on one machine share its cores
+            torch.set_num_threads(max(1, int(config["num_threads"]) // self.ranks.local_world))
         set_determinism(int(config["seed"]), bool(config.get("deterministic", True)))
-        self.precision = Precision.for_recipe(config, _device(config.get("device", "auto")))
+        self.precision = Precision.for_recipe(config, device)
         self.card = build_card(config)
         self.phases = check_phases(config)
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        self.batch_size = int(config["batch_size"])
+        local_batch = self.ranks.local_batch(self.batch_size)  # refuses a batch that does not split
+        if self.ranks.active:
+            self.say(f"torchrun: {self.ranks.world} processes on {device.type}, each step's batch of "
+                     f"{self.batch_size} split {self.ranks.world} x {local_batch}.")
+        if main:
+            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         self.data = prepare_data(config, data_dir, self.card, get_label_set(config["label_set"]), self.run_dir,
-                                 self.say, progress)
+                                 self.say, self.progress, write_report=main)
         self.trainer = self._build_trainer()
         self.weight_decay = float(config["optimizer"].get("weight_decay", 0.0))
         self.state = TrainingState()
         if checkpoint is not None:
             self._restore(checkpoint)
         self.elapsed_before = float(self.state.elapsed)
-        self.batch_size = int(config["batch_size"])
         samples_per_epoch = int(config.get("samples_per_epoch") or len(self.data.train_items))
         self.steps_per_epoch = max(1, math.ceil(samples_per_epoch / self.batch_size))
         self.seed = int(config["seed"])
@@ -412,14 +431,23 @@ class _Run:
         card, precision = self.card, self.precision
         masks = torch.from_numpy(np.stack([i.class_mask for i in self.data.train_items]))
         class_weights = annotation_weights(masks)
-        loss_fn = build_loss(self.config["loss"], class_weights=class_weights)
+        loss_fn: Any = build_loss(self.config["loss"], class_weights=class_weights)
         self.say(f"Loss: {loss_fn}; class weights w(c) = 1/#annotations: "
                  f"{[round(float(w), 4) for w in class_weights]}")
+        if self.ranks.active and self.config["loss"].get("reduction") == "sum":
+            loss_fn = _scaled(loss_fn, self.ranks.world)  # DDP averages gradients; a summed loss must not shrink
         model = precision.prepare(build_model(card["architecture"], 1, len(card["classes"]),
                                               **card["architecture_params"]))
         self.say(f"Model {card['architecture']} {card['architecture_params']}: {count_parameters(model):,} "
                  f"parameters, device {precision.device}, {precision.name}"
                  f"{', channels_last_3d' if precision.channels_last else ''}.")
+        if self.ranks.active:
+            if self.config.get("sync_batchnorm", True):
+                model = sync_batchnorm(model, self.ranks, precision.device)
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(
+                model, device_ids=[self.ranks.local_rank] if precision.device.type == "cuda" else None)
         weight_decay = float(self.config["optimizer"].get("weight_decay", 0.0))
         optimizer = make_optimizer(model, self.phases[0], weight_decay)
         return Trainer(model, loss_fn, optimizer, make_scheduler(optimizer, self.phases[0]), precision)
@@ -495,7 +523,7 @@ class _Run:
         if bar is not None:
             bar.set_description(f"Epoch {epoch + 1}")
         for step in range(self.steps_per_epoch):
-            positions = range(step * batch_size, (step + 1) * batch_size)
+            positions = self.ranks.shard(range(step * batch_size, (step + 1) * batch_size))  # this rank's share
             images, labels, masks = collate([source.sample(order[p], sample_seed(self.seed, epoch, p))
                                              for p in positions])
             losses.append(self.trainer.train_step(images, labels, masks, where=f"at epoch {epoch + 1}, step {step + 1}"))
@@ -506,19 +534,21 @@ class _Run:
         self.trainer.step_schedule()
         seconds = time.perf_counter() - self.epoch_start
         return {"epoch": epoch + 1, "phase": self.state.phase, "optimizer": phase["type"], "lr": lr,
-                "train_loss": float(np.mean(losses)),
+                "train_loss": self.ranks.mean(float(np.mean(losses))),  # the global batch's, as one process
                 "samples_per_second": self.steps_per_epoch * batch_size / max(seconds, 1e-9)}
 
     def validate_epoch(self, row: Dict[str, Any]) -> None:
         """Validation DSC into ``row`` on the epochs ``validation.every`` asks for (NaN on the others)."""
         every = int(self.config["validation"].get("every", 1) or 1)
         row["val_mean_dsc"] = float("nan")
-        if self.data.val_items and row["epoch"] % every == 0:
+        if self.data.val_items and row["epoch"] % every == 0 and self.ranks.main:
             precision = self.precision
-            result = validate_items(self.trainer.model, self.data.val_items, self.card, precision.device,
+            result = validate_items(self.trainer.network, self.data.val_items, self.card, precision.device,
                                     amp=precision.use_amp and precision.device.type == "cuda")
             row["val_mean_dsc"] = result["mean_dsc"]
             row.update({f"val_dsc_{k}": v for k, v in result["dsc"].items()})
+        if self.ranks.active:  # rank 0's scores everywhere: every rank then decides alike
+            row.update(self.ranks.broadcast({k: v for k, v in row.items() if k.startswith("val_")}))
 
     def end_epoch(self, row: Dict[str, Any]) -> None:
         """Book the epoch: best model, early stop, phase change (from the best weights), checkpoints,
@@ -544,13 +574,16 @@ class _Run:
         if patience and state.stale >= patience:
             self.say(f"No validation improvement for {patience} epochs: ending phase {state.phase}.")
             state.stopped_early = phase_over = True
-        if improved:
+        main = self.ranks.main
+        if improved and main:
             save_checkpoint(checkpoint_path(self.run_dir, "best"), self.payload())
         if phase_over:
             self._next_phase()
-        if state.epoch % int(self.config["checkpoint"].get("every", 1) or 1) == 0 or improved or phase_over:
+        if main and (state.epoch % int(self.config["checkpoint"].get("every", 1) or 1) == 0 or improved
+                     or phase_over):
             save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
-        _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
+        if main:
+            _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
         self._log_epoch(row, phase, improved)
 
     def _next_phase(self) -> None:
@@ -562,8 +595,9 @@ class _Run:
             self.say(f"Phase {state.phase}: {nxt['type']} lr {nxt['lr']} for {nxt['epochs']} epochs, "
                      "starting from the best weights so far.")
             best = checkpoint_path(self.run_dir, "best")
+            self.ranks.barrier()  # rank 0 has written best.pt
             if best.is_file():
-                self.trainer.model.load_state_dict(load_checkpoint(best)["model"])
+                self.trainer.network.load_state_dict(load_checkpoint(best)["model"])
             self.trainer.start_phase(nxt, self.weight_decay)
 
     def _log_epoch(self, row: Dict[str, Any], phase: Dict[str, Any], improved: bool) -> None:
@@ -577,6 +611,10 @@ class _Run:
     def finish(self, export: bool, stop_after_epochs: Optional[int], command: Optional[str]) -> RunResult:
         """The last checkpoint, metrics and curve; the model package when the run is over."""
         state = self.state
+        if not self.ranks.main:  # rank 0 writes; the others are done
+            self.ranks.close()
+            return RunResult(self.run_dir, None, float(state.best_metric), int(state.best_epoch), int(state.epoch),
+                             list(state.history), bool(state.stopped_early), float(state.elapsed))
         save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
         _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
         if state.history:
@@ -588,8 +626,10 @@ class _Run:
         package_dir = None
         if export and (finished or stop_after_epochs is None):
             package_dir = export_run(self.run_dir, data_report=self.data.report, command=command,
-                                     hardware={**_hardware(self.precision.device), "precision": self.precision.name},
+                                     hardware={**_hardware(self.precision.device), "precision": self.precision.name,
+                                               "processes": self.ranks.world},
                                      say=self.say)
+        self.ranks.close()
         return RunResult(self.run_dir, package_dir, float(state.best_metric), int(state.best_epoch), int(state.epoch),
                          list(state.history), bool(state.stopped_early), float(state.elapsed))
 

@@ -114,6 +114,14 @@ class Trainer:
         return float(loss.detach())
 
     @property
+    def network(self) -> torch.nn.Module:
+        """The model itself, without the DistributedDataParallel wrapper of a torchrun run: what is saved,
+        loaded and validated (its state dict has no ``module.`` prefix, whatever the number of processes)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -129,13 +137,13 @@ class Trainer:
 
     def state_dicts(self) -> Dict[str, Any]:
         """The ``model``, ``optimizer``, ``scheduler`` and ``scaler`` entries of a checkpoint."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
                 "scaler": self.scaler.state_dict()}
 
     def load_state_dicts(self, checkpoint: Dict[str, Any], phase: Dict[str, Any], weight_decay: float) -> None:
         """Restore the state of a checkpoint whose phase in progress is ``phase``."""
-        self.model.load_state_dict(checkpoint["model"])
+        self.network.load_state_dict(checkpoint["model"])
         self.optimizer = make_optimizer(self.model, phase, weight_decay)
         self.scheduler = scheduler = make_scheduler(self.optimizer, phase)
         # The optimiser's state after the scheduler's creation: a new scheduler resets the learning rate to
