@@ -25,7 +25,7 @@ import numpy as np
 from .errors import InputError
 from .geometry import Volume
 from .packages import ModelPackage
-from .preprocessing import AIR_HU, model_grid_for, normalize, orbit_crops, subgrid_covering
+from .preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
 from .sides import output_classes, split_classes_by_side
 from .validation import check_ct
 
@@ -221,10 +221,14 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     stages.report(0, 0.0, "Resampling to the model grid")
     grid = model_grid_for(volume, card["input"]["spacing_mm"])
     image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
+    # Only the box around the patient is segmented and resampled back; the air around it is background.
+    image, _ = body_crop(image)
     x = normalize(image.array, card["input"]["normalization"])
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
     stages.report(2, 0.0, "Resampling the result to the CT grid")
-    model_labels = resample_probabilities_to_grid(probs, image, volume).array
+    sub_grid, slices = subgrid_covering(volume, image)
+    model_labels = np.zeros(volume.shape, np.uint8)
+    model_labels[slices] = resample_probabilities_to_grid(probs, image, sub_grid).array
     # Paired organs predicted as one class get their side from the patient's midline before the
     # largest-component step, which would otherwise keep only one of the two glands.
     raw = split_classes_by_side(model_labels, volume, card, image=volume.array)
@@ -235,7 +239,7 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     for c, key in enumerate(classes[1:], start=1):
         lut[c] = label_set.by_key(key).label
     review.add_removed(raw, model_labels, lut)
-    review.add_uncertainty(probs, image, volume)
+    review.add_uncertainty(probs, image, sub_grid, slices)
     return lut[model_labels], notes
 
 
