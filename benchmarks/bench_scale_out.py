@@ -1,0 +1,171 @@
+"""Scaling out (README, "Scaling out"): what the two engines cost and give on this machine. Printed, not
+asserted.
+
+1. ``headseg segment`` of N phantom cases (default 8) serially, with ``--cluster local:W`` (default 2)
+   and with ``--cluster local:1``: the wall times, their ratio, and the engine's overhead per case,
+   ``(t[local:1] - t[serial]) / N`` (one worker with all the cores against the serial run: what Dask's
+   start, the task round trips, staging and the per-worker model load add), besides the cluster's start
+   (a LocalCluster started and closed with nothing to do).
+2. DDP: seconds per optimisation step of the demo recipe's SV-net (base_channels 8) on a global batch of
+   2 windows, 1 process x 2 against ``torchrun --nproc_per_node=2`` x 1 (gloo, SyncedBatchNorm3d on the
+   CPU), i.e. what the gradient and BatchNorm all-reduces cost against the second process's compute.
+
+    python benchmarks/bench_scale_out.py [--cases 8] [--workers 2] [--model orbit-svnet-demo] [--steps 4]
+                                         [--coarse] [--skip-batch] [--skip-ddp]
+
+Both sides of each comparison run the same code (``headseg.cli.main``; ``training.trainer.Trainer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+WINDOW = (32, 112, 96)  # the demo recipe's training window (bench_training.py's svnet-demo)
+
+
+def _segment(cases: Path, out: Path, model: str, cluster: Optional[str]) -> Dict:
+    """Wall time of one ``headseg segment`` in a fresh process (each run pays its own imports)."""
+    command = [sys.executable, "-m", "headseg", "segment", str(cases), "--task", "orbit", "--model", model,
+               "-o", str(out), "--device", "cpu", "--progress-format", "json", "--no-uncertainty"]
+    if cluster:
+        command += ["--cluster", cluster]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"headseg segment {'--cluster ' + cluster if cluster else ''} failed:\n{done.stderr[-3000:]}")
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    case_seconds = [float(e["seconds"]) for e in events if e.get("event") == "result"]
+    return {"wall": seconds, "segment": sum(case_seconds), "cases": len(case_seconds)}
+
+
+def _cluster_start(workers: int) -> float:
+    from distributed import Client, LocalCluster
+
+    start = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            client.wait_for_workers(workers)
+    return time.perf_counter() - start
+
+
+def bench_batch(n_cases: int, workers: int, model: str, coarse: bool) -> None:
+    from headseg.phantoms import write_phantom_cases
+
+    with tempfile.TemporaryDirectory(prefix="headseg_scale_") as tmp:
+        cases = Path(tmp) / "cases"
+        grid = {"spacing": (0.8, 0.8, 1.5)} if coarse else {}  # the tests' grid; default 0.5 x 0.5 x 1 mm
+        write_phantom_cases(str(cases), n_cases, seed=3, **grid)
+        print(f"headseg segment: {n_cases} phantom cases ({'0.8 x 0.8 x 1.5' if coarse else '0.5 x 0.5 x 1.0'} mm), "
+              f"model {model}, {os.cpu_count()} CPU cores")
+        serial = _segment(cases, Path(tmp) / "serial", model, None)
+        many = _segment(cases, Path(tmp) / "many", model, f"local:{workers}")
+        one = _segment(cases, Path(tmp) / "one", model, "local:1")
+        start = _cluster_start(workers)
+    for name, run in (("serial", serial), (f"--cluster local:{workers}", many), ("--cluster local:1", one)):
+        print(f"  {name:<20} {run['wall']:7.1f} s wall   {run['segment'] / max(run['cases'], 1):6.2f} s "
+              "segmenting per case (as each worker reports it)")
+    print(f"  serial / local:{workers} = {serial['wall'] / many['wall']:.2f}x")
+    print(f"  engine overhead per case (local:1 - serial) / {n_cases} = {(one['wall'] - serial['wall']) / n_cases:+.2f} s"
+          f"   (LocalCluster of {workers} started and closed empty: {start:.1f} s)")
+
+
+# -- DDP -------------------------------------------------------------------------------------------------
+def _step_times(steps: int, local_batch: int, sync_bn: bool = True) -> List[float]:
+    """Seconds of each step after one warm-up step, on this process's share of the batch."""
+    import torch
+
+    from headseg.models import build_model
+    from training.distributed import setup, sync_batchnorm
+    from training.losses import build_loss
+    from training.trainer import Precision, Trainer, make_optimizer
+
+    device = torch.device("cpu")
+    ranks = setup(device)
+    torch.manual_seed(0)
+    model: torch.nn.Module = build_model("svnet", 1, 6, base_channels=8)
+    if ranks.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(sync_batchnorm(model, ranks, device) if sync_bn else model)
+    loss = build_loss({"type": "hybrid", "activation": "softmax"})
+    phase = {"type": "adam", "lr": 1e-3, "epochs": 1}
+    trainer = Trainer(model, loss, make_optimizer(model, phase, 0.0), None, Precision(device))
+    generator = torch.Generator().manual_seed(ranks.rank)
+    images = torch.randn(local_batch, 1, *WINDOW, generator=generator)
+    labels = torch.randint(0, 6, (local_batch, *WINDOW), generator=generator)
+    masks = torch.ones(local_batch, 6)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        trainer.train_step(images, labels, masks)
+        ranks.barrier()
+        times.append(time.perf_counter() - start)
+    ranks.close()
+    return times[1:]
+
+
+def bench_ddp(steps: int) -> None:
+    import torch
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    one = _step_times(steps, 2)
+    mean1 = sum(one) / len(one)
+    two = {}
+    for sync_bn in (True, False):
+        launched = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+             "--ddp-worker", "--steps", str(steps)] + ([] if sync_bn else ["--plain-bn"]),
+            capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(max(1, threads // 2))})
+        if launched.returncode != 0:
+            raise SystemExit(f"torchrun failed:\n{launched.stderr[-3000:]}")
+        times = json.loads([line for line in launched.stdout.splitlines() if line.startswith("{")][0])["times"]
+        two[sync_bn] = sum(times) / len(times)
+    print(f"DDP: SV-net base_channels 8, global batch 2 x 1 x {WINDOW[0]} x {WINDOW[1]} x {WINDOW[2]}, "
+          f"{steps} steps after a warm-up, {threads} CPU cores")
+    print(f"  1 process x batch 2 ({threads} threads)        {mean1:6.2f} s/step")
+    for sync_bn, mean2 in two.items():
+        print(f"  torchrun 2 processes x batch 1 ({max(1, threads // 2)} thread(s) each), "
+              f"{'SyncedBatchNorm3d' if sync_bn else 'per-rank BatchNorm'}   {mean2:6.2f} s/step"
+              f"   (1 process / 2 processes = {mean1 / mean2:.2f}x)")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", default="orbit-svnet-demo")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--coarse", action="store_true", help="phantoms on the tests' 0.8 x 0.8 x 1.5 mm grid")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--skip-ddp", action="store_true")
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-bn", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.ddp_worker:  # one rank under torchrun
+        times = _step_times(args.steps, 1, sync_bn=not args.plain_bn)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps({"times": times}), flush=True)
+        return 0
+    if not args.skip_batch:
+        bench_batch(args.cases, args.workers, args.model, args.coarse)
+    if not args.skip_ddp:
+        bench_ddp(args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
