@@ -56,24 +56,31 @@ def han_cases(data: Path, count: int) -> Iterator[Tuple[str, object, object, Opt
         yield record.case, loaded.image, loaded.labels, list(loaded.annotated)
 
 
-def measure(task: str, cases, near_voxels: int = 3) -> Dict[str, object]:
+def measure(task: str, cases, near_voxels: int = 3, model_dir: Optional[Path] = None) -> Dict[str, object]:
     import torch
     from scipy import ndimage
 
     from headseg.metrics import dice
-    from headseg.packages import default_package
+    from headseg.orbit import OrbitNotFoundError
+    from headseg.packages import default_package, load_package
     from headseg.pipeline import segment_volume
 
     torch.set_num_threads(2)
-    package = default_package(task)
+    package = load_package(model_dir) if model_dir is not None else default_package(task)
     model = package.load_model("cpu")
     label_set = package.label_set
-    doubts, errors_1m_dsc = [], []
+    doubts, errors_1m_dsc, keys_of = [], [], []
     in_top, total_errors, shares = 0, 0, []
     per_case = []
     start = time.perf_counter()
+    refused: List[str] = []
     for name, image, labels, annotated in cases:
-        result = segment_volume(image, package, device="cpu", model=model)
+        try:
+            result = segment_volume(image, package, device="cpu", model=model)
+        except OrbitNotFoundError as exc:  # the search refused the case: nothing to measure doubt on
+            refused.append(name)
+            print(f"{name}: refused by the orbit search ({str(exc)[:120]}...)", file=sys.stderr)
+            continue
         pred, ref = result.labelmap.array, labels.array
         keys = annotated if annotated is not None else [s.key for s in label_set.structures]
         values = [label_set.by_key(k).label for k in keys]
@@ -87,6 +94,7 @@ def measure(task: str, cases, near_voxels: int = 3) -> Dict[str, object]:
             if quality is not None and math.isfinite(quality.doubt) and math.isfinite(d):
                 doubts.append(quality.doubt)
                 errors_1m_dsc.append(1.0 - d)
+                keys_of.append(key.replace("_right", "").replace("_left", ""))
         near = ndimage.binary_dilation((pred > 0) | (ref > 0), iterations=near_voxels)
         uncertainty = result.uncertainty.array[near]
         wrong = (pred != ref)[near]
@@ -99,12 +107,21 @@ def measure(task: str, cases, near_voxels: int = 3) -> Dict[str, object]:
         per_case.append({"case": name, "error_share_top10": round(share, 3), "errors": int(wrong.sum())})
         print(f"{name}: {share:.2f} of {int(wrong.sum())} wrong voxels in the top 10 % ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr)
+    # Within one kind of structure (sides pooled): does doubt rank the cases of, say, the larynx? Pooled
+    # over kinds, a kind's typical doubt and typical DSC can hide or fake that.
+    within = {}
+    for kind in sorted(set(keys_of)):
+        idx = [n for n, k in enumerate(keys_of) if k == kind]
+        if len(idx) >= 5:
+            within[kind] = round(spearman([doubts[n] for n in idx], [errors_1m_dsc[n] for n in idx]), 3)
     return {"task": task, "model": package.name, "structures": len(doubts),
             "spearman_doubt_vs_1_minus_dsc": round(spearman(doubts, errors_1m_dsc), 3),
+            "spearman_within_structure": within,
+            "spearman_within_structure_median": round(float(np.median(list(within.values()))), 3) if within else None,
             "error_share_top10_pooled": round(in_top / max(1, total_errors), 3),
             "error_share_top10_median_case": round(float(np.median(shares)), 3),
-            "cases": per_case, "seconds": round(time.perf_counter() - start, 1),
-            "pairs": [[round(a, 4), round(b, 4)] for a, b in zip(doubts, errors_1m_dsc)]}
+            "cases": per_case, "refused_by_search": refused, "seconds": round(time.perf_counter() - start, 1),
+            "pairs": [[k, round(a, 4), round(b, 4)] for k, a, b in zip(keys_of, doubts, errors_1m_dsc)]}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -114,9 +131,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=90000, help="orbit: first phantom seed (never used in training)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "openkbp")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=None, help="a model package folder (default: the task's default)")
     args = parser.parse_args(argv)
     cases = orbit_cases(args.cases, args.seed) if args.task == "orbit" else han_cases(args.data, args.cases)
-    out = measure(args.task, cases)
+    out = measure(args.task, cases, model_dir=args.model)
     text = json.dumps(out, indent=1)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
