@@ -10,6 +10,7 @@ Optimiser phases (seed 004: RMSprop, then SGD from the best weights) are built h
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -149,7 +150,13 @@ class Trainer:
         # The optimiser's state after the scheduler's creation: a new scheduler resets the learning rate to
         # its epoch-0 value, which would restart a poly or cosine schedule from the top.
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        state = {k: v for k, v in checkpoint["scheduler"].items() if k not in ("T_max", "eta_min", "_get_lr_called_within_step")}
+        state.setdefault("lr_lambdas", [None] * len(self.optimizer.param_groups))  # checkpoints of CosineAnnealingLR
+        scheduler.load_state_dict(state)
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):  # the phase's schedule as it is now
+            for group, base, fn in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * fn(scheduler.last_epoch)
+            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.scaler.load_state_dict(checkpoint["scaler"])
 
 
@@ -188,8 +195,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, phase: Dict[str, Any]) -> A
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
-                                                          eta_min=float(phase.get("min_lr", 0.0)))
+        # Closed form (not CosineAnnealingLR, whose recursive update and stored T_max would keep the old
+        # length when a resumed run changes the phase's epochs).
+        floor = float(phase.get("min_lr", 0.0)) / float(phase["lr"])
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs)))
     if schedule == "poly":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1.0 - min(e, epochs - 1) / epochs) ** 0.9)
     raise ValueError(f"Unknown schedule {schedule!r}; use constant, cosine or poly.")

@@ -104,3 +104,29 @@ def test_the_benchmark_times_the_trainers_step():
               "batch": 1, "loss": ("hybrid", "softmax"), "opt": "adam"}
     result = bench.bench(config, torch.device("cpu"), steps=1, amp=False)
     assert result["step_s"] > 0 and result["data_s"] >= 0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "poly"])
+def test_a_resumed_schedule_follows_the_phase_length_given_on_resume(schedule):
+    """``--resume --set optimizer.phases.0.epochs=N`` shortens or lengthens the schedule from the next step
+    on (a cosine schedule kept its old length before: its stored T_max won)."""
+    from training.trainer import make_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    phase = {"type": "adamw", "lr": 1e-3, "epochs": 20, "schedule": schedule, "min_lr": 1e-4}
+    trainer = Trainer(model, lambda *a: None, make_optimizer(model, phase, 0.0), None, Precision(torch.device("cpu")))
+    trainer.scheduler = make_scheduler(trainer.optimizer, phase)
+    for _ in range(8):
+        trainer.optimizer.step()
+        trainer.step_schedule()
+    checkpoint = trainer.state_dicts()
+    same = Trainer(torch.nn.Linear(2, 2), lambda *a: None, None, None, Precision(torch.device("cpu")))
+    same.load_state_dicts(checkpoint, phase, 0.0)
+    assert same.lr == trainer.lr  # unchanged recipe: exactly where it stopped
+    shorter = Trainer(torch.nn.Linear(2, 2), lambda *a: None, None, None, Precision(torch.device("cpu")))
+    shorter.load_state_dicts(checkpoint, dict(phase, epochs=10), 0.0)
+    if schedule == "cosine":
+        expected = 1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 8 / 10))
+    else:
+        expected = 1e-3 * (1 - 8 / 10) ** 0.9
+    assert shorter.lr == pytest.approx(expected, rel=1e-9)
