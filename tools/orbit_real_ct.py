@@ -95,8 +95,13 @@ def _draw(panels: List[Dict[str, Any]], out_png: Path, title: str) -> None:
                     ax.contour((lab == s.label).astype(float), levels=[0.5], colors=[colours(n % 5)], linewidths=1.2)
             ax.set_title(f"{p['name']}: {view} (image left = patient right)", fontsize=10)
             ax.set_axis_off()
+    from matplotlib.lines import Line2D
+
+    names = [s.base_key.replace("_", " ") for s in panels[0]["label_set"].structures if s.side == "right"]
+    fig.legend(handles=[Line2D([], [], color=colours(n), lw=2, label=name) for n, name in enumerate(names)],
+               loc="lower center", ncol=5, fontsize=10, frameon=False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png)
     plt.close(fig)
