@@ -124,7 +124,7 @@ def fill_change_table(table_node, comparison: Comparison) -> None:
                 if kind == "string":
                     column.InsertNextValue(str(value))
                 else:  # change_pct is "" where the baseline is empty: NaN in the table
-                    column.InsertNextValue(float(value) if value != "" else float("nan"))
+                    column.InsertNextValue(float(str(value)) if value != "" else float("nan"))
             table_node.AddColumn(column)
         for name in ("baseline_cm3", "followup_cm3", "change_cm3"):
             table_node.SetColumnUnitLabel(name, "cm3")

@@ -65,7 +65,7 @@ class TaskLogic:
         from ..errors import ModelPackageError
         from ..packages import load_package
 
-        package = load_package(folder)
+        package = load_package(Path(folder))
         if package.task != self.task:
             raise ModelPackageError(
                 f"The model in {folder} segments task '{package.task}', not '{self.task}'. Choose a {self.task} model."

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ..errors import HeadSegError
 from .tables import VolumeFollower
@@ -66,6 +66,8 @@ class SegmentationPanelMixin:
     noModelMessage = None
     #: QSettings key remembering the training dataset folder
     datasetFolderSetting = None
+    #: set by ScriptedLoadableModuleWidget.__init__ (declared for type checkers only)
+    moduleName: str
 
     def __init__(self, parent=None):
         from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
@@ -734,6 +736,9 @@ class ModuleSelfTestMixin:
     """What the modules' ``ScriptedLoadableModuleTest`` classes share (put it first among their bases):
     each ``test_*`` method runs on a cleared scene, with a synthetic head CT at hand, and the end-to-end
     step is skipped, saying why, where no model or Python package is installed."""
+
+    #: ScriptedLoadableModuleTest's (declared for type checkers only)
+    delayDisplay: Callable[..., None]
 
     #: seed of the synthetic head phantom (make_head_phantom)
     phantomSeed = 1

@@ -180,7 +180,7 @@ def _digest(mask: np.ndarray) -> str:
 
 def _segments_by_key(segmentation_node, label_set) -> Dict[str, Any]:
     segmentation = segmentation_node.GetSegmentation()
-    found = {}
+    found: Dict[str, Any] = {}
     for segment_id in segmentation.GetSegmentIDs():
         segment = segmentation.GetSegment(segment_id)
         structure = structure_of_segment(segment, segment_id, label_set)

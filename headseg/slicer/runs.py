@@ -9,7 +9,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import HeadSegError, InputError
 from .scene import PathLike, in_slicer_app, roi_from_markups, safe_case_id, volume_from_node
@@ -17,7 +17,9 @@ from .segments import import_segmentation_file
 from .tables import find_volume_table, new_volume_table_node, update_volume_table
 
 if TYPE_CHECKING:  # annotations only; importing them here would slow down 'import headseg.slicer.runs'
+    from ..labels import LabelSet
     from ..packages import ModelPackage
+    from ..runner import SegmentationProcess
     from ..volumes import VolumeRow
 
 __all__ = ["HEADSEG_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "child_environment",
@@ -61,7 +63,7 @@ def model_choices(task: str, extra_dirs: Iterable[PathLike] = ()) -> List[ModelP
     """Installed model packages for ``task``, the default one first."""
     from ..packages import list_packages
 
-    packages = list_packages(extra_dirs, task=task)
+    packages = list_packages([Path(d) for d in extra_dirs], task=task)
     return sorted(packages, key=lambda p: (not p.card.get("default"), p.name))
 
 
@@ -116,12 +118,12 @@ class SegmentationRun:
         self.extra_model_dirs = list(extra_model_dirs)
         self.work_root = work_root
         self.python = python
-        self.package = None
-        self.label_set = None
-        self.process = None
-        self.segmentation_node = None
-        self.table_node = None
-        self.uncertainty_node = None
+        self.package: Optional[ModelPackage] = None
+        self.label_set: Optional[LabelSet] = None
+        self.process: Optional[SegmentationProcess] = None
+        self.segmentation_node: Any = None  # MRML nodes of the result, once imported
+        self.table_node: Any = None
+        self.uncertainty_node: Any = None
         self.rows: List[VolumeRow] = []  # the result's volume rows with doubt and flags, in label order
         self.warnings: List[str] = []
         self._failure: Optional[str] = None
@@ -138,14 +140,15 @@ class SegmentationRun:
             raise InputError(f"Unknown task {self.task!r}; expected one of {', '.join(TASK_LABEL_SETS)}.")
         volume = volume_from_node(self.input_node)
         self.warnings = check_ct(volume)
-        self.package = find_package(self.model, task=self.task, extra_dirs=self.extra_model_dirs)
-        self.label_set = self.package.label_set
+        self.package = package = find_package(self.model, task=self.task,
+                                              extra_dirs=[Path(d) for d in self.extra_model_dirs])
+        self.label_set = label_set = package.label_set
         if self.structures is not None:
             if not self.structures:
                 raise InputError("Choose at least one structure to segment.")
-            unknown = [k for k in self.structures if k not in self.label_set]
+            unknown = [k for k in self.structures if k not in label_set]
             if unknown:
-                raise InputError(f"Model {self.package.name} does not segment {unknown}.")
+                raise InputError(f"Model {package.name} does not segment {unknown}.")
         roi = roi_from_markups(self.roi_node)
         from ..io import write_volume
 
@@ -156,14 +159,14 @@ class SegmentationRun:
             (work_dir / "input").mkdir()
             input_path = write_volume(volume, work_dir / "input" / f"{case}.nrrd", compress=False)
             command = segment_command([input_path], self.task, work_dir / "output",
-                                      model=str(self.package.path), device=self.device, roi=roi,
+                                      model=str(package.path), device=self.device, roi=roi,
                                       structures=self.structures, python=self.python)
-            self.process = SegmentationProcess(command, work_dir=work_dir, base_env=child_environment())
-            self.process.start()
+            self.process = process = SegmentationProcess(command, work_dir=work_dir, base_env=child_environment())
+            process.start()
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
-        self.log.append(f"Model {self.package.name} on {self.device}; input {self.input_node.GetName()}")
+        self.log.append(f"Model {package.name} on {self.device}; input {self.input_node.GetName()}")
         self.log.extend(f"warning: {w}" for w in self.warnings)
 
     def poll(self) -> List[Dict[str, object]]:
@@ -255,6 +258,7 @@ class SegmentationRun:
 
     # -- internals -------------------------------------------------------------------------------------
     def _import_result(self) -> None:
+        assert self.process is not None  # called once the run's process has finished
         result = self.process.result or {}
         path = result.get("segmentation")
         if not path:

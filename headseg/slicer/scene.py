@@ -105,7 +105,7 @@ def init_headless_slicer(
     logics: Dict[str, Any] = {}
     for name, logic_class in specs:
         logic = logic_class()
-        if name == "Terminologies":
+        if name == "Terminologies" and share_dir:
             logic.SetModuleShareDirectory(os.path.join(share_dir, "terminologies"))
         logic.SetMRMLApplicationLogic(app_logic)  # must come before SetMRMLScene
         logic.SetMRMLScene(scene)

@@ -225,6 +225,7 @@ def render_case(anatomy: Dict[str, Any], geom: Dict[str, Any], acq: Dict[str, An
         hu[sl] = _block_mean(hu_lut[fine.tissue], f_f)
         amp[sl] = _block_mean(tex_lut[fine.tissue], f_f)
         tissues[sl] = fine.tissue[f_f[0] // 2 :: f_f[0], f_f[1] // 2 :: f_f[1], f_f[2] // 2 :: f_f[2]]
+        assert fine.labels is not None  # made with labels=True
         labels[sl] = np.maximum(labels[sl], _block_labels(fine.labels, f_f))
         fine_counts += np.bincount(fine.labels.ravel(), minlength=11)[:11]
     image = _appearance(hu, amp, tissues, grid, acq, rotation, anatomy, geom, rng, noise, artefacts)

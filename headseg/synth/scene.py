@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -121,6 +121,9 @@ def _lookup(table: np.ndarray, x0: float, dx: float, x) -> List[np.ndarray]:
     return out
 
 
+Vector = Union[Sequence[float], np.ndarray]  # a point, size or corner in mm: a tuple or an array
+
+
 def _interp(x, xp: Sequence[float], fp: Sequence[float]) -> np.ndarray:
     """``np.interp`` (clamped at the ends) for large float32 arrays, via a uniform 0.25 mm table."""
     y0, dy, table = _uniform(np.asarray(xp, float), (np.asarray(fp, float),))
@@ -139,24 +142,24 @@ class Canvas:
     lps = R (anat - pivot) + pivot. Scanner-frame shapes (headrest, table) use ``frame="scanner"``.
     """
 
-    def __init__(self, shape_kji: Sequence[int], spacing: Sequence[float], origin: Sequence[float],
-                 direction: np.ndarray, rotation: np.ndarray, pivot: Sequence[float], labels: bool) -> None:
+    def __init__(self, shape_kji: Sequence[int], spacing: Vector, origin: Vector,
+                 direction: np.ndarray, rotation: np.ndarray, pivot: Vector, labels: bool) -> None:
         self.shape = tuple(int(n) for n in shape_kji)
         to_lps = np.asarray(direction, float) @ np.diag([float(s) for s in spacing])
-        origin = np.asarray(origin, float)
-        pivot = np.asarray(pivot, float)
+        origin_a = np.asarray(origin, float)
+        pivot_a = np.asarray(pivot, float)
         r_t = np.asarray(rotation, float).T
         self.frames = {
-            "scanner": (to_lps, origin.copy()),
-            "anat": (r_t @ to_lps, r_t @ (origin - pivot) + pivot),
+            "scanner": (to_lps, origin_a.copy()),
+            "anat": (r_t @ to_lps, r_t @ (origin_a - pivot_a) + pivot_a),
         }
         self.tissue = np.zeros(self.shape, np.uint8)
         self.labels = np.zeros(self.shape, np.uint8) if labels else None
 
-    def coords(self, lo: Sequence[float], hi: Sequence[float], frame: str = "anat"):
+    def coords(self, lo_mm: Vector, hi_mm: Vector, frame: str = "anat"):
         """(slices, (x, y, z) broadcastable float32 arrays, sub_shape) of the voxels in a box; None if empty."""
         lin, off = self.frames[frame]
-        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        lo, hi = np.asarray(lo_mm, float), np.asarray(hi_mm, float)
         corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
         ijk = np.linalg.solve(lin, (corners - off).T).T
         first = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
@@ -196,9 +199,9 @@ class Canvas:
             out.append(np.asarray(value, dtype=np.float32))
         return tuple(out)
 
-    def side_coords(self, sign: float, lo: Sequence[float], hi: Sequence[float]):
+    def side_coords(self, sign: float, lo_mm: Vector, hi_mm: Vector):
         """Like :meth:`coords` for a box in side-local coordinates (x' = sign * x); returns x', y, z."""
-        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        lo, hi = np.asarray(lo_mm, float), np.asarray(hi_mm, float)
         if sign < 0:
             lo_a = np.array([-hi[0], lo[1], lo[2]])
             hi_a = np.array([-lo[0], hi[1], hi[2]])
