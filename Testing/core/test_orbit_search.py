@@ -244,7 +244,7 @@ def test_report_of_a_found_search():
 def _headseg(*args):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "headseg", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)  # fmt: skip
+                          encoding="utf-8", errors="replace", env=env, timeout=600)
 
 
 def test_cli_refuses_a_field_below_the_orbits_and_roi_overrides(tmp_path, tiny_orbit_package):

@@ -112,7 +112,8 @@ def test_cli_segments_validation_patients_above_their_floors(tmp_path):
         inputs.append(str(link))
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "headseg", "segment", *inputs, "--task", "han", "--device", "cpu",
-                          "-o", str(out), "--no-uncertainty"], capture_output=True, text=True, timeout=600)
+                          "-o", str(out), "--no-uncertainty"], capture_output=True, text=True, encoding="utf-8",
+                         errors="replace", timeout=600)  # the child writes UTF-8 (bars) whatever the locale
     assert run.returncode == 0, run.stderr[-2000:]
     problems = []
     for name in CLI_CASES:
