@@ -108,7 +108,8 @@ class Trainer:
         loss = self.loss_fn(logits.float(), labels, masks)
         if not torch.isfinite(loss):
             raise RuntimeError(f"The loss became {float(loss.detach())}{' ' + where if where else ''}: lower the learning "
-                               "rate or disable mixed precision (--set amp=false).")
+                               "rate, or turn off channels_last_3d (--set channels_last=false: with bf16 autocast it "
+                               "made SV-net's loss NaN on a CPU) or mixed precision (--set amp=false).")
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
