@@ -151,3 +151,10 @@ class Volume:
             f"Volume(shape(k,j,i)={self.shape}, dtype={self.array.dtype}, spacing={self.spacing}, "
             f"origin={tuple(round(o, 3) for o in self.origin)})"
         )
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> Tuple[slice, ...]:
+    """Slices of the smallest box holding every True voxel of ``mask``, ``margin`` voxels wider on each side
+    (clipped to the array). ``mask`` must hold at least one True voxel."""
+    where = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis))) for axis in range(mask.ndim)]
+    return tuple(slice(max(0, int(w[0]) - margin), min(n, int(w[-1]) + margin + 1)) for w, n in zip(where, mask.shape))

@@ -222,7 +222,7 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     grid = model_grid_for(volume, card["input"]["spacing_mm"])
     image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
     # Only the box around the patient is segmented and resampled back; the air around it is background.
-    image, _ = body_crop(image)
+    image = body_crop(image)
     x = normalize(image.array, card["input"]["normalization"])
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
     stages.report(2, 0.0, "Resampling the result to the CT grid")

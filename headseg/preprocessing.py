@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .geometry import Volume
+from .geometry import Volume, bounding_box
 
 AIR_HU = -1000.0
 
@@ -76,21 +76,17 @@ def subgrid_covering(volume: Volume, other: Volume, margin: int = 1) -> Tuple[Vo
     return grid, slices
 
 
-def body_crop(image: Volume, threshold_hu: float = -500.0, margin: int = 8) -> Tuple[Volume, Tuple[slice, slice, slice]]:
-    """The box of ``image`` (HU) that holds everything denser than air, ``margin`` voxels wider, and its
-    slices into ``image.array``: the network need not run over the air around the patient (often more
-    than half of a clinical field of view). The whole image when nothing is denser than air."""
+def body_crop(image: Volume, threshold_hu: float = -500.0, margin: int = 8) -> Volume:
+    """The box of ``image`` (HU) that holds everything denser than air, ``margin`` voxels wider: the network
+    need not run over the air around the patient (often more than half of a clinical field of view). The
+    whole image when nothing is denser than air."""
     dense = image.array > threshold_hu
     if not dense.any():
-        return image, (slice(None), slice(None), slice(None))
-    where = [np.flatnonzero(dense.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    lo = [max(0, int(w[0]) - margin) for w in where]
-    hi = [min(n, int(w[-1]) + margin + 1) for w, n in zip(where, image.shape)]
-    slices = tuple(slice(a, b) for a, b in zip(lo, hi))
-    origin = image.index_to_lps(lo[::-1])
-    cropped = Volume(np.ascontiguousarray(image.array[slices]), image.spacing, tuple(float(v) for v in origin),
-                     image.direction.copy())
-    return cropped, slices  # type: ignore[return-value]
+        return image
+    box = bounding_box(dense, margin)
+    origin = image.index_to_lps([s.start for s in box][::-1])
+    return Volume(np.ascontiguousarray(image.array[box]), image.spacing, tuple(float(v) for v in origin),
+                  image.direction.copy())
 
 
 @dataclass

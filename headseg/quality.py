@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import Volume
+from .geometry import Volume, bounding_box
 
 __all__ = ["FLAG_CODES", "VOLUME_BANDS_CM3", "ASYMMETRY_RATIO", "FRAGMENT_SHARE", "StructureQuality",
            "normalized_entropy", "removed_shares", "structure_quality", "body_midline_x", "surface_shell"]
@@ -108,13 +108,6 @@ def surface_shell(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)
 
 
-def _box(mask: np.ndarray, margin: int = 2) -> Tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-
 def body_midline_x(ct: Volume, near: Optional[np.ndarray] = None, threshold_hu: float = -300.0) -> Optional[float]:
     """LPS x of the body's centroid (voxels above ``threshold_hu``), restricted to the slices where
     ``near`` has voxels when given: the patient's midline, with no label needed."""
@@ -159,7 +152,7 @@ def structure_quality(labelmap: Volume, label_set, uncertainty: Optional[np.ndar
             flags.append("empty")
         else:
             mask = array == s.label
-            box = _box(mask)
+            box = bounding_box(mask, margin=2)
             if uncertainty is not None:
                 shell = surface_shell(mask[box])
                 doubt = float(np.asarray(uncertainty)[box][shell].mean()) if shell.any() else 0.0

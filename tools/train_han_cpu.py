@@ -143,10 +143,12 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     window = training.get("train_window_kji")
     progress = run_progress(Path(run_dir)) if run_dir is not None else {}
     training.update(progress)
-    training.setdefault("precision", "fp32")
+    # What the trainer recorded it computed in (bf16 only where the CPU had native bf16 at run time).
+    used = str(training.get("hardware", {}).get("precision", ""))
+    training["precision"] = "bf16" if "bfloat16" in used else "fp16" if "float16" in used else "fp32"
     training["hardware_note"] = (
         f"CPU, 2 cores (shared with other work at times), {progress.get('cpu_hours', float('nan')):.1f} hours, "
-        f"{progress.get('steps', '?')} steps of batch 2; widths {widths} (paper 32/40/48/56), model grid "
+        f"{progress.get('steps', '?')} steps of batch {progress.get('batch_size', '?')}; widths {widths} (paper 32/40/48/56), model grid "
         f"{card['input']['spacing_mm']} mm, patches {window} voxels instead of whole volumes: not seed 004's "
         "recipe (see the card's recipe comment and docs/han_model.md)")
     if run_dir is not None and (Path(run_dir) / "log.txt").is_file():
@@ -172,8 +174,7 @@ def run_progress(run_dir: Path) -> Dict[str, Any]:
     best = max(rows, key=lambda r: float(r["val_mean_dsc"]))
     return {"epochs": int(rows[-1]["epoch"]), "steps": int(rows[-1]["epoch"]) * steps_per_epoch,
             "batch_size": int(config["batch_size"]), "cpu_hours": round(float(rows[-1]["elapsed_hours"]), 2),
-            "best_epoch": int(best["epoch"]), "best_val_mean_dsc": round(float(best["val_mean_dsc"]), 4),
-            "precision": "bf16" if config.get("cpu_amp") and config.get("amp", True) else "fp32"}
+            "best_epoch": int(best["epoch"]), "best_val_mean_dsc": round(float(best["val_mean_dsc"]), 4)}
 
 
 def finish_card(card: Dict[str, Any], inference_seconds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:

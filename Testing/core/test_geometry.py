@@ -211,3 +211,13 @@ def test_boolean_mask_converts_to_sitk():
     mask[1, 2, 3] = True
     image = Volume(mask).to_sitk()
     assert image.GetPixel(3, 2, 1) == 1 and image.GetPixelIDTypeAsString() == "8-bit unsigned integer"
+
+
+def test_bounding_box_with_margin_clipped_to_the_array():
+    from headseg.geometry import bounding_box
+
+    mask = np.zeros((10, 20, 30), bool)
+    mask[2, 5:7, 28] = True
+    mask[4, 6, 29] = True
+    assert bounding_box(mask) == (slice(2, 5), slice(5, 7), slice(28, 30))
+    assert bounding_box(mask, margin=3) == (slice(0, 8), slice(2, 10), slice(25, 30))
