@@ -94,7 +94,7 @@ def measure(task: str, cases, near_voxels: int = 3, model_dir: Optional[Path] = 
             if quality is not None and math.isfinite(quality.doubt) and math.isfinite(d):
                 doubts.append(quality.doubt)
                 errors_1m_dsc.append(1.0 - d)
-                keys_of.append(key.replace("_right", "").replace("_left", ""))
+                keys_of.append(label_set.by_key(key).base_key)
         near = ndimage.binary_dilation((pred > 0) | (ref > 0), iterations=near_voxels)
         uncertainty = result.uncertainty.array[near]
         wrong = (pred != ref)[near]

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -148,7 +148,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     training["precision"] = "bf16" if "bfloat16" in used else "fp16" if "float16" in used else "fp32"
     training["hardware_note"] = (
         f"CPU, 2 cores (shared with other work at times), {progress.get('cpu_hours', float('nan')):.1f} hours, "
-        f"{progress.get('steps', '?')} steps of batch {progress.get('batch_size', '?')}; widths {widths} (paper 32/40/48/56), model grid "
+        f"{progress.get('steps', '?')} steps of batch {training.get('batch_size', '?')}; widths {widths} (paper 32/40/48/56), model grid "
         f"{card['input']['spacing_mm']} mm, patches {window} voxels instead of whole volumes: not seed 004's "
         "recipe (see the card's recipe comment and docs/han_model.md)")
     if run_dir is not None and (Path(run_dir) / "log.txt").is_file():
@@ -160,21 +160,28 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     return card
 
 
-def run_progress(run_dir: Path) -> Dict[str, Any]:
-    """Epochs, optimisation steps and wall-clock hours of training from the run's ``metrics.csv`` (summed over
-    resumes by the trainer's ``elapsed_hours``), and the epoch whose weights were kept."""
+def read_run(run_dir: Path) -> Tuple[Dict[str, Any], List[Dict[str, str]], int]:
+    """A run folder's recipe (``config.json``), its ``metrics.csv`` rows (one per epoch) and the optimisation
+    steps per epoch, counted as the trainer counts them."""
     import csv
 
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return {}
-    rows = list(csv.DictReader(open(path, encoding="utf-8")))
     config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    steps_per_epoch = int(config["samples_per_epoch"]) // int(config["batch_size"])
-    best = max(rows, key=lambda r: float(r["val_mean_dsc"]))
+    path = Path(run_dir) / "metrics.csv"
+    rows: List[Dict[str, str]] = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    return config, rows, math.ceil(int(config["samples_per_epoch"]) / int(config["batch_size"]))
+
+
+def run_progress(run_dir: Path) -> Dict[str, Any]:
+    """Optimisation steps and wall-clock hours of training from the run's ``metrics.csv`` (summed over
+    resumes by the trainer's ``elapsed_hours``); the card's export already holds the rest."""
+    _, rows, steps_per_epoch = read_run(run_dir)
+    if not rows:
+        return {}
     return {"epochs": int(rows[-1]["epoch"]), "steps": int(rows[-1]["epoch"]) * steps_per_epoch,
-            "batch_size": int(config["batch_size"]), "cpu_hours": round(float(rows[-1]["elapsed_hours"]), 2),
-            "best_epoch": int(best["epoch"]), "best_val_mean_dsc": round(float(best["val_mean_dsc"]), 4)}
+            "cpu_hours": round(float(rows[-1]["elapsed_hours"]), 2)}
 
 
 def finish_card(card: Dict[str, Any], inference_seconds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
@@ -299,17 +306,13 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
 
 def curve(run_dir: Path, out_png: Path) -> Path:
     """Training loss and per-organ validation DSC against training steps and CPU-hours (two x axes)."""
-    import csv
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    steps_per_epoch = math.ceil(int(config["samples_per_epoch"]) / int(config["batch_size"]))
-    with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    config, rows, steps_per_epoch = read_run(run_dir)
     if not rows:
         raise ValueError(f"{run_dir}/metrics.csv has no epochs yet.")
     steps = np.array([int(r["epoch"]) * steps_per_epoch for r in rows])
