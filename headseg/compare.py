@@ -18,12 +18,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .errors import InputError
-from .geometry import Volume
+from .geometry import Volume, bounding_box
 
 __all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "register_rigid",
            "repeatability_bounds", "write_comparison", "write_change_csv", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
@@ -105,8 +105,7 @@ class Comparison:
             lines.append("No structure changed by more than its repeatability bound.")
         for r in real:
             lines.append(f"{r.name} {r.change_pct:+.0f} % ({r.baseline_cm3:.2f} -> {r.followup_cm3:.2f} cm3), "
-                         f"{'above' if abs(r.change_pct) > r.repeatability_pct else 'within'} the "
-                         f"{r.repeatability_pct:.0f} % repeatability bound.")
+                         f"above the {r.repeatability_pct:.0f} % repeatability bound.")
         return "\n".join(lines + self.notes) + "\n"
 
 
@@ -138,7 +137,7 @@ def _find_ct(folder: Path, case: str) -> Optional[Path]:
 def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
     """A scan from a ``.seg.nrrd`` file or a folder holding exactly one; the CT is ``ct`` (a file or a
     DICOM folder) or found beside the segmentation (``<case>.nrrd``, ``image.*``, ``ct.*``)."""
-    from .io import read_dicom_folder, read_volume
+    from .io import read_volume
 
     path = Path(path)
     if path.is_dir():
@@ -153,11 +152,9 @@ def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
     ct_path = Path(ct) if ct is not None else _find_ct(path.parent, case)
     image, patient = None, None
     if ct_path is not None:
+        image = read_volume(ct_path)  # a DICOM folder too
         if ct_path.is_dir():
-            image = read_dicom_folder(ct_path)
             patient = _patient_id(ct_path)
-        else:
-            image = read_volume(ct_path)
     return TimePoint(labelmap, label_set, case, image, patient)
 
 
@@ -351,9 +348,9 @@ def _draw_group(comparison: Comparison, moved: Volume, keys: Sequence[str], grou
             ax.axis("off")
         axes[0].text(0.5, 0.5, "nothing segmented in this group", ha="center", transform=axes[0].transAxes)
     else:
-        idx = np.argwhere(mask)
-        centre = np.round(idx.mean(axis=0)).astype(int)
-        lo, hi = np.maximum(idx.min(axis=0) - 15, 0), np.minimum(idx.max(axis=0) + 16, mask.shape)
+        centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+        box = bounding_box(mask, 15)
+        lo, hi = [b.start for b in box], [b.stop for b in box]
         ct = base.ct.array if base.ct is not None and base.ct.same_geometry(base.labelmap, tol=1e-3) else None
         planes = (("axial", lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]]),
                   ("coronal", lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1]))
@@ -377,7 +374,3 @@ def _draw_group(comparison: Comparison, moved: Volume, keys: Sequence[str], grou
     fig.savefig(path, format="png")
     plt.close(fig)
 
-
-def comparison_table(comparison: Comparison) -> List[Tuple[str, ...]]:
-    """Rows as text for a terminal or a Slicer table (the CSV's columns)."""
-    return [tuple(str(v) for v in r.as_dict().values()) for r in comparison.rows]

@@ -144,7 +144,7 @@ def thumbnails(labelmap: Volume, label_set, ct: Optional[Volume] = None, size_in
 
 def _load_pictures(case: ReportCase) -> None:
     from .compare import read_any_segmentation
-    from .io import read_dicom_folder, read_volume
+    from .io import read_volume
 
     if case.segmentation is None:
         return
@@ -153,7 +153,7 @@ def _load_pictures(case: ReportCase) -> None:
     source = case.run.get("input")
     if source and Path(source).exists():
         try:
-            ct = read_dicom_folder(Path(source)) if Path(source).is_dir() else read_volume(source)
+            ct = read_volume(source)  # a DICOM folder too
         except InputError:
             ct = None
     case.thumbnails = thumbnails(labelmap, label_set, ct)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
-from ..geometry import Volume
+from ..geometry import Volume, bounding_box
 from .scene import node_from_volume, place_next_to, volume_from_node
 from .segments import STRUCTURE_TAG, labelmap_of_segmentation, structure_of_segment, vtk_string_tag
 
@@ -288,10 +288,7 @@ def most_uncertain_point(segmentation_node, structure: str, side: str, label_set
             mask |= segment_mask(segmentation_node, segment_id, grid, reference)
     if not mask.any():
         return None
-    index = np.argwhere(mask)
-    lo = np.maximum(index.min(axis=0) - 2, 0)
-    hi = np.minimum(index.max(axis=0) + 3, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = bounding_box(mask, margin=2)
     uncertainty = _uncertainty_on(grid, uncertainty_node_of(segmentation_node))
     if uncertainty is not None:
         shell = surface_shell(mask[box])
