@@ -105,6 +105,7 @@ FAT_HU = (-250.0, -30.0)
 AIR_HU = -400.0
 BONE_HU = 250.0
 MAX_FRONT_MM = 36.0
+AIR_IN_FRONT_MM = 30.0  # no bone this far beyond the air in front of a globe (a sinus has its front wall)
 GLOBE_RADIUS_MM = (6.0, 17.0)
 SHELL_MM = (14.0, 20.0)
 MAX_DEPTH_MM = 40.0
@@ -122,6 +123,8 @@ MAX_CANDIDATES = 200
 NOISE_TARGET_HU = 10.0
 BODY_MARGIN_MM = 12.0
 OUTSIDE_FOV_HU = -1500.0
+CIRCLE_MIN_SURFACE_VOXELS = 50  # body surface on the reconstruction circle that marks a cut by it
+CIRCLE_MIN_SURFACE_FRACTION = 0.03
 FLAT_CUT_FRACTION = 0.5
 CUT_DROP = 0.3
 CUT_TRANSITION_MM = 5.0
@@ -272,9 +275,31 @@ class _WorkGrid:
         # outside the reconstruction circle), and beyond a flat cut of the body (a volume padded beyond
         # its scanned slices looks like air there, but the head does not end in a flat face).
         self.in_fov &= self.hu > OUTSIDE_FOV_HU
+        self._exclude_reconstruction_circle(volume)
         self.z_limits = _flat_cuts(self.body, self.origin[2], spacing_mm)
         z = self.origin[2] + np.arange(self.hu.shape[0]) * spacing_mm
         self.in_fov[(z < self.z_limits[0]) | (z > self.z_limits[1])] = False
+
+    def _exclude_reconstruction_circle(self, volume: Volume) -> None:
+        """A head wider than the scanner's reconstruction circle is cut by it; where the scanner (or a
+        converter) wrote air (-1024) rather than a value below OUTSIDE_FOV_HU outside the circle, the cut
+        looks like skin. Brain or skin does not end on the circle inscribed in the slice, so when enough of
+        the body's surface lies on it, everything beyond the circle is taken as outside the field of view."""
+        extent = np.asarray(volume.size_ijk[:2], float) * np.asarray(volume.spacing[:2], float)
+        radius = 0.5 * float(extent.max())
+        centre = (np.asarray(volume.size_ijk[:2], float) - 1.0) / 2.0
+        surface = self.body & ~ndimage.binary_erosion(self.body, border_value=1)
+        if not surface.any():
+            return
+        rho = np.zeros(self.hu.shape, np.float32)
+        yy, xx = np.meshgrid(np.arange(self.hu.shape[1]), np.arange(self.hu.shape[2]), indexing="ij")
+        for z in range(self.hu.shape[0]):  # slice by slice: the work grid may hold millions of voxels
+            lps = self.to_lps(np.stack([np.full(yy.size, z), yy.ravel(), xx.ravel()], axis=1))
+            ij = lps @ self._lps_to_index[:2, :3].T + self._lps_to_index[:2, 3]
+            rho[z] = np.hypot(*((ij - centre) * np.asarray(volume.spacing[:2], float)).T).reshape(yy.shape)
+        on_circle = surface & (rho > radius - 2.0 * self.spacing)
+        if on_circle.sum() >= max(CIRCLE_MIN_SURFACE_VOXELS, CIRCLE_MIN_SURFACE_FRACTION * surface.sum()):
+            self.in_fov &= rho <= radius - self.spacing
 
     def to_lps(self, zyx: np.ndarray) -> np.ndarray:
         zyx = np.atleast_2d(zyx).astype(float)
@@ -420,17 +445,22 @@ def _candidates(grid: _WorkGrid, region: Optional[RegionBox]) -> List[_Candidate
 
 def _open_to_the_front(grid: _WorkGrid, zyx: np.ndarray) -> np.ndarray:
     """True where, going anteriorly (-y in LPS), the air outside the face is reached within
-    MAX_FRONT_MM without crossing bone: the globe is covered only by the lids. Rejects look-alikes
-    in the neck, the face and the cranium, which lie deeper or behind bone."""
-    steps = np.arange(1, int(math.ceil(MAX_FRONT_MM / grid.spacing)) + 1)
+    MAX_FRONT_MM without crossing bone, and no bone follows within AIR_IN_FRONT_MM beyond it: the globe
+    is covered only by the lids, with open air in front. Rejects look-alikes in the neck, the face and
+    the cranium, which lie deeper or behind bone, and those behind a sinus whose air reaches the outside
+    through the nose (its front wall is bone)."""
+    steps = np.arange(1, int(math.ceil((MAX_FRONT_MM + AIR_IN_FRONT_MM) / grid.spacing)) + 1)
     offsets = np.stack([np.zeros_like(steps), -steps, np.zeros_like(steps)], axis=1)
     body, valid = _sample_offsets(grid.body, zyx, offsets)
     hu, _ = _sample_offsets(grid.hu, zyx, offsets)
     outside = ~body & valid
-    reached = outside.any(axis=1)
+    within = steps * grid.spacing <= MAX_FRONT_MM
+    reached = (outside & within[None, :]).any(axis=1)
     first = np.argmax(outside, axis=1)
-    before = np.arange(len(steps))[None, :] < first[:, None]
-    bone = ((hu > BONE_HU) & before).any(axis=1)
+    index = np.arange(len(steps))[None, :]
+    before = index < first[:, None]
+    beyond = (index > first[:, None]) & ((index - first[:, None]) * grid.spacing <= AIR_IN_FRONT_MM)
+    bone = ((hu > BONE_HU) & valid & (before | beyond)).any(axis=1)
     return reached & ~bone
 
 
@@ -544,7 +574,8 @@ GLOBES_WITHOUT_CRANIUM = (0.6, 0.8)
 FOV_RAMP = (0.8, 0.95)
 RING_HU = 250.0
 RING_AREA_MM2 = (4000.0, 8000.0)  # the frontal lobes' cross-section inside the vault
-BRAIN_HU = (10.0, 55.0)  # thin orbital walls averaged into 2-4 mm voxels stay well below cortical bone
+# Brain from 0 HU: beam-hardening cupping lowers the centre of the head by up to ~25 HU on some scanners.
+BRAIN_HU = (0.0, 55.0)  # thin orbital walls averaged into 2-4 mm voxels stay well below cortical bone
 
 
 def _bony_orbit(grid: _WorkGrid, frame: _Frame, center: np.ndarray, side: str) -> Tuple[float, float, int]:
@@ -654,7 +685,9 @@ def _enclosed_brain_area(grid: _WorkGrid, z: int, y: int, x: int) -> float:
 
     Where the field of view cuts the head (a narrow field around the orbits), the region meets the image
     edge through the head rather than through air; the edge then closes the ring."""
-    bone = ndimage.binary_closing(grid.hu[z] > RING_HU, iterations=2, border_value=1)
+    # What lies outside the field of view (the padding of the work grid beyond a cut, the corners outside
+    # the reconstruction circle) closes the ring as the image edge does: it is not the air around the head.
+    bone = ndimage.binary_closing((grid.hu[z] > RING_HU) | ~grid.in_fov[z], iterations=2, border_value=1)
     labels, _ = ndimage.label(~bone)
     if bone[y, x] or not labels[y, x]:
         return 0.0
