@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentOptions", "random_affine_kji", "apply_affine", "augment_pair"]
+__all__ = ["AugmentOptions", "random_affine_kji", "apply_affine", "augment_pair", "thick_slices"]
 
 
 @dataclass
@@ -27,8 +27,12 @@ class AugmentOptions:
     (about the slice axis, where head tilt in the scanner varies most); ``noise_std`` Gaussian noise in
     normalised intensity units; ``probability`` of augmenting a sample at all; ``scale`` maximum relative
     zoom (0.1: 0.9-1.1, patients differ in size); ``intensity_scale`` / ``intensity_shift`` maximum
-    contrast factor and offset (normalised units; scanners and reconstructions differ). The last three
-    default to 0 (off), and draw no random numbers then, so older recipes repeat exactly."""
+    contrast factor and offset (normalised units; scanners and reconstructions differ);
+    ``slice_thickness`` the thickest slices (in model-grid voxels along k) that a sample may be re-imaged
+    with, drawn between 1 and it for a share ``slice_probability`` of the samples (SynthSeg's resolution
+    randomisation: a 3 mm scan resampled to the 1 mm model grid is blurred and stepped along k, and the
+    labels stay sharp, so the network learns to recover them). The last four default to 0 (off), and
+    draw no random numbers then, so older recipes repeat exactly."""
 
     enabled: bool = True
     translate_vox: Tuple[float, float, float] = (2.0, 8.0, 8.0)
@@ -38,12 +42,14 @@ class AugmentOptions:
     scale: float = 0.0
     intensity_scale: float = 0.0
     intensity_shift: float = 0.0
+    slice_thickness: float = 0.0
+    slice_probability: float = 0.5
 
     @classmethod
     def from_dict(cls, spec: Optional[dict]) -> AugmentOptions:
         spec = dict(spec or {})
         known = {"enabled", "translate_vox", "rotate_deg", "noise_std", "probability", "scale", "intensity_scale",
-                 "intensity_shift"}
+                 "intensity_shift", "slice_thickness", "slice_probability"}
         unknown = sorted(set(spec) - known)
         if unknown:
             raise ValueError(f"Unknown augmentation option(s) {unknown}; known: {sorted(known)}.")
@@ -90,6 +96,18 @@ def apply_affine(volume: torch.Tensor, matrix: torch.Tensor, mode: str, padding_
     return out[0] + padding_value
 
 
+def thick_slices(image: torch.Tensor, thickness_vox: float) -> torch.Tensor:
+    """``image`` ``[C, k, j, i]`` as a scan with slices ``thickness_vox`` voxels thick and as far apart
+    would look after resampling back to this grid: each slice the mean over its thickness (partial
+    volume), then linear interpolation between slice centres."""
+    channels, k, j, i = image.shape
+    slices = max(2, int(round(k / thickness_vox)))
+    if slices >= k:
+        return image
+    coarse = F.interpolate(image[None].float(), size=(slices, j, i), mode="area")
+    return F.interpolate(coarse, size=(k, j, i), mode="trilinear", align_corners=False)[0].to(image.dtype)
+
+
 def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOptions,
                  generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     """Augment a normalised image ``[C, k, j, i]`` and its integer labels ``[k, j, i]`` together.
@@ -102,6 +120,8 @@ def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOpti
     floor = float(image.min())
     image = apply_affine(image, matrix, "bilinear", padding_value=floor)
     labels = apply_affine(labels[None].to(torch.float32), matrix, "nearest")[0].round().to(labels.dtype)
+    if options.slice_thickness > 1.0 and torch.rand((), generator=generator).item() < options.slice_probability:
+        image = thick_slices(image, _uniform(generator, 1.0, options.slice_thickness))
     if options.intensity_scale > 0 or options.intensity_shift > 0:
         factor = _uniform(generator, 1.0 - options.intensity_scale, 1.0 + options.intensity_scale)
         shift = _uniform(generator, -options.intensity_shift, options.intensity_shift)
