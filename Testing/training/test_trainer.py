@@ -13,7 +13,7 @@ import torch
 
 from training.checkpoints import CHECKPOINT_FORMAT, TrainingState, load_checkpoint, save_checkpoint
 from training.losses import SegmentationLoss
-from training.trainer import Precision, Trainer, make_optimizer
+from training.trainer import Precision, Trainer, TrainingDivergedError, make_optimizer
 
 REPO = Path(__file__).resolve().parents[2]
 FORMAT_1_KEYS = {"format", "config", "card", "model", "optimizer", "scheduler", "scaler", "rng", "epoch", "phase",
@@ -46,7 +46,7 @@ def test_a_non_finite_loss_names_where_it_happened():
     trainer = tiny_trainer()
     images, labels, masks = batch()
     images[0, 0, 0, 0, 0] = float("nan")
-    with pytest.raises(RuntimeError, match="at epoch 3, step 7: lower the learning rate"):
+    with pytest.raises(TrainingDivergedError, match="at epoch 3, step 7: lower the learning rate"):
         trainer.train_step(images, labels, masks, where="at epoch 3, step 7")
 
 
