@@ -120,7 +120,8 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_run
 
-    folder = export_run(args.run, say=_say, evaluate=not args.no_evaluate, device=args.device, out_dir=args.out)
+    folder = export_run(args.run, say=_say, evaluate=not args.no_evaluate, device=args.device, out_dir=args.out,
+                        overrides=args.set or [])
     _say(f"Model package: {folder}")
     return EXIT_OK
 
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="package folder (default RUN/model/<name>)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-evaluate", action="store_true")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change the run's recipe for the card only (e.g. export.default=true); repeatable")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("recipes", help="list the shipped training recipes")

@@ -8,7 +8,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -40,15 +40,17 @@ def final_card(checkpoint: Dict[str, Any], data_report: Dict[str, Any], command:
     synthetic = _is_synthetic(data_report, config)
     history = checkpoint.get("history", [])
     best = next((h for h in history if h["epoch"] == checkpoint.get("best_epoch")), None)
+    # A recipe trained on another generator than headseg.phantoms says what it learned from instead.
+    note = export.get("synthetic_note", SYNTHETIC_NOTE)
     card.update({
         "synthetic": synthetic,
         "default": bool(export.get("default", False)),
         "license": export.get("license", "Apache-2.0"),
-        "intended_use": export.get("intended_use") or (SYNTHETIC_NOTE if synthetic else
+        "intended_use": export.get("intended_use") or (note if synthetic else
                                                         "Research use. Review every result before use."),
     })
-    if synthetic and SYNTHETIC_NOTE not in card.get("description", ""):
-        card["description"] = (card.get("description", "") + " " + SYNTHETIC_NOTE).strip()
+    if synthetic and note not in card.get("description", ""):
+        card["description"] = (card.get("description", "") + " " + note).strip()
     split = data_report.get("split", {})
     card["training"] = {
         "recipe": config.get("source") or config["name"],
@@ -85,12 +87,17 @@ def rows_reason(rows) -> str:
 
 def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: Optional[str] = None,
                hardware: Optional[Dict[str, Any]] = None, say: Optional[Callable[[str], None]] = None,
-               evaluate: bool = True, device: str = "auto", out_dir=None) -> Path:
+               evaluate: bool = True, device: str = "auto", out_dir=None, overrides: Sequence[str] = ()) -> Path:
     """Write ``run_dir/model/<name>`` (or ``out_dir``) from ``checkpoints/best.pt`` (``last.pt`` if there is
-    no best) and, with ``evaluate``, put the validation metrics of the package into its card."""
+    no best) and, with ``evaluate``, put the validation metrics of the package into its card.
+
+    ``overrides`` (``export.default=true``, as ``--set`` of ``headseg-train train``) change the run's stored
+    recipe for the card only: what a package claims can be decided after the run, not what it learned."""
     import torch
 
     from headseg.packages import write_package
+
+    from .config import apply_overrides
 
     run_dir = Path(run_dir)
     say = say or (lambda message: None)
@@ -101,6 +108,8 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
     last = torch.load(checkpoint_path(run_dir, "last"), map_location="cpu", weights_only=True)
     checkpoint["history"], checkpoint["elapsed"] = last["history"], last["elapsed"]  # the whole run's facts
     checkpoint["epoch"], checkpoint["stopped_early"] = last["epoch"], last["stopped_early"]
+    if overrides:
+        checkpoint["config"] = apply_overrides(checkpoint["config"], overrides)
     if data_report is None:
         data_report = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8"))
     card = final_card(checkpoint, data_report, command, hardware or {})

@@ -96,6 +96,24 @@ def test_exported_package_loads_and_segments_a_new_phantom(overfit_run):
     assert np.nanmean(scores) > 0.3, scores
 
 
+def test_export_can_change_what_the_card_claims_not_the_weights(overfit_run, tmp_path):
+    """``headseg-train export --set``: a run's package made the default, with the note of its own generator."""
+    from training.cli import main as train_main
+
+    result, _ = overfit_run
+    note = "Trained ONLY on SYNTHETIC heads of another generator (a test)."
+    out = tmp_path / "pkg"
+    code = train_main(["export", "--run", str(result.run_dir), "--out", str(out), "--no-evaluate",
+                       "--set", "export.default=true", "--set", f"export.synthetic_note={note}"])
+    assert code == 0
+    card = load_package(out).card
+    original = load_package(result.package_dir).card
+    assert card["default"] is True and original["default"] is False
+    assert card["intended_use"] == note and note in card["description"]
+    assert "headseg.phantoms" not in card["description"]  # not the geometric phantoms' note
+    assert card["weights"]["sha256"] == original["weights"]["sha256"]
+
+
 def test_resume_continues_exactly(phantom_dir, tmp_path):
     extra = ['model.params={"base_channels": 2}', "input.window_kji=[16,48,48]", 'inference={"step_k": 8}',
              'optimizer.phases=[{"type": "adam", "lr": 0.01, "epochs": 1}, '
