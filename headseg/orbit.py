@@ -284,11 +284,15 @@ class _WorkGrid:
         """A head wider than the scanner's reconstruction circle is cut by it; where the scanner (or a
         converter) wrote air (-1024) rather than a value below OUTSIDE_FOV_HU outside the circle, the cut
         looks like skin. Brain or skin does not end on the circle inscribed in the slice, so when enough of
-        the body's surface lies on it, everything beyond the circle is taken as outside the field of view."""
+        the body's surface lies on it and none of the body beyond it, everything beyond the circle is taken
+        as outside the field of view."""
         extent = np.asarray(volume.size_ijk[:2], float) * np.asarray(volume.spacing[:2], float)
         radius = 0.5 * float(extent.max())
         centre = (np.asarray(volume.size_ijk[:2], float) - 1.0) / 2.0
+        # Skin that faces air inside the image: where the image's own edge cuts the body, the air beyond
+        # is outside the input, and that cut is not the circle's.
         surface = self.body & ~ndimage.binary_erosion(self.body, border_value=1)
+        surface &= ndimage.binary_dilation(~self.body & self.in_fov)
         if not surface.any():
             return
         rho = np.zeros(self.hu.shape, np.float32)
@@ -297,8 +301,10 @@ class _WorkGrid:
             lps = self.to_lps(np.stack([np.full(yy.size, z), yy.ravel(), xx.ravel()], axis=1))
             ij = lps @ self._lps_to_index[:2, :3].T + self._lps_to_index[:2, 3]
             rho[z] = np.hypot(*((ij - centre) * np.asarray(volume.spacing[:2], float)).T).reshape(yy.shape)
-        on_circle = surface & (rho > radius - 2.0 * self.spacing)
-        if on_circle.sum() >= max(CIRCLE_MIN_SURFACE_VOXELS, CIRCLE_MIN_SURFACE_FRACTION * surface.sum()):
+        on_circle = int((surface & (rho > radius - 2.0 * self.spacing)).sum())
+        beyond = int((self.body & (rho > radius + self.spacing)).sum())  # a circle's cut leaves nothing outside it
+        if on_circle >= max(CIRCLE_MIN_SURFACE_VOXELS, CIRCLE_MIN_SURFACE_FRACTION * surface.sum()) and \
+                beyond <= 0.01 * on_circle:
             self.in_fov &= rho <= radius - self.spacing
 
     def to_lps(self, zyx: np.ndarray) -> np.ndarray:

@@ -195,6 +195,31 @@ def test_synthetic_head_cut_by_the_field_of_view_is_localised(seed, what):
         assert np.linalg.norm(centre - case.globe_centers_lps[side]) < 3.0, side
 
 
+def test_reconstruction_circle_is_told_from_the_image_edge():
+    """A head wider than a square field: cut by the image's own edges it keeps every voxel in the field;
+    cut by a reconstruction circle written as air, what lies beyond the circle is outside the field (and
+    the search still finds both orbits). Seed 6 of the generator, cut at the image's side only, was
+    refused for a while because that cut was taken for a circle."""
+    from headseg.orbit import _WorkGrid
+    from headseg.synth import make_synthetic_head
+
+    case = make_synthetic_head(7, spacing=(1.0, 1.0, 2.0), extent_mm=(150.0, 150.0, 80.0),
+                               center_lps=(0.0, -30.0, 0.0), acquisition={"recon_circle": False})
+    square = case.image
+    assert _WorkGrid(square).in_fov.all()  # the image edge cuts the head: nothing is taken away
+    k, j, i = np.meshgrid(*(np.arange(n) for n in square.array.shape), indexing="ij")
+    centre = (np.array(square.array.shape[1:]) - 1) / 2.0
+    rho = np.hypot((j - centre[0]) * square.spacing[1], (i - centre[1]) * square.spacing[0])
+    circled = square.with_array(np.where(rho > 75.0, -1024, square.array).astype(square.array.dtype))
+    grid = _WorkGrid(circled)
+    corner = grid.to_zyx(circled.index_to_lps((2.0, 2.0, 20.0)))  # a corner of the image, beyond the circle
+    assert not grid.in_fov[tuple(np.clip(np.round(corner).astype(int), 0, np.array(grid.hu.shape) - 1))]
+    report = search_orbits(circled)
+    assert report.found, report.missing
+    for side, centre_lps in report.globes.items():
+        assert np.linalg.norm(centre_lps - case.globe_centers_lps[side]) < 3.0, side
+
+
 def test_sinus_behind_a_nose_is_not_an_eye():
     """Seed 5100 on 1 x 1 x 2 mm: cupping darkens the right globe until the search cannot see it, and two
     blobs of soft tissue behind the maxillary sinuses, whose air reaches the outside through the nose,
