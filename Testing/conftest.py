@@ -5,11 +5,13 @@
 * ``mrml_scene``: a fresh headless MRML scene with module logics for each test (slicer-core wheel);
   skipped cleanly when ``slicer`` cannot be imported.
 * ``vtk_messages``: collects VTK/MRML error and warning messages, which never raise in Python.
+* ``ge_tilted_series``: the real gantry-tilted GE head CT of dcm_qa_ct (``Testing/data``, BSD-2), unpacked.
 """
 
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 from typing import Iterator, List
 
@@ -18,6 +20,24 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 SLICER_SHARE_DIR = SHARED_DIR / "slicer-share"
+GE_ARCHIVE = REPO_ROOT / "Testing" / "data" / "dcm_qa_ct_GE.tar.xz"
+
+
+@pytest.fixture(scope="session")
+def ge_tilted_series(tmp_path_factory) -> Path:
+    """The 28 files of the GE series, unpacked into a temporary folder (with the licence beside them)."""
+    target = tmp_path_factory.mktemp("dcm_qa_ct")
+    with tarfile.open(GE_ARCHIVE, "r|xz") as archive:  # one pass through the stream: decompressed once
+        for member in archive:
+            if not (member.isfile() and member.name.startswith("dcm_qa_ct_GE/") and ".." not in member.name):
+                continue
+            if hasattr(tarfile, "data_filter"):
+                archive.extract(member, target, filter="data")
+            else:  # Python < 3.12 without the extraction filters; the member name is checked above
+                archive.extract(member, target)
+    folder = target / "dcm_qa_ct_GE"
+    assert len(list(folder.glob("*.dcm"))) == 28
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,9 @@
     python tools/orbit_real_ct.py CT [CT ...] [--model PACKAGE] [--json out.json] [--png docs/images/orbit_real_ct.png]
 
 Each CT (a DICOM folder or an image file) goes through ``headseg.pipeline.segment_volume`` (orbit search
-included) and is checked against issue 12's bands, from ``../shared/ANATOMY_FACTS.md``: every structure
-non-empty on both sides; each rectus 0.2-1.5 cm3, optic nerve 0.1-0.8 cm3, the four recti 1.0-3.5 cm3 per
-side; left/right volume ratio 0.7-1.4; the muscle voxels' mean HU 10-100 with at most 15 % below -30 HU
-(orbital fat). The picture shows, per CT, an axial slice through both optic nerves and a coronal slice
-behind the globes, with the predicted contours (no reference exists).
+included) and is checked by ``headseg.plausibility.orbit_plausibility`` against issue 12's bands. The
+picture shows, per CT, an axial slice through both optic nerves and a coronal slice behind the globes,
+with the predicted contours (no reference exists).
 """
 
 from __future__ import annotations
@@ -20,50 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-RECTI = ("superior_rectus", "lateral_rectus", "medial_rectus", "inferior_rectus")
-RECTUS_CM3 = (0.2, 1.5)
-NERVE_CM3 = (0.1, 0.8)
-RECTI_TOTAL_CM3 = (1.0, 3.5)
-RATIO = (0.7, 1.4)
-MUSCLE_HU = (10.0, 100.0)
-MAX_FAT_SHARE = 0.15
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def check_case(ct, labelmap, label_set) -> Dict[str, Any]:
-    """Volumes, ratios, muscle HU and the list of failed checks for one segmented CT."""
-    voxel_cm3 = float(np.prod(ct.spacing)) / 1000.0
-    arr, hu = labelmap.array, ct.array
-    volumes: Dict[str, Dict[str, float]] = {}
-    failed: List[str] = []
-    muscle = np.zeros(arr.shape, bool)
-    for s in label_set.structures:
-        n = int((arr == s.label).sum())
-        volumes.setdefault(s.base_key, {})[s.side] = round(n * voxel_cm3, 3)
-        if s.base_key in RECTI:
-            muscle |= arr == s.label
-    for structure, sides in volumes.items():
-        band = NERVE_CM3 if structure == "optic_nerve" else RECTUS_CM3
-        for side, v in sides.items():
-            if v == 0:
-                failed.append(f"{structure} {side} empty")
-            elif not band[0] <= v <= band[1]:
-                failed.append(f"{structure} {side} {v:.2f} cm3 outside {band[0]}-{band[1]}")
-        if min(sides.values()) > 0:
-            ratio = sides["left"] / sides["right"]
-            if not RATIO[0] <= ratio <= RATIO[1]:
-                failed.append(f"{structure} left/right {ratio:.2f} outside {RATIO[0]}-{RATIO[1]}")
-    totals = {side: round(sum(volumes[r][side] for r in RECTI), 3) for side in ("right", "left")}
-    for side, v in totals.items():
-        if not RECTI_TOTAL_CM3[0] <= v <= RECTI_TOTAL_CM3[1]:
-            failed.append(f"recti total {side} {v:.2f} cm3 outside {RECTI_TOTAL_CM3[0]}-{RECTI_TOTAL_CM3[1]}")
-    mean_hu = float(hu[muscle].mean()) if muscle.any() else float("nan")
-    fat_share = float((hu[muscle] < -30).mean()) if muscle.any() else float("nan")
-    if not MUSCLE_HU[0] <= mean_hu <= MUSCLE_HU[1]:
-        failed.append(f"muscle mean HU {mean_hu:.0f} outside {MUSCLE_HU[0]:.0f}-{MUSCLE_HU[1]:.0f}")
-    if not fat_share <= MAX_FAT_SHARE:
-        failed.append(f"{100 * fat_share:.0f} % of muscle voxels below -30 HU (at most {100 * MAX_FAT_SHARE:.0f} %)")
-    return {"volumes_cm3": volumes, "recti_total_cm3": totals, "muscle_mean_hu": round(mean_hu, 1),
-            "muscle_share_below_minus30": round(fat_share, 3), "failed": failed, "plausible": not failed}
+from headseg.plausibility import orbit_plausibility  # noqa: E402
 
 
 def _draw(panels: List[Dict[str, Any]], out_png: Path, title: str) -> None:
@@ -130,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = segment_volume(ct, package, device="cpu", model=model, uncertainty=False)
         name = path.name
         results[name] = {"shape_ijk": list(ct.size_ijk), "spacing_mm": [round(s, 3) for s in ct.spacing],
-                         "seconds": round(result.seconds, 1), **check_case(ct, result.labelmap, result.label_set)}
+                         "seconds": round(result.seconds, 1), **orbit_plausibility(ct, result.labelmap, result.label_set)}
         panels.append({"name": name, "ct": ct, "labels": result.labelmap.array, "label_set": result.label_set})
         print(f"{name}: {'plausible' if results[name]['plausible'] else 'NOT plausible'} "
               f"{results[name]['failed']}", file=sys.stderr)

@@ -44,6 +44,12 @@ TILE_MM = (150, 110)  # width (x) and height (y or z) of a thumbnail, 1 mm pixel
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
+def _case_name(path: Path) -> str:
+    """A file's name without its extension; a case folder's name for its ``image.*`` (headseg-train's layout)."""
+    name = path.name.replace(".nii.gz", "").replace(".nii", "").replace(".nrrd", "")
+    return path.parent.name if name == "image" else name
+
+
 def measure(cases: Sequence[Tuple[str, Path]]) -> List[Dict[str, object]]:
     rows = []
     for n, (name, path) in enumerate(cases, 1):
@@ -59,15 +65,32 @@ def measure(cases: Sequence[Tuple[str, Path]]) -> List[Dict[str, object]]:
         row["distance_mm"] = round(report.details.get("distance_mm", float("nan")), 1) if report.details else ""
         row["missing"] = report.missing
         row["seconds"] = round(time.perf_counter() - start, 2)
+        labels = path.parent / "labels.nrrd"  # a headseg-train case folder with orbit labels: were they cropped?
+        if report.found and path.name.startswith("image.") and labels.is_file():
+            row.update(_labels_in_crops(read_volume(labels, allow_non_ct=True), report.globes))
         rows.append(row)
         print(f"[{n}/{len(cases)}] {name}: {row['outcome']} {report.confidence:.2f} {report.missing}", flush=True)
     return rows
 
 
+def _labels_in_crops(labels: Volume, globes: Dict[str, np.ndarray]) -> Dict[str, object]:
+    """Share of each side's labelled voxels (orbit label set: 1-5 right, 6-10 left) inside that side's crop."""
+    out: Dict[str, object] = {}
+    for side, values in (("right", range(1, 6)), ("left", range(6, 11))):
+        kji = np.argwhere(np.isin(labels.array, list(values)))
+        if not len(kji):
+            continue
+        lps = kji[:, ::-1] @ labels.ijk_to_lps[:3, :3].T + labels.ijk_to_lps[:3, 3]
+        box = orbit_box(globes[side], side)
+        out[f"labels_in_crop_{side}"] = round(float(np.all((lps >= box.min_lps) & (lps <= box.max_lps), axis=1).mean()), 3)
+    return out
+
+
 def write_csv(rows: List[Dict[str, object]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "path"], extrasaction="ignore")
+        fields = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "path"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -282,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "openkbp":
         cases, label = openkbp_cases(args.data), "OpenKBP"
     else:
-        cases, label = [(p.name.replace(".nii.gz", "").replace(".nii", ""), p) for p in args.paths], "CT"
+        cases, label = [(_case_name(p), p) for p in args.paths], "CT"
     rows = read_csv(args.from_csv, dict(cases)) if args.from_csv else measure(cases)
     if args.csv and not args.from_csv:
         write_csv(rows, args.csv)

@@ -17,7 +17,6 @@ import math
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -33,7 +32,6 @@ from headseg.labels import get_label_set
 
 pydicom = pytest.importorskip("pydicom")
 
-GE_ARCHIVE = Path(__file__).resolve().parents[1] / "data" / "dcm_qa_ct_GE.tar.xz"
 # dcm2niix releases whose tilt-corrected output has the right spatial matrix on this series start here
 # (Debian 12's v1.0.20220720 and PyPI's 1.0.20250506 write a wrong one).
 DCM2NIIX_MIN_VERSION = 20260416
@@ -42,23 +40,6 @@ DCM2NIIX_MIN_VERSION = 20260416
 # ------------------------------------------------------------------------------------------------
 # The real tilted series
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def ge_tilted_series(tmp_path_factory) -> Path:
-    """The 28 files of the GE series, unpacked into a temporary folder (with the licence beside them)."""
-    target = tmp_path_factory.mktemp("dcm_qa_ct")
-    with tarfile.open(GE_ARCHIVE, "r|xz") as archive:  # one pass through the stream: decompressed once
-        for member in archive:
-            if not (member.isfile() and member.name.startswith("dcm_qa_ct_GE/") and ".." not in member.name):
-                continue
-            if hasattr(tarfile, "data_filter"):
-                archive.extract(member, target, filter="data")
-            else:  # Python < 3.12 without the extraction filters; the member name is checked above
-                archive.extract(member, target)
-    folder = target / "dcm_qa_ct_GE"
-    assert len(list(folder.glob("*.dcm"))) == 28
-    return folder
-
-
 def read_with_warnings(path: Path) -> Tuple[Volume, List[str]]:
     """read_volume(path) and the warnings it logged (usable in session fixtures, unlike caplog)."""
     messages: List[str] = []
