@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a recipe and a dataset")
-    p.add_argument("--config", help="recipe file or shipped recipe name (svnet_seed000, anatomynet_seed004, "
-                                    "orbit_demo_cpu)")
+    p.add_argument("--config", help="recipe file or shipped recipe name (see 'headseg-train recipes': "
+                                    "svnet_seed000, orbit_synth_cpu, anatomynet_openkbp_cpu, ...)")
     p.add_argument("--data", required=True, help="dataset folder (manifest.csv, case folders or OpenKBP layout)")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe entry (repeatable)")
