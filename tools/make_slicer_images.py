@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,8 @@ def screenshot(phantom_path: Path, work: Path) -> None:
     from headseg.slicer.sample_data import PHANTOM_SEED, PHANTOM_SPACING
 
     truth = make_head_phantom(seed=PHANTOM_SEED, spacing=PHANTOM_SPACING).labels.array
-    rows = [line.split(",") for line in (out / "HeadSegOrbitPhantom_volumes.csv").read_text().splitlines()[1:]]
+    with open(out / "HeadSegOrbitPhantom_volumes.csv", newline="") as f:  # columns may grow: read them by name
+        rows = [(r["structure"], r["side"], r["voxels"], r["volume_cm3"]) for r in csv.DictReader(f)]
     mean_dsc = float(np.mean([dice(result.array == s.label, truth == s.label) for s in orbit]))
 
     labels = result.array
@@ -117,7 +119,7 @@ def screenshot(phantom_path: Path, work: Path) -> None:
     drawn.set_fontsize(8)
     drawn.scale(1.0, 1.25)
     figure.text(0.01, 0.02,
-                "HeadSeg's shipped orbit model (orbit-svnet-demo, trained on synthetic phantoms) on the Orbit Segmentation "
+                "HeadSeg's default orbit model (orbit-svnet-synth, trained on synthetic heads) on the Orbit Segmentation "
                 f"sample, a SYNTHETIC phantom (mean Dice vs. its truth {mean_dsc:.2f}).\nDrawn with matplotlib from the "
                 "'headseg segment' output (.seg.nrrd and volumes CSV), not a screenshot of Slicer. Not for clinical use.",
                 fontsize=8.5)
