@@ -13,11 +13,10 @@ import numpy as np
 
 from .geometry import Volume
 from .labels import LabelSet
+from .volumes import volume_table
 
-__all__ = ["orbit_plausibility", "RECTI", "RECTUS_CM3", "NERVE_CM3", "RECTI_TOTAL_CM3", "RATIO", "MUSCLE_HU",
-           "MAX_FAT_SHARE"]
+__all__ = ["orbit_plausibility", "RECTUS_CM3", "NERVE_CM3", "RECTI_TOTAL_CM3", "RATIO", "MUSCLE_HU", "MAX_FAT_SHARE"]
 
-RECTI = ("superior_rectus", "lateral_rectus", "medial_rectus", "inferior_rectus")
 RECTUS_CM3 = (0.2, 1.5)
 NERVE_CM3 = (0.1, 0.8)
 RECTI_TOTAL_CM3 = (1.0, 3.5)
@@ -28,17 +27,16 @@ MAX_FAT_SHARE = 0.15
 
 def orbit_plausibility(ct: Volume, labelmap: Volume, label_set: LabelSet) -> Dict[str, Any]:
     """Volumes, ratios, muscle HU and the sentences of the failed checks for one segmented CT
-    (``labelmap`` on the CT's grid, as ``headseg.pipeline.segment_volume`` returns it)."""
-    voxel_cm3 = labelmap.voxel_volume_mm3 / 1000.0
-    arr, hu = labelmap.array, ct.array
+    (``labelmap`` on the CT's grid, as ``headseg.pipeline.segment_volume`` returns it). Volumes and the
+    recti totals are those of the volume table (``headseg.volumes.volume_table``)."""
     volumes: Dict[str, Dict[str, float]] = {}
+    totals: Dict[str, float] = {}
+    for row in volume_table(labelmap, label_set):
+        if row.derived:  # the label set's groups: the four recti of each side
+            totals[row.side] = round(row.volume_cm3, 3)
+        else:
+            volumes.setdefault(row.structure, {})[row.side] = round(row.volume_cm3, 3)
     failed: List[str] = []
-    muscle = np.zeros(arr.shape, bool)
-    for s in label_set.structures:
-        n = int((arr == s.label).sum())
-        volumes.setdefault(s.base_key, {})[s.side] = round(n * voxel_cm3, 3)
-        if s.base_key in RECTI:
-            muscle |= arr == s.label
     for structure, sides in volumes.items():
         band = NERVE_CM3 if structure == "optic_nerve" else RECTUS_CM3
         for side, v in sides.items():
@@ -50,12 +48,13 @@ def orbit_plausibility(ct: Volume, labelmap: Volume, label_set: LabelSet) -> Dic
             ratio = sides["left"] / sides["right"]
             if not RATIO[0] <= ratio <= RATIO[1]:
                 failed.append(f"{structure} left/right {ratio:.2f} outside {RATIO[0]}-{RATIO[1]}")
-    totals = {side: round(sum(volumes[r][side] for r in RECTI), 3) for side in ("right", "left")}
     for side, v in totals.items():
         if not RECTI_TOTAL_CM3[0] <= v <= RECTI_TOTAL_CM3[1]:
             failed.append(f"recti total {side} {v:.2f} cm3 outside {RECTI_TOTAL_CM3[0]}-{RECTI_TOTAL_CM3[1]}")
-    mean_hu = float(hu[muscle].mean()) if muscle.any() else float("nan")
-    fat_share = float((hu[muscle] < -30).mean()) if muscle.any() else float("nan")
+    recti = [label for group in label_set.groups for label in label_set.group_labels(group)]
+    muscle_hu = ct.array[np.isin(labelmap.array, recti)]
+    mean_hu = float(muscle_hu.mean()) if muscle_hu.size else float("nan")
+    fat_share = float((muscle_hu < -30).mean()) if muscle_hu.size else float("nan")
     if not MUSCLE_HU[0] <= mean_hu <= MUSCLE_HU[1]:
         failed.append(f"muscle mean HU {mean_hu:.0f} outside {MUSCLE_HU[0]:.0f}-{MUSCLE_HU[1]:.0f}")
     if not fat_share <= MAX_FAT_SHARE:
