@@ -295,12 +295,17 @@ class _WorkGrid:
         surface &= ndimage.binary_dilation(~self.body & self.in_fov)
         if not surface.any():
             return
-        rho = np.zeros(self.hu.shape, np.float32)
-        yy, xx = np.meshgrid(np.arange(self.hu.shape[1]), np.arange(self.hu.shape[2]), indexing="ij")
-        for z in range(self.hu.shape[0]):  # slice by slice: the work grid may hold millions of voxels
-            lps = self.to_lps(np.stack([np.full(yy.size, z), yy.ravel(), xx.ravel()], axis=1))
-            ij = lps @ self._lps_to_index[:2, :3].T + self._lps_to_index[:2, 3]
-            rho[z] = np.hypot(*((ij - centre) * np.asarray(volume.spacing[:2], float)).T).reshape(yy.shape)
+        # The input's (i, j) index of every work-grid voxel is affine in its (z, y, x): sum the three axes'
+        # broadcast contributions instead of transforming every voxel's LPS point.
+        to_ij, shift = self._lps_to_index[:2, :3], self._lps_to_index[:2, 3]
+        mm = []
+        for c in range(2):
+            step = to_ij[c] * self.spacing  # index change per work voxel along x, y, z (LPS axes)
+            start = float(to_ij[c] @ self.origin + shift[c] - centre[c])
+            z, y, x = (np.arange(n, dtype=np.float32) * np.float32(step[a])
+                       for n, a in zip(self.hu.shape, (2, 1, 0)))
+            mm.append((start + z[:, None, None] + y[None, :, None] + x[None, None, :]) * np.float32(volume.spacing[c]))
+        rho = np.hypot(mm[0], mm[1])
         on_circle = int((surface & (rho > radius - 2.0 * self.spacing)).sum())
         beyond = int((self.body & (rho > radius + self.spacing)).sum())  # a circle's cut leaves nothing outside it
         if on_circle >= max(CIRCLE_MIN_SURFACE_VOXELS, CIRCLE_MIN_SURFACE_FRACTION * surface.sum()) and \
