@@ -74,10 +74,13 @@ def measure(cases: Sequence[Tuple[str, Path]]) -> List[Dict[str, object]]:
 
 
 def _labels_in_crops(labels: Volume, globes: Dict[str, np.ndarray]) -> Dict[str, object]:
-    """Share of each side's labelled voxels (orbit label set: 1-5 right, 6-10 left) inside that side's crop."""
+    """Share of each side's labelled voxels (the orbit label set's structures of that side) inside its crop."""
+    from headseg.labels import get_label_set
+
+    orbit = get_label_set("orbit")
     out: Dict[str, object] = {}
-    for side, values in (("right", range(1, 6)), ("left", range(6, 11))):
-        kji = np.argwhere(np.isin(labels.array, list(values)))
+    for side in SIDES:
+        kji = np.argwhere(np.isin(labels.array, [s.label for s in orbit.structures if s.side == side]))
         if not len(kji):
             continue
         lps = kji[:, ::-1] @ labels.ijk_to_lps[:3, :3].T + labels.ijk_to_lps[:3, 3]
