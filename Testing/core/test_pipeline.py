@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from geometry_asserts import centroid_lps
 
 from headseg.errors import Cancelled
-from headseg.geometry import Volume
 from headseg.inference import CancelToken
 from headseg.metrics import dice
 from headseg.packages import default_package
@@ -20,11 +20,6 @@ RIGHT, LEFT = range(1, 6), range(6, 11)
 def rotation_z(degrees: float) -> np.ndarray:
     a = np.deg2rad(degrees)
     return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-
-
-def centroid_lps(volume: Volume, mask: np.ndarray) -> np.ndarray:
-    k, j, i = np.nonzero(mask)
-    return volume.index_to_lps([i.mean(), j.mean(), k.mean()])
 
 
 def test_tiny_model_keeps_geometry_reports_progress_and_cancels(tiny_orbit_package):

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from geometry_asserts import centroid_lps
 from scipy import ndimage
 
 from headseg.geometry import Volume
@@ -23,10 +24,6 @@ QUICK = {"spacing": (0.7, 0.7, 1.4), "extent_mm": (160.0, 150.0, 70.0), "pose_de
 def volumes_cm3(labels: Volume) -> dict:
     counts = np.bincount(labels.array.ravel(), minlength=11)
     return {v: counts[v] * labels.voxel_volume_mm3 / 1000.0 for v in range(1, 11)}
-
-
-def centroid_lps(volume: Volume, mask: np.ndarray) -> np.ndarray:
-    return volume.index_to_lps(np.argwhere(mask).mean(axis=0)[::-1])
 
 
 @pytest.fixture(scope="module")

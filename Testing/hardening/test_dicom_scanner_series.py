@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
+from geometry_asserts import centroid_lps
 from hardening_factory import run_cli
 from scipy import ndimage
 
@@ -174,10 +175,6 @@ def dcm2niix_binary() -> Optional[str]:
         return None
     version = re.search(r"v1\.0\.(\d{8})", subprocess.run([found, "-v"], capture_output=True, text=True).stdout)
     return found if version and int(version.group(1)) >= DCM2NIIX_MIN_VERSION else None
-
-
-def centroid_lps(volume: Volume, mask: np.ndarray) -> np.ndarray:
-    return volume.index_to_lps(np.argwhere(mask).mean(axis=0)[::-1])
 
 
 def test_regularised_ge_volume_agrees_with_dcm2niix(ge_read, ge_tilted_series, tmp_path):

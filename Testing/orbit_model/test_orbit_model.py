@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from geometry_asserts import centroid_lps
 
 from headseg.packages import SHIPPED_DIR, default_package, find_package, load_package
 
@@ -89,10 +90,8 @@ def test_the_real_tilted_ge_head_ct_is_plausible(default_orbit, ge_tilted_series
     result = segment_volume(ct, package, device="cpu", model=model, uncertainty=False)
     check = orbit_plausibility(ct, result.labelmap, result.label_set)
     assert check["plausible"], check["failed"]
-    arr = result.labelmap.array
-    right = [s.label for s in result.label_set.structures if s.side == "right"]
-    x = {side: result.labelmap.index_to_lps(np.argwhere(np.isin(arr, labels)).mean(axis=0)[::-1])[0]
-         for side, labels in (("right", right), ("left", [v for v in range(1, 11) if v not in right]))}
+    x = {side: centroid_lps(result.labelmap, np.isin(result.labelmap.array, [
+        s.label for s in result.label_set.structures if s.side == side]))[0] for side in ("right", "left")}
     assert x["right"] < x["left"] - 40  # LPS: the patient's right is -x
 
 
