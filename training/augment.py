@@ -5,8 +5,10 @@ Everything random comes from a ``torch.Generator`` passed in, so a sample is a p
 run would have drawn. Image and labels go through one affine transform (linear interpolation for the
 image, nearest neighbour for labels), so they never drift apart.
 
-No flips: left orbits are already mirrored to look like right ones, and a flip would swap the medial and
-lateral recti (and the sides of paired organs).
+Left-right mirroring is off by default: left orbits are already mirrored to look like right ones, and a
+flip would swap the medial and lateral recti. A recipe whose classes have no side (the head-and-neck
+recipe trains one ``parotid`` class and splits it by side after inference) may turn it on with
+``mirror_probability``; the engine refuses it for sided classes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ class AugmentOptions:
     with, drawn between 1 and it for a share ``slice_probability`` of the samples (SynthSeg's resolution
     randomisation: a 3 mm scan resampled to the 1 mm model grid is blurred and stepped along k, and the
     labels stay sharp, so the network learns to recover them). The last four default to 0 (off), and
-    draw no random numbers then, so older recipes repeat exactly."""
+    draw no random numbers then, so older recipes repeat exactly. ``mirror_probability`` flips a share of
+    the samples along i (patient left-right); ``gamma`` is the largest |log gamma| of a contrast curve
+    applied between the sample's minimum and maximum (nnU-Net's gamma augmentation). Both default to 0
+    and then draw nothing either."""
 
     enabled: bool = True
     translate_vox: Tuple[float, float, float] = (2.0, 8.0, 8.0)
@@ -44,12 +49,14 @@ class AugmentOptions:
     intensity_shift: float = 0.0
     slice_thickness: float = 0.0
     slice_probability: float = 0.5
+    mirror_probability: float = 0.0
+    gamma: float = 0.0
 
     @classmethod
     def from_dict(cls, spec: Optional[dict]) -> AugmentOptions:
         spec = dict(spec or {})
         known = {"enabled", "translate_vox", "rotate_deg", "noise_std", "probability", "scale", "intensity_scale",
-                 "intensity_shift", "slice_thickness", "slice_probability"}
+                 "intensity_shift", "slice_thickness", "slice_probability", "mirror_probability", "gamma"}
         unknown = sorted(set(spec) - known)
         if unknown:
             raise ValueError(f"Unknown augmentation option(s) {unknown}; known: {sorted(known)}.")
@@ -108,6 +115,15 @@ def thick_slices(image: torch.Tensor, thickness_vox: float) -> torch.Tensor:
     return F.interpolate(coarse, size=(k, j, i), mode="trilinear", align_corners=False)[0].to(image.dtype)
 
 
+def _gamma(image: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The intensities raised to ``gamma`` between the image's own minimum and maximum, which stay put."""
+    low, high = float(image.min()), float(image.max())
+    if high - low < 1e-6:
+        return image
+    unit = ((image - low) / (high - low)).clamp(0.0, 1.0)
+    return unit.pow(gamma) * (high - low) + low
+
+
 def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOptions,
                  generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     """Augment a normalised image ``[C, k, j, i]`` and its integer labels ``[k, j, i]`` together.
@@ -116,6 +132,8 @@ def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOpti
     labels background."""
     if not options.enabled or torch.rand((), generator=generator).item() >= options.probability:
         return image, labels
+    if options.mirror_probability > 0 and torch.rand((), generator=generator).item() < options.mirror_probability:
+        image, labels = image.flip(-1), labels.flip(-1)
     matrix = random_affine_kji(image.shape[1:], options, generator)
     floor = float(image.min())
     image = apply_affine(image, matrix, "bilinear", padding_value=floor)
@@ -126,6 +144,8 @@ def augment_pair(image: torch.Tensor, labels: torch.Tensor, options: AugmentOpti
         factor = _uniform(generator, 1.0 - options.intensity_scale, 1.0 + options.intensity_scale)
         shift = _uniform(generator, -options.intensity_shift, options.intensity_shift)
         image = (image - floor) * factor + floor + shift
+    if options.gamma > 0:
+        image = _gamma(image, math.exp(_uniform(generator, -options.gamma, options.gamma)))
     if options.noise_std > 0:
         image = image + options.noise_std * torch.randn(image.shape, generator=generator)
     return image, labels

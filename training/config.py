@@ -31,7 +31,8 @@ DEFAULTS: Dict[str, Any] = {
     "channels_last": True,  # channels_last_3d memory format on CUDA, and on the CPU when it runs in bf16
     "deterministic": True,
     "num_threads": 0,  # CPU threads for torch; 0 = torch's default
-    "sync_batchnorm": True,  # torchrun: BatchNorm statistics of the global batch (training.distributed)
+    "sync_batchnorm": True,
+    "init_weights": None,  # fine-tuning: start from a model package (name or folder) or a checkpoint file  # torchrun: BatchNorm statistics of the global batch (training.distributed)
     "model": {"architecture": "svnet", "params": {}},
     "side_split": None,  # han: {"parotid": {"right": "parotid_right", "left": "parotid_left"}} (headseg.sides)
     "input": {

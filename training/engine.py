@@ -357,9 +357,16 @@ def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_s
     if write_report:
         (run_dir / "data_report.json").write_text(json.dumps(data_report, indent=2) + "\n", encoding="utf-8")
 
+    augment = AugmentOptions.from_dict(config.get("augment"))
+    if augment.mirror_probability > 0:
+        sided = [c for c in card["classes"] if c in label_set and label_set.by_key(c).side]
+        if config["task"] == "orbit" or sided:
+            raise ValueError("augment.mirror_probability flips left and right, which would swap the labels of "
+                             f"sided classes ({', '.join(sided) or 'the orbit recti'}); train one class per pair "
+                             "with side_split, or leave mirroring off.")
     window = config["data"].get("train_window_kji") or (card["input"].get("window_kji") if config["task"] == "orbit"
                                                         else config["data"].get("patch_kji"))
-    source = SampleSource(train_items, window, AugmentOptions.from_dict(config.get("augment")),
+    source = SampleSource(train_items, window, augment,
                           float(config["data"].get("foreground_fraction", 0.9)),
                           max_voxels=config["data"].get("max_voxels"),
                           fallback_patch_kji=card.get("inference", {}).get("patch_kji"),
@@ -418,6 +425,8 @@ class _Run:
         self.state = TrainingState()
         if checkpoint is not None:
             self._restore(checkpoint)
+        elif config.get("init_weights"):
+            self._initialise(str(config["init_weights"]))
         self.elapsed_before = float(self.state.elapsed)
         samples_per_epoch = int(config.get("samples_per_epoch") or len(self.data.train_items))
         self.steps_per_epoch = max(1, math.ceil(samples_per_epoch / self.batch_size))
@@ -460,6 +469,24 @@ class _Run:
         restore_rng(checkpoint["rng"])
         self.say(f"Resumed from epoch {self.state.epoch} (phase {self.state.phase}, best "
                  f"{self.state.best_metric:.4f} at epoch {self.state.best_epoch}).")
+
+    def _initialise(self, source: str) -> None:
+        """Start from trained weights (fine-tuning): an installed model name or package folder, or a
+        checkpoint file. The network must have the same architecture and classes; the optimiser starts
+        afresh."""
+        from headseg.packages import find_package
+
+        path = Path(source).expanduser()
+        if path.suffix == ".pt" and path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("model", state) if isinstance(state, dict) else state
+        else:
+            state = torch.load(find_package(source).weights_path, map_location="cpu", weights_only=True)
+        try:
+            self.trainer.network.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(f"init_weights {source!r} does not fit this recipe's network ({error}).") from None
+        self.say(f"Started from the weights of {source}.")
 
     def payload(self) -> Dict[str, Any]:
         """A checkpoint of the run as it stands (see ``training.checkpoints``)."""
