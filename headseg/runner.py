@@ -38,6 +38,7 @@ __all__ = [
     "headseg_search_path",
     "python_executable",
     "segment_command",
+    "windows_tree_kill_command",
 ]
 
 EXIT_CANCELLED = ExitCode.CANCELLED
@@ -105,7 +106,9 @@ def segment_command(inputs: Sequence[Union[str, Path]], task: str, output_dir: U
         values = list(center) + list(size)
         if len(values) != 6:
             raise ValueError(f"roi must be (center_lps[3], size_mm[3]), got {roi!r}.")
-        command += ["--roi", ",".join(f"{float(v):.4f}" for v in values)]
+        # one "--roi=..." word: argparse takes a separate value that starts with "-" (a negative LPS x) for
+        # an option; repr() gives the shortest text that reads back as the same float
+        command.append("--roi=" + ",".join(repr(float(v)) for v in values))
     if structures:
         command += ["--structures", ",".join(structures)]
     return command
@@ -347,20 +350,26 @@ class SegmentationProcess:
             pass
 
 
-def _kill_tree_windows(proc: subprocess.Popen, kill: bool) -> None:
-    """Windows has no process groups to signal; stop children first (PythonSlicer is a launcher)."""
-    try:
-        import psutil
+def windows_tree_kill_command(pid: int) -> List[str]:
+    """``taskkill`` of a process and all its descendants, forcibly (Windows has no SIGTERM a console
+    child could catch: ``Popen.terminate`` is already TerminateProcess)."""
+    return ["taskkill", "/PID", str(int(pid)), "/T", "/F"]
 
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:  # psutil missing or process gone: fall back to the direct child
-        children = []
-    for child in children:
-        try:
-            child.kill() if kill else child.terminate()
-        except Exception:
-            pass
+
+def _kill_tree_windows(proc: subprocess.Popen, kill: bool,
+                       run: Callable[..., Any] = subprocess.run) -> None:
+    """Stop the child and everything it started. ``PythonSlicer.exe`` is the CTK launcher: the work runs
+    in its child ``python-real``, which keeps computing (pipes open, temporary folder locked) when only
+    the launcher is stopped. ``taskkill /T`` walks the tree from the launcher, so it runs first, while the
+    launcher still links its children; it ships with every Windows, so no extra package is needed.
+    ``kill`` is ignored: on Windows a cancel and a kill are the same hard stop."""
     try:
-        proc.kill() if kill else proc.terminate()
+        run(windows_tree_kill_command(proc.pid), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            timeout=30, check=False, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+    except (OSError, subprocess.SubprocessError):
+        pass  # no taskkill (a stripped-down Windows): at least the direct child goes
+    try:
+        if proc.poll() is None:
+            proc.kill()
     except OSError:
         pass
