@@ -249,25 +249,20 @@ def _post_kwargs(card: Dict[str, Any]) -> Dict[str, Any]:
             "largest_component": bool(post.get("largest_component", True))}
 
 
-# Plausible volume bands (cm3) from ANATOMY_FACTS.md, wide on purpose (disease enlarges muscles ~2.5x):
-# a value outside is reported as a note for review, never changed.
-PLAUSIBLE_CM3 = {
-    "superior_rectus": (0.15, 3.0), "lateral_rectus": (0.15, 3.0), "medial_rectus": (0.15, 3.0),
-    "inferior_rectus": (0.15, 3.0), "optic_nerve": (0.08, 1.5),
-}
-
-
 def plausibility_notes(labelmap: Volume, label_set) -> List[str]:
+    """Warnings for the orbit structures outside their normal adult band (``headseg.bands``, the same
+    band the volume table's flags use)."""
+    from .bands import volume_band
     from .volumes import volume_table
 
     notes = []
     for row in volume_table(labelmap, label_set):
-        band = PLAUSIBLE_CM3.get(row.structure)
-        if row.derived or band is None:
+        band = volume_band(row.structure)
+        if row.derived or band is None or label_set.name != "orbit":
             continue
         if row.voxels == 0:
             notes.append(f"{row.name or row.structure}: nothing was segmented; check the image and draw it if needed.")
-        elif not band[0] <= row.volume_cm3 <= band[1]:
-            notes.append(f"{row.name or row.structure}: {row.volume_cm3:.2f} cm3 is outside the usual "
-                         f"{band[0]}-{band[1]} cm3; review the segmentation.")
+        elif not band.contains(row.volume_cm3):
+            notes.append(f"{row.name or row.structure}: {row.volume_cm3:.2f} cm3 is outside the normal adult "
+                         f"{band}; review the segmentation (an enlarged muscle is expected in thyroid eye disease).")
     return notes

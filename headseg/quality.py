@@ -7,56 +7,33 @@
   shell across its surface (one voxel inside and one outside), because a segmentation is wrong at its
   boundary first, and ``flags`` (see :data:`FLAG_CODES`) from its volume, its side and its fragments.
 
-The volume bands come from ``ANATOMY_FACTS.md`` (section in brackets); they are wide on purpose: a flag
-asks for a look, it never changes the result.
+The volume bands and the left/right ratio are those of ``headseg.bands``, the one table that the
+warnings and the orbit plausibility checks read too: a flag asks for a look, it never changes the result.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .bands import ASYMMETRY_RATIO, VOLUME_BANDS_CM3
 from .geometry import Volume, bounding_box
 
-__all__ = ["FLAG_CODES", "VOLUME_BANDS_CM3", "ASYMMETRY_RATIO", "FRAGMENT_SHARE", "StructureQuality",
+__all__ = ["FLAG_CODES", "FRAGMENT_SHARE", "StructureQuality",
            "normalized_entropy", "removed_shares", "structure_quality", "body_midline_x", "surface_shell"]
 
 FLAG_CODES: Dict[str, str] = {
     "empty": "nothing was segmented",
-    "volume_low": "volume below the structure's plausible band",
-    "volume_high": "volume above the structure's plausible band",
-    "asymmetric": "left/right volume ratio outside 0.67-1.5",
+    "volume_low": "volume below the normal adult range",
+    "volume_high": "volume above the normal adult range: enlarged, or more than the structure outlined",
+    "asymmetric": f"left/right volume ratio outside {ASYMMETRY_RATIO[0]:.2f}-{ASYMMETRY_RATIO[1]:.2f}",
     "wrong_side": "centroid on the other side of the patient's midline",
     "fragmented": "over 10 % of the raw prediction lay outside the kept largest piece",
 }
 
-#: Plausible volume (cm3) per structure base key, and where the numbers come from.
-VOLUME_BANDS_CM3: Dict[str, Tuple[float, float, str]] = {
-    # Normal rectus 0.3-1.2 cm3 (suggested QC band, section 3); thyroid eye disease enlarges up to ~2.5x
-    # the normal mean (section 3: SR 2.3x, IR 2.1x), so the upper end allows 2.0; 0.2 as issue 12's floor.
-    "superior_rectus": (0.2, 2.0, "ANATOMY_FACTS 3: normal 0.3-1.2, TED up to ~2.5x"),
-    "lateral_rectus": (0.2, 2.0, "ANATOMY_FACTS 3: normal 0.3-1.2, TED up to ~2.5x"),
-    "medial_rectus": (0.2, 2.0, "ANATOMY_FACTS 3: normal 0.3-1.2, TED up to ~2.5x"),
-    "inferior_rectus": (0.2, 2.0, "ANATOMY_FACTS 3: normal 0.3-1.2, TED up to ~2.5x"),
-    # Intraorbital optic nerve 0.36-0.41 +- 0.08 (CT), 0.57 +- 0.18 (MRI): 0.1-0.8 (sections 3 and 5).
-    "optic_nerve": (0.1, 0.8, "ANATOMY_FACTS 3/5: 0.36-0.41 cm3 CT, 0.57 MRI"),
-    # Parotid 27.6 +- 8.2 M / 21.0 +- 6.5 F cm3 (section 5): 21.0 - 3 x 6.5 ~ 1.5, 27.6 + 3 x 8.2 ~ 52.
-    "parotid": (2.0, 55.0, "ANATOMY_FACTS 5: 27.6+-8.2 M / 21.0+-6.5 F, +-3 SD"),
-    # Submandibular 8.1 +- 2.6 cm3 (CT, section 5), +-3 SD.
-    "submandibular": (0.5, 16.0, "ANATOMY_FACTS 5: 8.1+-2.6 (CT), +-3 SD"),
-    # Larynx 34.4 +- 9.9 cm3 (section 5) contoured as the whole organ; RT contours are often partial.
-    "larynx": (3.0, 65.0, "ANATOMY_FACTS 5: 34.4+-9.9, +-3 SD, lower end for partial contours"),
-    # Brainstem ~25-30 cm3 as RT contours (section 5, unverified: soft band).
-    "brainstem": (8.0, 50.0, "ANATOMY_FACTS 5: ~25-30 (unverified)"),
-    # Optic chiasm ~0.3-0.5 cm3 (section 5, unverified).
-    "optic_chiasm": (0.05, 1.5, "ANATOMY_FACTS 5: ~0.3-0.5 (unverified)"),
-}
-#: Left/right volume ratio of a paired structure outside this band is flagged ``asymmetric``
-#: (issue 12's 0.7-1.4 for totals, widened for single muscles, whose partial-volume noise is larger).
-ASYMMETRY_RATIO = (0.67, 1.5)
 #: Share of a structure's raw voxels removed by the largest-component step above which it is ``fragmented``.
 FRAGMENT_SHARE = 0.10
 
@@ -157,9 +134,9 @@ def structure_quality(labelmap: Volume, label_set, uncertainty: Optional[np.ndar
                 shell = surface_shell(mask[box])
                 doubt = float(np.asarray(uncertainty)[box][shell].mean()) if shell.any() else 0.0
             band = VOLUME_BANDS_CM3.get(base)
-            if band is not None and n * voxel_cm3 < band[0]:
+            if band is not None and n * voxel_cm3 < band.low:
                 flags.append("volume_low")
-            if band is not None and n * voxel_cm3 > band[1]:
+            if band is not None and n * voxel_cm3 > band.high:
                 flags.append("volume_high")
             if midline_x is not None and s.side in ("right", "left"):
                 x = _centroid_x(mask, labelmap)

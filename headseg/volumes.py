@@ -13,14 +13,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .bands import TOTAL_ASYMMETRY_RATIO
 from .geometry import Volume
 
 CSV_COLUMNS = ("structure", "side", "voxels", "volume_cm3")
 #: Review columns after the first four, so readers of the older files keep working (headseg.quality).
 QUALITY_COLUMNS = ("doubt", "flags")
 REVIEW_COLUMNS = CSV_COLUMNS + QUALITY_COLUMNS
-#: Left/right ratio of a side's total (e.g. the four recti) outside this band flags both totals.
-TOTAL_ASYMMETRY_RATIO = (0.7, 1.4)
 
 
 @dataclass(frozen=True)
