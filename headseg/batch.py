@@ -68,7 +68,7 @@ from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Seq
 
 from .cases import Case
 from .errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
-from .volumes import CSV_COLUMNS, REVIEW_COLUMNS, VolumeRow
+from .volumes import CSV_COLUMNS, KEY_COLUMN, QUALITY_COLUMNS, REVIEW_COLUMNS, VolumeRow
 
 __all__ = [
     "VOLUMES_CSV",
@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 VOLUMES_CSV = "volumes.csv"
 COMBINED_COLUMNS = ("case",) + REVIEW_COLUMNS
 OLD_COMBINED_COLUMNS = ("case",) + CSV_COLUMNS  # before doubt and flags: read, and written back extended
+KEYLESS_COMBINED_COLUMNS = ("case",) + CSV_COLUMNS + QUALITY_COLUMNS  # before the key column: the same
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -152,7 +153,7 @@ class CombinedVolumes:
                 return cls(path)
             raise InputError(f"Cannot read {path} ({exc}). Move it away, choose another output folder, or pass "
                              "--overwrite to replace it.") from None
-        if header not in (COMBINED_COLUMNS, OLD_COMBINED_COLUMNS):
+        if header not in (COMBINED_COLUMNS, OLD_COMBINED_COLUMNS, KEYLESS_COMBINED_COLUMNS):
             if overwrite:
                 return cls(path)
             raise InputError(f"{path} is not a HeadSeg volume table (its columns are {', '.join(header) or 'none'}, "
@@ -160,6 +161,8 @@ class CombinedVolumes:
                              "pass --overwrite to replace it.")
         table: Dict[str, List[Dict[str, str]]] = {}
         for row in rows:
+            if not row.get(KEY_COLUMN):  # an older table: its key is structure and side joined
+                row[KEY_COLUMN] = f"{row['structure']}_{row['side']}" if row.get("side") else row["structure"]
             table.setdefault(row["case"], []).append(row)
         return cls(path, table)
 

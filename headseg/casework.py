@@ -47,6 +47,7 @@ class SegmentSettings:
     allow_non_ct: bool = False
     uncertainty: bool = True
     export_formats: Tuple[str, ...] = ()
+    roi_names: str = "tg263"  # RT Structure Set ROI names: "tg263" (Parotid_R) or "display" (right parotid)
     torch_threads: Optional[int] = None  # workers only: torch threads per worker process (None: torch's default)
 
 
@@ -101,7 +102,7 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     dicom_files: List[Path] = []
     if source is not None:
         dicom_files = export_dicom(result.labelmap, result.label_set, source, dict(outputs.dicom), overwrite=True,
-                                   algorithm_name=package.name)
+                                   algorithm_name=package.name, roi_names=settings.roi_names)
     return CaseResult(rows, str(result.device), float(result.seconds), list(result.notes),
                       [str(f) for f in dicom_files], wrote_uncertainty)
 

@@ -44,6 +44,8 @@ __all__ = [
     "LabelSet",
     "LABEL_SETS",
     "get_label_set",
+    "TG263_NAMES",
+    "TG263_NEW_NAMES",
     "ORBIT_MODEL_CLASSES",
     "orbit_combined_label",
     "orbit_label",
@@ -167,6 +169,7 @@ class Structure:
     side: str  # "right", "left" (patient's sides) or "" for midline structures
     base_key: str  # structure without side, e.g. "superior_rectus"
     terminology: Terminology
+    tg263: str = ""  # the AAPM TG-263 name radiotherapy systems expect, e.g. "Parotid_R" (see TG263_NAMES)
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,16 +250,35 @@ class LabelSet:
         return self._by_alias.get(_normalize(name))
 
     def by_name(self, name: str) -> Structure:
-        """Find a structure by display name, key or a common spelling (case and separators ignored):
-        "right superior rectus", "superior_rectus_right", "Parotid_L", "LeftParotid", "Parotid left",
-        "OpticNerve_R", "BrainStem", "SpinalCord"..."""
+        """Find a structure by key, display name, TG-263 name or a common spelling (case and separators
+        ignored): "superior_rectus_right", "right superior rectus", "Parotid_L", "Glnd_Submand_R",
+        "LeftParotid", "OpticNerve_R", "BrainStem"... An unknown name gets the nearest ones ("did you mean")."""
         found = self.find(name)
         if found is None:
+            close = self.suggest(name)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise InputError(
-                f"Structure name {name!r} is not known in the {self.name!r} label set. "
-                f"Known names: {', '.join(s.name for s in self.structures)}."
+                f"Structure {name!r} is not in the {self.name!r} label set.{hint} "
+                f"Known (key, or TG-263 name): {', '.join(f'{s.key} ({s.tg263})' for s in self.structures)}."
             )
         return found
+
+    def suggest(self, name: str, n: int = 2) -> Tuple[str, ...]:
+        """The keys nearest to a misspelt ``name`` (its key, display name or TG-263 name), best first."""
+        import difflib
+
+        spellings: Dict[str, str] = {}
+        for s in self.structures:
+            for spelling in (s.key, s.name, s.tg263):
+                if spelling:
+                    spellings.setdefault(_normalize(spelling), s.key)
+        close = difflib.get_close_matches(_normalize(name), list(spellings), n=4, cutoff=0.6)
+        return tuple(dict.fromkeys(spellings[c] for c in close))[:n]
+
+    def resolve(self, names: Sequence[str]) -> Tuple[str, ...]:
+        """The keys of ``names`` (keys, display names or TG-263 names, any case), in the given order; an
+        unknown one raises with the nearest names, before any work is done."""
+        return tuple(dict.fromkeys(self.by_name(n).key for n in names if n.strip()))
 
     def group_labels(self, group: str) -> Tuple[int, ...]:
         """Label values of a derived group such as "extraocular_muscles_right"."""
@@ -292,6 +314,8 @@ def _normalize(name: str) -> str:
 def _aliases(s: Structure) -> Iterator[str]:
     yield _normalize(s.key)
     yield _normalize(s.name)
+    if s.tg263:
+        yield _normalize(s.tg263)
     bases = (_normalize(s.base_key),) + _BASE_SYNONYMS.get(s.base_key, ())
     for base in dict.fromkeys(bases):
         if not s.side:
@@ -315,7 +339,33 @@ def _structure(
     name = f"{side} {display}" if side else display
     terminology = Terminology(ANATOMICAL_STRUCTURE, type_code, _SIDE_CODES.get(side))
     color = tuple(round(c / 255.0, 4) for c in rgb255)
-    return Structure(key, name, label, color, side, base_key, terminology)  # type: ignore[arg-type]
+    tg263 = TG263_NAMES[base_key] + ({"right": "_R", "left": "_L"}[side] if side else "")
+    return Structure(key, name, label, color, side, base_key, terminology, tg263)  # type: ignore[arg-type]
+
+
+#: AAPM TG-263 (Standardizing Nomenclatures in Radiation Oncology, 2018) names per side-less key; the side
+#: is appended as ``_R`` / ``_L``. The standard lists every organ at risk here. It has no extraocular
+#: muscles, so their names are built by its rules for new names: at most 16 characters, the category
+#: first (``Musc`` as in ``Musc_Constrict``), then the structure in camel case from general to specific
+#: (``Rectus`` then ``Sup``/``Lat``/``Med``/``Inf``, its abbreviations), laterality last; they are marked
+#: as HeadSeg's own in :data:`TG263_NEW_NAMES`.
+TG263_NAMES: Dict[str, str] = {
+    "brainstem": "Brainstem",
+    "optic_chiasm": "OpticChiasm",
+    "mandible": "Bone_Mandible",
+    "optic_nerve": "OpticNrv",
+    "parotid": "Parotid",
+    "submandibular": "Glnd_Submand",
+    "spinal_cord": "SpinalCord",
+    "esophagus": "Esophagus",
+    "larynx": "Larynx",
+    "superior_rectus": "Musc_RectusSup",
+    "lateral_rectus": "Musc_RectusLat",
+    "medial_rectus": "Musc_RectusMed",
+    "inferior_rectus": "Musc_RectusInf",
+}
+#: Side-less keys whose TG-263 name is built by the standard's rules, not listed in it.
+TG263_NEW_NAMES = ("superior_rectus", "lateral_rectus", "medial_rectus", "inferior_rectus")
 
 
 # SNOMED CT types (see the module docstring for the source of every code).

@@ -19,7 +19,10 @@ from .geometry import Volume
 CSV_COLUMNS = ("structure", "side", "voxels", "volume_cm3")
 #: Review columns after the first four, so readers of the older files keep working (headseg.quality).
 QUALITY_COLUMNS = ("doubt", "flags")
-REVIEW_COLUMNS = CSV_COLUMNS + QUALITY_COLUMNS
+#: The structure's one key (``parotid_right``, a group such as ``extraocular_muscles_right``), last: the key
+#: ``--structures``, ``evaluate`` and the report use, so a table joins with them without gluing columns.
+KEY_COLUMN = "key"
+REVIEW_COLUMNS = CSV_COLUMNS + QUALITY_COLUMNS + (KEY_COLUMN,)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class VolumeRow:
         if quality:
             out["doubt"] = "" if self.doubt != self.doubt else round(self.doubt, 4)  # NaN -> empty
             out["flags"] = self.flags
+            out[KEY_COLUMN] = self.key or (f"{self.structure}_{self.side}" if self.side else self.structure)
         return out
 
 
@@ -117,8 +121,8 @@ def _base(structure) -> str:
 
 def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Optional[str] = None,
                      append: bool = False, quality: bool = True) -> Path:
-    """Write ``structure,side,voxels,volume_cm3,doubt,flags`` (``case`` first when given; without the last
-    two when not ``quality``), atomically, with the permissions every other output gets (the umask's)."""
+    """Write ``structure,side,voxels,volume_cm3,doubt,flags,key`` (``case`` first when given; without the
+    last three when not ``quality``), atomically, with the permissions every other output gets (the umask's)."""
     path = Path(path)
     columns = (("case",) if case is not None else ()) + (REVIEW_COLUMNS if quality else CSV_COLUMNS)
     records = [dict(({"case": case} if case is not None else {}), **r.as_dict(quality)) for r in rows]

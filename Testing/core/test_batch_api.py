@@ -67,7 +67,7 @@ def test_volumes_csv_keeps_earlier_rows_and_replaces_a_case_only_with_overwrite(
     rows = combined(out / "volumes.csv")
     assert [r["case"] for r in rows] == ["a", "a", "b", "b"]  # replaced in place, not added again
     assert rows[0] == {"case": "a", "structure": "mandible", "side": "", "voxels": "10", "volume_cm3": "1.25",
-                       "doubt": "", "flags": ""}
+                       "doubt": "", "flags": "", "key": "mandible"}
 
 
 def test_a_foreign_volumes_csv_is_refused_or_replaced_with_overwrite(tmp_path):
@@ -126,6 +126,8 @@ def test_combined_volumes_rewrites_earlier_rows_unchanged(tmp_path):
     path.write_text("case,structure,side,voxels,volume_cm3\nold,mandible,,7,0.123456789\n")
     table = CombinedVolumes.read(path)
     table.put("new", ROWS[:1])
-    # A table written before doubt and flags existed is read, and written back with the two new columns.
-    assert path.read_text().splitlines() == ["case,structure,side,voxels,volume_cm3,doubt,flags",
-                                             "old,mandible,,7,0.123456789,,", "new,mandible,,10,1.25,,"]
+    # A table written before doubt, flags and key existed is read, and written back with the new columns
+    # (an old row's key is its structure and side joined).
+    assert path.read_text().splitlines() == ["case,structure,side,voxels,volume_cm3,doubt,flags,key",
+                                             "old,mandible,,7,0.123456789,,,mandible",
+                                             "new,mandible,,10,1.25,,,mandible"]

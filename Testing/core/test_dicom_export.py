@@ -188,7 +188,9 @@ def test_rtstruct_round_trip_and_references(tmp_path, direction):
     assert [i.ReferencedSOPInstanceUID for i in series.ContourImageSequence] == [d.SOPInstanceUID for d in source.datasets]
 
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
-    assert sorted(names.values()) == sorted(ORBIT.by_label(v).name for v in (2, 6, 9, 10))
+    # TG-263 names by default, what treatment planning systems expect (the recti: built by its rules).
+    assert sorted(names.values()) == sorted(ORBIT.by_label(v).tg263 for v in (2, 6, 9, 10))
+    assert sorted(names.values()) == ["Musc_RectusInf_L", "Musc_RectusLat_R", "Musc_RectusSup_L", "OpticNrv_L"]
     for obs in ds.RTROIObservationsSequence:
         structure = ORBIT.by_name(names[int(obs.ReferencedROINumber)])
         assert obs.RTROIInterpretedType == "ORGAN"
@@ -302,6 +304,19 @@ def test_cli_exports_dicom_seg_and_rtstruct_beside_the_seg_nrrd(tmp_path):
     np.testing.assert_array_equal(read_dicom_seg(out / "case7_seg.dcm", openkbp, tmp_path / "case7").array,
                                   labelmap.array)
     np.testing.assert_array_equal(read_rtstruct(out / "case7_rtstruct.dcm", openkbp, labelmap).array, labelmap.array)
+    rois = {str(r.ROIName) for r in pydicom.dcmread(out / "case7_rtstruct.dcm").StructureSetROISequence}
+    present = {openkbp.by_label(v) for v in np.unique(labelmap.array) if v}
+    assert rois == {s.tg263 for s in present} and rois <= {"Brainstem", "SpinalCord", "Parotid_R", "Parotid_L",
+                                                             "Esophagus", "Larynx", "Bone_Mandible"}
+    # --roi-names display keeps the display names; SEG keeps display labels and its SNOMED CT codes either way.
+    out2 = tmp_path / "out_display"
+    proc = subprocess.run(command[:command.index("-o")] + ["-o", str(out2)] + command[command.index("-o") + 2:]
+                          + ["--roi-names", "display"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rois = {str(r.ROIName) for r in pydicom.dcmread(out2 / "case7_rtstruct.dcm").StructureSetROISequence}
+    assert rois == {s.name for s in present}
+    np.testing.assert_array_equal(read_rtstruct(out2 / "case7_rtstruct.dcm", openkbp, labelmap).array,
+                                  labelmap.array)
 
     # Not DICOM input: a clear refusal before any work.
     from headseg.io import write_volume

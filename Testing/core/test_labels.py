@@ -12,6 +12,8 @@ from headseg.errors import InputError
 from headseg.labels import (
     LABEL_SETS,
     ORBIT_MODEL_CLASSES,
+    TG263_NAMES,
+    TG263_NEW_NAMES,
     Code,
     Terminology,
     get_label_set,
@@ -139,7 +141,7 @@ def test_name_aliases(set_name: str, alias: str, key: str):
 
 def test_unknown_names_and_values_give_helpful_errors():
     pddca = get_label_set("pddca")
-    with pytest.raises(InputError, match="Known names: brainstem"):
+    with pytest.raises(InputError, match=r"Known \(key, or TG-263 name\): brainstem \(Brainstem\)"):
         pddca.by_name("Liver")
     assert pddca.find("Liver") is None
     with pytest.raises(InputError, match="valid"):
@@ -233,3 +235,50 @@ def test_terminology_parses_in_slicer():
             assert modifier == expected
             # Serializing Slicer's object again gives back our exact string.
             assert logic.SerializeTerminologyEntry(entry) == s.terminology.to_slicer_string()
+
+
+# -- one key, one display name, one TG-263 name per structure --------------------------------------
+TG263_LISTED = {  # names as the AAPM TG-263 report lists them
+    "brainstem": "Brainstem", "optic_chiasm": "OpticChiasm", "mandible": "Bone_Mandible",
+    "optic_nerve_left": "OpticNrv_L", "optic_nerve_right": "OpticNrv_R", "parotid_left": "Parotid_L",
+    "parotid_right": "Parotid_R", "submandibular_left": "Glnd_Submand_L", "submandibular_right": "Glnd_Submand_R",
+    "spinal_cord": "SpinalCord", "esophagus": "Esophagus", "larynx": "Larynx",
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_every_structure_has_one_tg263_name(name: str):
+    label_set = get_label_set(name)
+    names = [s.tg263 for s in label_set]
+    assert len(set(names)) == len(names), "one TG-263 name per structure"
+    for s in label_set:
+        if s.key in TG263_LISTED:
+            assert s.tg263 == TG263_LISTED[s.key]
+        # The standard's rules for names it does not list: at most 16 characters, no spaces, side last.
+        assert len(s.tg263) <= 16 and " " not in s.tg263
+        assert s.tg263.endswith({"right": "_R", "left": "_L", "": ""}[s.side]) and (s.side or s.tg263[-2:] not in
+                                                                                   ("_R", "_L"))
+
+
+def test_recti_tg263_names_follow_its_rules_and_are_marked_new():
+    orbit = get_label_set("orbit")
+    assert [s.tg263 for s in orbit][:5] == ["Musc_RectusSup_R", "Musc_RectusLat_R", "Musc_RectusMed_R",
+                                            "Musc_RectusInf_R", "OpticNrv_R"]
+    assert set(TG263_NEW_NAMES) == {s.base_key for s in orbit if s.tg263.startswith("Musc_")}
+    assert set(TG263_NAMES) >= {s.base_key for ls in LABEL_SETS.values() for s in ls}
+
+
+@pytest.mark.parametrize("spelling", ["parotid_left", "PAROTID_LEFT", "left parotid", "Left Parotid", "Parotid_L",
+                                      "parotid_l", "PAROTID_L"])
+def test_key_display_and_tg263_name_all_resolve_case_insensitively(spelling: str):
+    assert get_label_set("openkbp").resolve([spelling]) == ("parotid_left",)
+
+
+def test_resolve_keeps_order_drops_repeats_and_suggests_the_nearest_key():
+    openkbp = get_label_set("openkbp")
+    assert openkbp.resolve(["Bone_Mandible", "spinalcord", "mandible", " "]) == ("mandible", "spinal_cord")
+    with pytest.raises(InputError, match=r"Did you mean 'parotid_left'"):
+        openkbp.resolve(["brainstem", "parotd_left"])
+    with pytest.raises(InputError, match=r"Did you mean 'submandibular_right'"):
+        get_label_set("pddca").resolve(["Glnd_Submand_Rt"])
+    assert get_label_set("orbit").suggest("xyzzy") == ()

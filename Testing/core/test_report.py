@@ -104,7 +104,7 @@ def test_segment_report_and_report_command(tmp_path):
     assert Path(record["input"]).is_file()
     assert (out / "phantom_000_uncertainty.nrrd").is_file()
     header = (out / "phantom_000_volumes.csv").read_text().splitlines()[0]
-    assert header == "structure,side,voxels,volume_cm3,doubt,flags"
+    assert header == "structure,side,voxels,volume_cm3,doubt,flags,key"
     assert "<section class='case' id='case-phantom_000'>" in (out / "report.html").read_text()
     assert main(["report", str(out), "-o", str(out / "report.html")]) == 2
     assert main(["report", str(out), "-o", str(tmp_path / "again.html")]) == 0

@@ -40,7 +40,7 @@ from headseg.labels import LabelSet
 
 from .contours import SADDLE_CUT, mask_to_polygons, rasterize_polygons
 from .dicom_seg import read_dicom_seg, write_dicom_seg
-from .rtstruct import RT_STRUCTURE_SET_STORAGE, read_rtstruct, write_rtstruct
+from .rtstruct import ROI_NAMINGS, RT_STRUCTURE_SET_STORAGE, read_rtstruct, write_rtstruct
 from .source import GRID_TOLERANCE_MM, DicomSource, SourceLike, _require_highdicom, _require_pydicom, load_dicom_source
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "GRID_TOLERANCE_MM",
     "SADDLE_CUT",
     "RT_STRUCTURE_SET_STORAGE",
+    "ROI_NAMINGS",
 ]
 
 EXPORT_FORMATS = ("dicom-seg", "rtstruct")
@@ -103,8 +104,11 @@ def export_dicom(
     paths: Dict[str, Path],
     overwrite: bool = False,
     algorithm_name: str = "HeadSeg",
+    roi_names: str = "tg263",
 ) -> List[Path]:
-    """Write the requested DICOM objects (``paths``: format -> file) for one case; returns the files."""
+    """Write the requested DICOM objects (``paths``: format -> file) for one case; returns the files.
+    ``roi_names`` names the RT Structure Set's ROIs ("tg263" or "display"); DICOM SEG keeps the display
+    names as segment labels and is matched by its SNOMED CT codes."""
     src = load_dicom_source(source)
     written = []
     for fmt, path in paths.items():
@@ -113,7 +117,7 @@ def export_dicom(
                                            algorithm_name=algorithm_name))
         elif fmt == "rtstruct":
             written.append(write_rtstruct(labelmap, label_set, src, path, overwrite=overwrite,
-                                          algorithm_name=algorithm_name))
+                                          algorithm_name=algorithm_name, roi_names=roi_names))
         else:
             raise InputError(f"Unknown DICOM export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}.")
     return written

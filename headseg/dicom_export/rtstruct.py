@@ -1,6 +1,7 @@
 """RT Structure Set out and back, written with ``pydicom`` by our own code (no rt-utils, which pulls in OpenCV).
 
-One ROI per structure present: name, colour, RTROIInterpretedType ORGAN, SNOMED CT category and
+One ROI per structure present: name (the AAPM TG-263 name by default, which radiotherapy systems
+expect, e.g. ``Parotid_R``; or the display name), colour, RTROIInterpretedType ORGAN, SNOMED CT category and
 type/laterality codes, and per-slice contours along the pixel edges (:mod:`.contours`), each referencing
 its CT image, so treatment planning systems compute the same volume as HeadSeg's table.
 """
@@ -30,7 +31,10 @@ from .source import (
     load_dicom_source,
 )
 
-__all__ = ["write_rtstruct", "read_rtstruct", "RT_STRUCTURE_SET_STORAGE"]
+__all__ = ["write_rtstruct", "read_rtstruct", "RT_STRUCTURE_SET_STORAGE", "ROI_NAMINGS"]
+
+#: How ROIs are named: TG-263 (``Parotid_R``, the default) or the display name ("right parotid").
+ROI_NAMINGS = ("tg263", "display")
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # the study reference class RTSTRUCTs traditionally use
@@ -73,14 +77,17 @@ def write_rtstruct(
     series_description: str = "HeadSeg structures",
     algorithm_name: str = "HeadSeg",
     series_number: int = 902,
+    roi_names: str = "tg263",
 ) -> Path:
     """Write ``labelmap`` as an RT Structure Set on the ``source`` CT series: one ROI per structure present
-    (name, colour, RTROIInterpretedType ORGAN, SNOMED CT category and type/laterality codes), contours
+    (``roi_names``: "tg263" names such as ``Parotid_R``, or "display" names such as "right parotid"; colour, RTROIInterpretedType ORGAN, SNOMED CT category and type/laterality codes), contours
     per slice along the pixel edges, each referencing its CT image."""
     pydicom = _require_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
+    if roi_names not in ROI_NAMINGS:
+        raise InputError(f"Unknown ROI naming {roi_names!r}; choose from {', '.join(ROI_NAMINGS)}.")
     src = load_dicom_source(source)
     src.check_grid(labelmap)
     array, structures = _present_structures(labelmap, label_set)
@@ -147,7 +154,7 @@ def write_rtstruct(
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
-        roi.ROIName = structure.name[:64]
+        roi.ROIName = (structure.tg263 if roi_names == "tg263" and structure.tg263 else structure.name)[:64]
         roi.ROIDescription = structure.key[:64]
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         roi.ROIGenerationDescription = f"{algorithm_name} {__version__}"[:64]
