@@ -56,15 +56,17 @@ staging folder is removed when the batch ends.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
 import pickle
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from .cases import Case
 from .errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
@@ -171,9 +173,32 @@ class CombinedVolumes:
         return list(self._rows)
 
     def put(self, case: str, rows: Sequence[VolumeRow]) -> None:
-        """Add the rows of ``case`` (replacing any it had, in place) and rewrite the file atomically."""
-        self._rows[case] = [{"case": case, **{k: str(v) for k, v in r.as_dict().items()}} for r in rows]
-        self.write()
+        """Add the rows of ``case`` (replacing any it had, in place) and rewrite the file atomically.
+
+        Under the folder's lock, into the table as it is on disk now: another run writing into the same
+        folder (:mod:`headseg.outputlock`) may have added its cases since this one planned."""
+        with self.locked():
+            self._rows[case] = [{"case": case, **{k: str(v) for k, v in r.as_dict().items()}} for r in rows]
+            self.write()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock, with this table merged with the file's present rows (disk first, then
+        cases only this object knows); a file that is no volume table now is replaced, as planned."""
+        from .outputlock import folder_lock
+
+        if not self.path.parent.is_dir():
+            yield
+            return
+        with folder_lock(self.path.parent):
+            try:
+                disk = CombinedVolumes.read(self.path, overwrite=True)._rows
+            except InputError:
+                disk = {}
+            merged = dict(disk)
+            merged.update({c: r for c, r in self._rows.items() if c not in disk})
+            self._rows = merged
+            yield
 
     def write(self) -> Path:
         from .io.files import write_atomically
@@ -197,10 +222,23 @@ class BatchPlan:
     outputs: Dict[str, CaseOutputs]
     volumes: CombinedVolumes
     overwrite: bool = False
+    claim: Any = None  # headseg.outputlock.CaseClaim: no other run writes these cases while it is held
+    created_folder: bool = False  # the plan made the output folder (removed again when left empty)
+    stale: Dict[str, List[Path]] = field(default_factory=dict)  # case -> older files it does not rewrite
 
     @property
     def volumes_csv(self) -> Path:
         return self.volumes.path
+
+    def release(self) -> None:
+        """Let other runs write these cases again, and remove the folder the plan made when nothing was
+        written into it (:func:`run_batch` does it when the batch ends; call it when the batch never ran)."""
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
+        if self.created_folder:
+            with contextlib.suppress(OSError):
+                self.output_dir.rmdir()  # only when empty
 
 
 def existing_outputs_error(existing: Sequence[str]) -> InputError:
@@ -214,20 +252,18 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
                run_record: bool = False) -> BatchPlan:
     """Plan the outputs of ``cases`` in ``output_dir`` and refuse, before any work, what would overwrite.
 
-    A case collides when one of its files exists or ``volumes.csv`` already lists it; either raises
-    :class:`InputError` naming the first collision, unless ``overwrite``. DICOM exports are planned only
-    for DICOM cases. With ``create`` the folder is made and checked to be writable."""
+    A case collides when one of its files exists (also one it writes only in other runs, e.g. an
+    uncertainty map), ``volumes.csv`` already lists it, or another live run is writing it (always refused,
+    see :mod:`headseg.outputlock`); the first two raise :class:`InputError` naming the first collision,
+    unless ``overwrite``. DICOM exports are planned only for DICOM cases. With ``create`` the folder is made
+    and checked to be writable; the plan then holds a claim on its cases until :meth:`BatchPlan.release`."""
+    from .outputlock import claim_cases, folder_lock
+
     output_dir = Path(output_dir)
     planned = [Case(str(name), Path(path)) for name, path in cases]
     outputs = {case.name: case_outputs(output_dir, case.name, export_formats if case.is_dicom else (), uncertainty,
                                        run_record) for case in planned}
-    volumes = CombinedVolumes.read(output_dir / VOLUMES_CSV, overwrite=overwrite)
-    if not overwrite:
-        existing = [str(p) for planned in outputs.values() for p in planned.files() if p.exists()]
-        listed = set(volumes.cases)
-        existing += [f"the rows of case {c.name!r} in {volumes.path}" for c in planned if c.name in listed]
-        if existing:
-            raise existing_outputs_error(existing)
+    created = create and not output_dir.exists()
     if create:
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +271,57 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
             raise InputError(f"Cannot create the output folder {output_dir}: {exc.strerror or exc}.") from exc
         if not os.access(output_dir, os.W_OK):
             raise InputError(f"The output folder {output_dir} is not writable. Choose another one with -o.")
-    return BatchPlan(planned, output_dir, outputs, volumes, overwrite)
+    lock = folder_lock(output_dir) if output_dir.is_dir() else contextlib.nullcontext()
+    with lock:
+        volumes = CombinedVolumes.read(output_dir / VOLUMES_CSV, overwrite=overwrite)
+        stale = {case: [p for p in _other_files(output_dir, case, outputs[case]) if p.exists()] for case in outputs}
+        if not overwrite:
+            existing = [str(p) for planned in outputs.values() for p in planned.files() if p.exists()]
+            existing += [str(p) for paths in stale.values() for p in paths]
+            listed = set(volumes.cases)
+            existing += [f"the rows of case {c.name!r} in {volumes.path}" for c in planned if c.name in listed]
+            if existing:
+                raise existing_outputs_error(existing)
+        claim = claim_cases(output_dir, list(outputs)) if output_dir.is_dir() else None
+        if claim is not None:  # no live run writes these cases or volumes.csv now: any temporary is an orphan
+            _remove_orphan_temporaries(output_dir, [output_dir / VOLUMES_CSV] + [
+                p for case in outputs for p in outputs[case].files() + _other_files(output_dir, case, outputs[case])])
+    return BatchPlan(planned, output_dir, outputs, volumes, overwrite, claim, created,
+                     {c: paths for c, paths in stale.items() if paths})
+
+
+def _other_files(output_dir: Path, case: str, outputs: CaseOutputs) -> List[Path]:
+    """The files ``case`` writes in other runs (uncertainty map, run record, DICOM exports) that this run
+    does not write: a result beside them would be mixed with an older one."""
+    every = case_outputs(output_dir, case, ("dicom-seg", "rtstruct"), uncertainty=True, run_record=True)
+    mine = set(outputs.files())
+    return [p for p in every.files() if p not in mine]
+
+
+def _remove_orphan_temporaries(output_dir: Path, names: Sequence[Path]) -> None:
+    """Remove the temporaries (``.<name>.<8 hex>.partial<ext>``, headseg/io/files.py) that a killed run
+    left for ``names``."""
+    from .io.files import extension
+
+    stems = {p.name[: len(p.name) - len(extension(p))] for p in names}
+    pattern = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.partial")
+    for path in output_dir.glob(".*.partial*"):
+        match = pattern.match(path.name)
+        if match and match.group(1) in stems and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                log.info("Removed %s, left by a run that was killed while writing.", path.name)
+
+
+def _remove_stale(plan: BatchPlan, case: str) -> None:
+    """After ``case`` succeeded with ``overwrite``: remove its older files this run did not rewrite."""
+    for path in plan.stale.get(case, ()):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("Could not remove the older %s: %s", path, exc)
 
 
 @dataclass
@@ -315,8 +401,16 @@ def run_batch(plan: BatchPlan, segment_case: SegmentCase,
     waiting, and :class:`CaseLost` (the worker died more often than the executor retries) fails that case
     only. ``events.case_started`` is not called then (workers start cases when they are free)."""
     events = events or BatchEvents()
-    if executor is not None:
-        return _run_on_executor(executor, plan, segment_case, case_errors, stop_on_error, events, cancel)
+    try:
+        if executor is not None:
+            return _run_on_executor(executor, plan, segment_case, case_errors, stop_on_error, events, cancel)
+        return _run_serial(plan, segment_case, case_errors, stop_on_error, events)
+    finally:
+        plan.release()
+
+
+def _run_serial(plan: BatchPlan, segment_case: SegmentCase, case_errors: Tuple[Type[BaseException], ...],
+                stop_on_error: bool, events: BatchEvents) -> BatchReport:
     outcomes: List[CaseOutcome] = []
     done = failed = 0
     for number, case in enumerate(plan.cases, start=1):
@@ -339,6 +433,8 @@ def run_batch(plan: BatchPlan, segment_case: SegmentCase,
             events.case_done(outcomes[-1], done, failed, len(plan.cases))
             continue
         plan.volumes.put(case.name, rows)
+        if plan.overwrite:
+            _remove_stale(plan, case.name)
         outcomes.append(CaseOutcome(case, "succeeded", outputs=outputs, rows=rows, details=details))
         events.case_finished(case, outputs, rows)
         done += 1
@@ -527,6 +623,8 @@ def _run_on_executor(executor: CaseExecutor, plan: BatchPlan, segment_case: Segm
                 else:
                     rows, details = _rows_and_details(attempt.result)
                     plan.volumes.put(case.name, rows)
+                    if plan.overwrite:
+                        _remove_stale(plan, case.name)
                     outcome = CaseOutcome(case, "succeeded", outputs=outputs, rows=rows, details=details)
                     events.case_finished(case, outputs, rows)
                 by_name[case.name] = outcome
@@ -556,14 +654,16 @@ def _remove_staging(staging: Path) -> None:
 
 def _in_plan_order(plan: BatchPlan, previous: Sequence[str]) -> None:
     """``volumes.csv`` as a serial run leaves it: earlier cases where they were, this batch's new cases
-    after them in the plan's order (results arrive in any order)."""
-    table = plan.volumes._rows
-    before = set(previous)
-    new = [c.name for c in plan.cases if c.name in table and c.name not in before]
-    wanted = [c for c in previous if c in table] + new
-    if list(table) != wanted:
-        plan.volumes._rows = {c: table[c] for c in wanted}
-        plan.volumes.write()
+    after them in the plan's order (results arrive in any order). Under the folder's lock, with the rows
+    other runs added meanwhile kept."""
+    with plan.volumes.locked():
+        table = plan.volumes._rows
+        before = set(previous)
+        new = [c.name for c in plan.cases if c.name in table and c.name not in before]
+        wanted = [c for c in table if c not in new] + new
+        if list(table) != wanted:
+            plan.volumes._rows = {c: table[c] for c in wanted}
+            plan.volumes.write()
 
 
 def _signature(path: Path) -> Optional[Tuple[int, int, int]]:

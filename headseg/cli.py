@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
-from .batch import BatchEvents, CaseOutputs, plan_batch, run_batch
+from .batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
 from .cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, case_name, discover_cases
 from .cases import is_image as _is_image
 from .casework import collect_warnings as _collect_warnings
@@ -110,7 +110,6 @@ class _CliBatchEvents(BatchEvents):
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
     """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.batch``),
     here or, with ``--cluster``, on Dask workers (``headseg.cluster``)."""
-    from .casework import SegmentSettings, segment_and_write
     from .dicom_export import parse_export_formats
     from .packages import find_package
 
@@ -127,9 +126,24 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
                          "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
     uncertainty = not args.no_uncertainty
+    roi = parse_roi(args.roi)
+    page = Path(args.output) / "report.html"
+    if args.report and page.exists() and not args.overwrite:  # the no-overwrite rule, before any work
+        raise existing_outputs_error([str(page)])
     plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats,
                       uncertainty=uncertainty, run_record=True)
-    roi = parse_roi(args.roi)
+    try:
+        return _segment_planned(args, reporter, cancel, plan, package, roi, uncertainty, export_formats)
+    finally:
+        plan.release()  # when the batch never ran (a bad --structures, a model that does not load)
+
+
+def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncertainty: bool,
+                     export_formats) -> int:
+    """The part of :func:`cmd_segment` after planning (the plan holds the claim on its cases)."""
+    from .casework import SegmentSettings, segment_and_write
+
+    cases = plan.cases
     keep = tuple(s.strip() for s in args.structures.split(",")) if args.structures else None
     settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
                                uncertainty, tuple(export_formats))
@@ -169,7 +183,7 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     if args.report and report.succeeded:
         from .report import write_report
 
-        page = write_report(plan.output_dir, plan.output_dir / "report.html", overwrite=True)
+        page = write_report(plan.output_dir, plan.output_dir / "report.html", overwrite=args.overwrite)
         reporter.info(f"Batch report: {page}")
     return int(ExitCode.INPUT if not report.succeeded else ExitCode.OK)
 
