@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class ReportCase:
     segmentation: Optional[Path] = None
     run: Dict[str, Any] = field(default_factory=dict)  # <case>_run.json: input, model, device, seconds, notes
     thumbnails: List[str] = field(default_factory=list)  # base64 PNGs (axial, coronal, sagittal)
+    legend: str = ""  # HTML: the colour, key and name of each structure in the pictures
 
     @property
     def flag_count(self) -> int:
@@ -46,8 +47,13 @@ class ReportCase:
 
 
 def _read_rows(path: Path) -> List[Dict[str, str]]:
+    """A volume CSV's rows, each with its ``key`` (joined from structure and side in older files)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if not r.get("key"):
+            r["key"] = f"{r['structure']}_{r['side']}" if r.get("side") else r["structure"]
+    return rows
 
 
 def collect_cases(results_dir: PathLike) -> List[ReportCase]:
@@ -92,54 +98,110 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnails(labelmap: Volume, label_set, ct: Optional[Volume] = None, size_in: float = 2.6) -> List[str]:
-    """Axial, coronal and sagittal slices through the centre of the segmented structures, cropped to them
-    with a margin, outlines in the structures' colours (radiological view: image left = patient right)."""
+def patient_axes(volume: Volume) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+    """``volume``'s array turned so that axis 0 runs to the head, axis 1 to the back and axis 2 to the
+    patient's left (LPS order), with the spacing of each new axis: a file stored feet-first or
+    right-to-left (as NIfTI often is) then looks like the same patient read from DICOM. Oblique grids take
+    the nearest patient axis."""
+    columns = np.abs(volume.direction)  # column c: where array index (i, j, k)[c] points, in LPS
+    nearest = [int(np.argmax(columns[:, c])) for c in range(3)]  # LPS axis of each of i, j, k
+    if sorted(nearest) != [0, 1, 2]:  # 45 degrees: no one nearest axis each; keep the array as it is
+        return volume.array, volume.spacing_kji
+    array_axis = [2 - nearest.index(lps) for lps in (2, 1, 0)]  # array axis (k=0, j=1, i=2) of S, P, L
+    turned = np.transpose(volume.array, array_axis)
+    for target, axis in enumerate(array_axis):
+        if volume.direction[nearest[2 - axis], 2 - axis] < 0:
+            turned = np.flip(turned, axis=target)
+    spacing = volume.spacing_kji
+    return turned, (spacing[array_axis[0]], spacing[array_axis[1]], spacing[array_axis[2]])
+
+
+# Each view as radiology viewers show it: axial from the feet, coronal from the front, sagittal from the
+# patient's left; the marks name the patient's side at each edge (left, right, top, bottom of the picture).
+_VIEWS = (("axial", "from the feet", ("R", "L", "A", "P")),
+          ("coronal", "from the front", ("R", "L", "H", "F")),
+          ("sagittal", "from the left", ("A", "P", "H", "F")))
+
+
+def _view_cuts(centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, spacing: Sequence[float]):
+    """(cut, aspect) per view of an array in :func:`patient_axes` order (head, back, left)."""
+    s, p, left = spacing
+    return [
+        (lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]], p / left),
+        (lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1], s / left),
+        (lambda a: a[lo[0]:hi[0], lo[1]:hi[1], centre[2]][::-1], s / p),
+    ]
+
+
+def _crop(labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The slice with the most structure in it along each axis, and a box around all structures."""
+    fg = labels > 0
+    if not fg.any():
+        return np.asarray(labels.shape) // 2, np.zeros(3, int), np.asarray(labels.shape)
+    idx = np.argwhere(fg)
+    # A plane through the centroid of two orbits would cut the nose between them and show nothing.
+    centre = np.array([int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3)])
+    margin = np.maximum(4, (np.ptp(idx, axis=0) * 0.25).astype(int))
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, labels.shape)
+    return centre, lo, hi
+
+
+def _mark_sides(ax, shape: Tuple[int, ...], marks: Sequence[str]) -> None:
+    """The patient's side at each edge of a picture of ``shape`` (rows, columns)."""
+    rows, cols = shape[0], shape[1]
+    style = dict(color="#ffd24d", fontsize=10, fontweight="bold",
+                 bbox=dict(facecolor="black", alpha=0.6, pad=1.0, edgecolor="none"))
+    ax.text(0.5, (rows - 1) / 2, marks[0], ha="left", va="center", **style)
+    ax.text(cols - 1.5, (rows - 1) / 2, marks[1], ha="right", va="center", **style)
+    ax.text((cols - 1) / 2, 0.5, marks[2], ha="center", va="top", **style)
+    ax.text((cols - 1) / 2, rows - 1.5, marks[3], ha="center", va="bottom", **style)
+
+
+def thumbnails(labelmap: Volume, label_set, ct: Optional[Volume] = None, size_in: float = 3.6) -> List[str]:
+    """Axial, coronal and sagittal slices through the segmented structures, cropped to them with a
+    margin, outlines in the structures' colours, in the patient's orientation whatever the file's
+    (:func:`patient_axes`; image left = patient right) and marked with the patient's sides."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = labelmap.array
-    fg = labels > 0
     if ct is not None and not ct.same_geometry(labelmap, tol=1e-3):
         ct = None  # a CT on another grid would be drawn shifted: better none
-    if fg.any():
-        idx = np.argwhere(fg)
-        # Each plane through the slice with the most structure in it: a plane through the centroid of two
-        # orbits would cut the nose between them and show nothing.
-        centre = np.array([int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != axis))))
-                           for axis in range(3)])
-        margin = np.maximum(4, (np.ptp(idx, axis=0) * 0.25).astype(int))
-        lo = np.maximum(idx.min(axis=0) - margin, 0)
-        hi = np.minimum(idx.max(axis=0) + margin + 1, labels.shape)
-    else:
-        centre = np.asarray(labels.shape) // 2
-        lo, hi = np.zeros(3, int), np.asarray(labels.shape)
-    aspect = labelmap.spacing_kji
-    cuts = [
-        ("axial", lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]], aspect[1] / aspect[2]),
-        ("coronal", lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1], aspect[0] / aspect[2]),
-        ("sagittal", lambda a: a[lo[0]:hi[0], lo[1]:hi[1], centre[2]][::-1], aspect[0] / aspect[1]),
-    ]
+    labels, spacing = patient_axes(labelmap)
+    image = patient_axes(ct)[0] if ct is not None else None
+    centre, lo, hi = _crop(labels)
     values = [int(v) for v in np.unique(labels) if v]
     out = []
-    for title, cut, ratio in cuts:
-        fig, ax = plt.subplots(figsize=(size_in, size_in), dpi=80)
-        base = cut(ct.array) if ct is not None else np.zeros(cut(labels).shape)
-        ax.imshow(base, cmap="gray", vmin=-200, vmax=300, aspect=ratio, interpolation="nearest")
+    for (title, seen_from, marks), (cut, ratio) in zip(_VIEWS, _view_cuts(centre, lo, hi, spacing)):
+        fig, ax = plt.subplots(figsize=(size_in, size_in), dpi=100)
         plane = cut(labels)
+        base = cut(image) if image is not None else np.zeros(plane.shape)
+        ax.imshow(base, cmap="gray", vmin=-200, vmax=300, aspect=ratio, interpolation="nearest")
         for value in values:
             piece = plane == value
             if piece.any() and min(piece.shape) > 1:
                 colour = label_set.by_label(value).color if value in label_set.labels else (1, 1, 0)
-                ax.contour(piece, levels=[0.5], colors=[colour], linewidths=1.0)
-        ax.set_title(title, fontsize=8)
+                ax.contour(piece, levels=[0.5], colors=[colour], linewidths=1.2)
+        _mark_sides(ax, plane.shape, marks)
+        ax.set_title(f"{title} ({seen_from})", fontsize=9)
         ax.axis("off")
         fig.tight_layout(pad=0.2)
         out.append(_png(fig))
         plt.close(fig)
     return out
+
+
+def legend_html(labelmap: Volume, label_set) -> str:
+    """The colour of each structure in the pictures, with its key and display name."""
+    present = [label_set.by_label(int(v)) for v in np.unique(labelmap.array) if v and int(v) in label_set.labels]
+    items = []
+    for s in present:
+        rgb = ",".join(str(round(255 * c)) for c in s.color)
+        items.append(f"<span class='swatch' style='background:rgb({rgb})'></span>{html.escape(s.key)} "
+                     f"<span class='note'>({html.escape(s.name)})</span>")
+    return "<p class='legend'>" + " &nbsp; ".join(items) + "</p>" if items else ""
 
 
 def _load_pictures(case: ReportCase) -> None:
@@ -157,6 +219,7 @@ def _load_pictures(case: ReportCase) -> None:
         except InputError:
             ct = None
     case.thumbnails = thumbnails(labelmap, label_set, ct)
+    case.legend = legend_html(labelmap, label_set)
 
 
 # -- the page ------------------------------------------------------------------------------------------
@@ -183,6 +246,8 @@ td.outlier{outline:2px solid #d33;background:#fde}td.flags{color:#b00;text-align
 tr.flagged td.name{font-weight:bold}
 section.case{border-top:2px solid #888;margin-top:1.5em;padding-top:.5em}
 section.case img{margin-right:4px;border:1px solid #444}
+.legend{font-size:13px}.swatch{display:inline-block;width:12px;height:12px;border:1px solid #444;margin-right:3px;
+vertical-align:middle}
 .note{color:#555;font-size:12px}
 """
 
@@ -207,16 +272,11 @@ def _cell(value: Any, klass: str = "", sort_value: Optional[float] = None) -> st
 
 def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch report") -> str:
     """The HTML page for ``cases`` (thumbnails already loaded or empty)."""
-    keys = []
-    for case in cases:
-        for r in case.rows:
-            key = f"{r['structure']}{'_' + r['side'] if r.get('side') else ''}"
-            if key not in keys:
-                keys.append(key)
+    keys = list(dict.fromkeys(r["key"] for case in cases for r in case.rows))  # the CSV's and evaluate's key
 
     def volume(case: ReportCase, key: str) -> float:
         for r in case.rows:
-            if f"{r['structure']}{'_' + r['side'] if r.get('side') else ''}" == key:
+            if r["key"] == key:
                 return float(r["volume_cm3"])
         return math.nan
 
@@ -230,7 +290,7 @@ def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch repor
              "only unless your model says otherwise; review every result.</p>",
              "<pre id='js-errors'></pre>",
              "<table class='sortable' id='summary'><thead><tr>"
-             + "".join(f"<th class='{'name' if h == 'case' else ''}'>{html.escape(h.replace('_', ' '))}</th>"
+             + "".join(f"<th class='{'name' if h == 'case' else ''}'>{html.escape(h)}</th>"
                        for h in head) + "</tr></thead><tbody>"]
     order = sorted(range(len(cases)), key=lambda n: (-cases[n].flag_count, cases[n].name))
     for n in order:
@@ -255,17 +315,18 @@ def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch repor
             for note in run.get("notes") or []:
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
         if case.thumbnails:
-            parts.append("<div>" + "".join(f"<img alt='slice' src='data:image/png;base64,{png}'>"
-                                            for png in case.thumbnails) + "</div>")
+            parts.append("<div>" + "".join(f"<img alt='{view[0]} slice' src='data:image/png;base64,{png}'>"
+                                            for view, png in zip(_VIEWS, case.thumbnails)) + "</div>")
+            parts.append(case.legend)
         else:
             parts.append("<p class='note'>No picture: the segmentation file was not found.</p>")
-        columns = [c for c in ("structure", "side", "voxels", "volume_cm3", "doubt", "flags") if c in case.rows[0]]
+        columns = [c for c in ("key", "voxels", "volume_cm3", "doubt", "flags") if c in case.rows[0]]
         parts.append("<table class='sortable'><thead><tr>"
-                     + "".join(f"<th class='{'name' if c in ('structure', 'side', 'flags') else ''}'>{c}</th>"
+                     + "".join(f"<th class='{'name' if c in ('key', 'flags') else ''}'>{c}</th>"
                                for c in columns) + "</tr></thead><tbody>")
         for r in case.rows:
             parts.append("<tr>" + "".join(
-                _cell(r.get(c, ""), "flags" if c == "flags" else ("name" if c in ("structure", "side") else ""))
+                _cell(r.get(c, ""), "flags" if c == "flags" else ("name" if c == "key" else ""))
                 for c in columns) + "</tr>")
         parts.append("</tbody></table></section>")
     parts.append(f"<script>{_SCRIPT}</script></body></html>")

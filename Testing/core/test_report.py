@@ -81,7 +81,7 @@ def test_chromium_renders_the_page(results, tmp_path):
     assert 'data-ready="1"' in dom, "the page's script did not run to its end"
     assert re.search(r'<pre id="js-errors"></pre>', dom), "the page recorded script errors"
     assert dom.count('<section class="case"') == 5
-    assert dom.count("<img alt=\"slice\"") == 15  # three planes per case, drawn from the CT
+    assert len(re.findall(r'<img alt="(axial|coronal|sagittal) slice"', dom)) == 15  # three planes per case
     shot = tmp_path / "shot.png"
     _browser("--window-size=1200,900", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "p2")
     import matplotlib.image
@@ -120,3 +120,82 @@ def test_no_uncertainty_leaves_doubt_empty(tmp_path):
     assert not (out / "phantom_000_uncertainty.nrrd").exists()
     rows = (out / "phantom_000_volumes.csv").read_text().splitlines()[1:]
     assert rows and all(row.split(",")[4] == "" for row in rows)
+
+
+# -- pictures in the patient's orientation, whatever the file's -----------------------------------------
+def _turned(volume, code: str):
+    """``volume`` stored in another orientation (SimpleITK's DICOMOrient): the same patient, another array."""
+    import SimpleITK as sitk
+
+    from headseg.geometry import Volume
+
+    return Volume.from_sitk(sitk.DICOMOrient(volume.to_sitk(), code))
+
+
+def _pictures(page: str, case: str):
+    """The decoded thumbnails (RGB arrays) of ``case`` on a report page."""
+    import base64
+    import io
+
+    import matplotlib.image
+
+    section = page.split(f"<section class='case' id='case-{case}'>")[1].split("</section>")[0]
+    return [matplotlib.image.imread(io.BytesIO(base64.b64decode(png)), format="png")
+            for png in re.findall(r"src='data:image/png;base64,([^']+)'", section)]
+
+
+def test_one_patient_from_nifti_and_from_dicom_gives_the_same_pictures(tmp_path):
+    """The same CT and segmentation as a DICOM series (read back by HeadSeg's reader) and as NIfTI files
+    stored right-to-left, front-to-back and feet-first, or with the axes permuted: the report turns each
+    to the patient's orientation, so the pictures are equal pixel for pixel."""
+    import numpy as np
+
+    from headseg.io import read_volume
+    from headseg.io.dicom_series import write_dicom_series
+    from headseg.report import write_report
+
+    phantom = make_head_phantom(seed=3, spacing=(1.0, 1.0, 2.0))
+    results = tmp_path / "results"
+    results.mkdir()
+    write_dicom_series(phantom.image.with_array(phantom.image.array.astype(np.int16)), tmp_path / "dicom")
+    dicom = read_volume(tmp_path / "dicom")
+    assert dicom.same_geometry(phantom.labels, tol=1e-3)
+    cases = {"dicom": (tmp_path / "dicom", dicom, phantom.labels)}
+    for name, code in (("nifti", "RAI"), ("nifti_permuted", "SRA")):
+        ct, labels = _turned(dicom, code), _turned(phantom.labels, code)
+        write_volume(ct, tmp_path / f"{name}.nii.gz")
+        back = read_volume(tmp_path / f"{name}.nii.gz")
+        assert back.same_geometry(labels, tol=1e-3) and not np.allclose(back.direction, dicom.direction)
+        assert back.array.shape != dicom.array.shape or not np.array_equal(back.array, dicom.array)
+        cases[name] = (tmp_path / f"{name}.nii.gz", back, labels)
+    for name, (source, _ct, labels) in cases.items():
+        write_segmentation(labels, ORBIT, results / f"{name}.seg.nrrd")
+        write_volume_csv(volume_table(labels, ORBIT), results / f"{name}_volumes.csv")
+        (results / f"{name}_run.json").write_text(json.dumps({"input": str(source), "model": "truth"}))
+    page = write_report(results, tmp_path / "report.html").read_text()
+    reference = _pictures(page, "dicom")
+    assert len(reference) == 3 and all(p.shape[0] >= 300 and p.shape[1] >= 300 for p in reference)
+    for name in ("nifti", "nifti_permuted"):
+        pictures = _pictures(page, name)
+        assert len(pictures) == 3
+        for view, (ours, theirs) in enumerate(zip(pictures, reference)):
+            assert ours.shape == theirs.shape and np.array_equal(ours, theirs), f"{name}: view {view} differs"
+    legend = page.split("<section class='case' id='case-nifti'>")[1].split("</section>")[0]
+    assert "class='legend'" in legend and "superior_rectus_left" in legend and "left superior rectus" in legend
+
+
+@pytest.mark.parametrize("code", ["LPS", "RAS", "RAI", "LPI", "SRA", "PIL", "ASL"])
+def test_patient_axes_puts_head_back_and_left_on_growing_indices(code):
+    """A voxel at the patient's left, back and top lands at the end of axes 2, 1 and 0 however it was
+    stored, with each axis's spacing carried along."""
+    import numpy as np
+
+    from headseg.geometry import Volume
+    from headseg.report import patient_axes
+
+    array = np.zeros((6, 8, 10), np.int16)
+    array[5, 7, 9] = 1  # k, j, i at their ends: on an identity grid, the patient's top, back and left corner
+    volume = _turned(Volume(array, spacing=(0.5, 0.7, 2.0)), code)
+    turned, spacing = patient_axes(volume)
+    assert turned.shape == (6, 8, 10) and spacing == pytest.approx((2.0, 0.7, 0.5))
+    assert np.argwhere(turned == 1).tolist() == [[5, 7, 9]]
