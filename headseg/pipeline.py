@@ -27,7 +27,7 @@ from .geometry import Volume
 from .packages import ModelPackage
 from .preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
 from .sides import output_classes, split_classes_by_side
-from .validation import check_ct
+from .validation import check_ct, orbit_resolution_note
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,13 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
                    roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                    keep: Optional[Sequence[str]] = None, progress: Optional[ProgressCallback] = None,
                    cancel: Any = None, batch_size: Optional[int] = None, model: Any = None,
-                   uncertainty: bool = True) -> SegmentationResult:
+                   uncertainty: bool = True, tta: bool = False) -> SegmentationResult:
     """Segment ``volume`` with ``package``; ``roi`` = (centre LPS mm, size mm) restricts the orbit search,
     ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.inference.CancelToken``.
     ``uncertainty`` also returns the per-voxel uncertainty map (normalised entropy of the model's
-    probabilities, ``headseg.quality``) and each structure's doubt; flags are always computed."""
+    probabilities, ``headseg.quality``) and each structure's doubt; flags are always computed. ``tta``
+    averages the model's probabilities over test-time variants of the input (:func:`tta_variants`), and
+    the uncertainty map is then that of the average, which also holds where the variants disagree."""
     from .inference import select_device
     from .quality import body_midline_x, structure_quality
 
@@ -87,10 +89,13 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
         model = package.load_model(choice.device)
     review = _Review(volume.shape, uncertainty)
     if package.task == "orbit":
+        coarse = orbit_resolution_note(volume)
+        notes += [coarse] if coarse else []
         labels, regions, more = _segment_orbits(volume, package, model, choice.device, roi, progress, cancel,
-                                                batch_size, review)
+                                                batch_size, review, tta)
     else:
-        labels, more = _segment_whole(volume, package, model, choice.device, progress, cancel, batch_size, review)
+        labels, more = _segment_whole(volume, package, model, choice.device, progress, cancel, batch_size, review,
+                                      tta)
         regions = {}
     notes += more
     label_set = package.label_set
@@ -172,7 +177,60 @@ class _Review:
             self.removed[int(values_of[c])] = share
 
 
-def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size, review: _Review):
+#: Test-time variants of an orbit crop: the crop grid shifted by whole crop voxels (k, j, i). A shift
+#: changes how the CT is sampled into the crop and where the network's pooling falls, so the average
+#: smooths out the model's sensitivity to where the grid happens to lie. No flip: a mirrored right orbit
+#: would look like a left one, which the model never sees.
+ORBIT_TTA_SHIFTS_KJI: Tuple[Tuple[int, int, int], ...] = ((0, 0, 0), (1, 1, 1), (-1, -1, 1), (1, -1, -1))
+
+
+def tta_variants(task: str, tta: bool) -> int:
+    """How many predictions one region costs: 1 without TTA; with it, the orbit's shifted crops or the
+    head-and-neck volume and its left-right mirror."""
+    if not tta:
+        return 1
+    return len(ORBIT_TTA_SHIFTS_KJI) if task == "orbit" else 2
+
+
+def _shifted(volume: Volume, crop: Volume, shift_kji: Sequence[int]) -> Volume:
+    """``volume`` resampled onto ``crop``'s grid moved by ``shift_kji`` of its own voxels."""
+    from .resample import Grid, resample_to_grid
+
+    offset = crop.direction @ (np.asarray(crop.spacing) * np.asarray(shift_kji[::-1], dtype=float))
+    grid = Grid(crop.shape, crop.spacing, np.asarray(crop.origin) + offset, crop.direction)
+    return resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
+
+
+def _predict_orbit_crop(volume, crop, card, model, device, progress, cancel, batch_size, tta: bool):
+    """Class probabilities on ``crop``'s grid; with ``tta`` the mean over the shifted crops, each voxel
+    over the variants that cover it."""
+    shifts = ORBIT_TTA_SHIFTS_KJI if tta else ORBIT_TTA_SHIFTS_KJI[:1]
+    total: Optional[np.ndarray] = None
+    count = np.zeros(crop.image.shape, np.float32)
+    notes: List[str] = []
+    for n, shift in enumerate(shifts):
+        image = crop.image if not any(shift) else _shifted(volume, crop.image, shift)
+        x = normalize(image.array, card["input"]["normalization"])
+
+        def report(fraction: float, text: str = "", n=n) -> None:
+            if progress is not None:
+                progress((n + fraction) / len(shifts), text)
+
+        probs, more = _predict(model, x, card, device, report, cancel, batch_size)
+        notes += [m for m in more if m not in notes]
+        if total is None:
+            total = np.zeros_like(probs, dtype=np.float32)
+        # Voxel m of the shifted crop lies where voxel m + shift of the crop does.
+        dst = tuple(slice(max(s, 0), n_ + min(s, 0)) for s, n_ in zip(shift, crop.image.shape))
+        src = tuple(slice(max(-s, 0), n_ - max(s, 0)) for s, n_ in zip(shift, crop.image.shape))
+        total[(slice(None),) + dst] += probs[(slice(None),) + src]
+        count[dst] += 1.0
+    assert total is not None  # shifts is never empty
+    return total / count[None], notes
+
+
+def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size, review: _Review,
+                    tta: bool = False):
     from .labels import orbit_label
     from .postprocess import postprocess_labels
     from .resample import resample_probabilities_to_grid
@@ -188,9 +246,9 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
     regions = {}
     for n, crop in enumerate(crops):
         stage = 1 + 2 * n if len(crops) == 2 else 1
-        x = normalize(crop.image.array, card["input"]["normalization"])
-        probs, more = _predict(model, x, card, device, stages.callback(stage, f"Segmenting the {crop.side} orbit"),
-                               cancel, batch_size)
+        probs, more = _predict_orbit_crop(volume, crop, card, model, device,
+                                          stages.callback(stage, f"Segmenting the {crop.side} orbit"), cancel,
+                                          batch_size, tta)
         notes += more
         sub_grid, slices = subgrid_covering(volume, crop.image)
         raw = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
@@ -212,7 +270,20 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
     return labels, regions, notes
 
 
-def _segment_whole(volume, package, model, device, progress, cancel, batch_size, review: _Review):
+def _mirror_channels(card: Dict[str, Any], label_set) -> List[int]:
+    """For each network class, the class it becomes in the left-right mirror image (its other side)."""
+    classes = list(card["classes"])
+    order = list(range(len(classes)))
+    for c, key in enumerate(classes):
+        if key in label_set and label_set.by_key(key).side:
+            twin = key.rsplit("_", 1)[0] + ("_left" if key.endswith("_right") else "_right")
+            if twin in classes:
+                order[c] = classes.index(twin)
+    return order
+
+
+def _segment_whole(volume, package, model, device, progress, cancel, batch_size, review: _Review,
+                   tta: bool = False):
     from .postprocess import postprocess_labels
     from .resample import resample_probabilities_to_grid, resample_to_grid
 
@@ -225,6 +296,11 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     image = body_crop(image)
     x = normalize(image.array, card["input"]["normalization"])
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
+    if tta:  # the model grid is LPS, so i runs along the patient's left-right axis
+        mirrored, more = _predict(model, np.ascontiguousarray(x[:, :, ::-1]), card, device,
+                                  stages.callback(1, "Segmenting organs (mirrored)"), cancel, batch_size)
+        notes += [m for m in more if m not in notes]
+        probs = 0.5 * (probs + mirrored[_mirror_channels(card, package.label_set)][:, :, :, ::-1])
     stages.report(2, 0.0, "Resampling the result to the CT grid")
     sub_grid, slices = subgrid_covering(volume, image)
     model_labels = np.zeros(volume.shape, np.uint8)

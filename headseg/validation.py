@@ -3,7 +3,7 @@ traceback or a silently meaningless segmentation."""
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -57,3 +57,24 @@ def check_ct(volume: Volume, min_extent_mm: float = 20.0) -> List[str]:
     if lo < -3100 or hi > 40000:
         warnings.append(f"Unusual intensity range {lo:.0f} to {hi:.0f} HU; values were used as they are.")
     return warnings
+
+
+#: The coarsest voxels on which an eye muscle's volume can be trusted. On CT the thinnest rectus (the
+#: lateral) is about 2-5 mm thick and the superior and inferior recti 3-6 mm tall (docs/orbit_real_ct.md,
+#: "Resolution"): with pixels above 1.5 mm a lateral rectus is one or two pixels across and half its
+#: voxels are partial volume; with slices above 3.5 mm the superior and inferior recti lie in one slice.
+ORBIT_MAX_PIXEL_MM = 1.5
+ORBIT_MAX_SLICE_MM = 3.5
+
+
+def orbit_resolution_note(volume: Volume) -> Optional[str]:
+    """One warning when ``volume`` is too coarse for trustworthy eye-muscle volumes, else None. Such a
+    scan is still segmented (the outline helps a reader find the muscles), but its volumes are not."""
+    pixel = max(volume.spacing[0], volume.spacing[1])
+    slices = volume.spacing[2]
+    if pixel <= ORBIT_MAX_PIXEL_MM and slices <= ORBIT_MAX_SLICE_MM:
+        return None
+    return (f"This scan is too coarse for eye-muscle volumes ({volume.spacing[0]:.2f} x {volume.spacing[1]:.2f} "
+            f"x {slices:.2f} mm voxels; at most {ORBIT_MAX_PIXEL_MM} mm pixels and {ORBIT_MAX_SLICE_MM} mm slices "
+            "resolve a rectus): the outline can guide a reader, but its volumes and their changes cannot be "
+            "trusted.")

@@ -1,11 +1,14 @@
-"""Plausibility of an orbit model on real CTs, which have no muscle labels: what can be checked without them.
+"""The label-free scorecard of an orbit model on real CTs, which have no muscle labels.
 
-    python tools/orbit_real_ct.py CT [CT ...] [--model PACKAGE] [--json out.json] [--png docs/images/orbit_real_ct.png]
+    python tools/orbit_real_ct.py CT [CT ...] [--model PACKAGE] [--json out.json] [--markdown out.md]
+                                  [--png docs/images/orbit_real_ct.png] [--name-as LABEL ...]
 
 Each CT (a DICOM folder or an image file) goes through ``headseg.pipeline.segment_volume`` (orbit search
-included) and is checked by ``headseg.plausibility.orbit_plausibility`` against issue 12's bands. The
-picture shows, per CT, an axial slice through both optic nerves and a coronal slice behind the globes,
-with the predicted contours (no reference exists).
+included) and ``headseg.scorecard.orbit_scorecard``: plausibility with the bands of ``headseg.bands``,
+re-imaging with 2 and 3 mm slices, the mirrored CT, a rectus thickened by 1 mm, and the resolution
+check. ``--markdown`` writes the table that ``docs/orbit_real_ct.md`` shows. The picture shows, per
+CT, an axial slice through both optic nerves and a coronal slice behind the globes, with the predicted
+contours (no reference exists).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from headseg.plausibility import orbit_plausibility  # noqa: E402
 
 
 def _draw(panels: List[Dict[str, Any]], out_png: Path, title: str) -> None:
@@ -71,35 +73,66 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="orbit model package (default: the default one)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None, help="write the scorecard table here")
+    parser.add_argument("--name-as", nargs="*", default=None, help="names for the CTs in the outputs")
     args = parser.parse_args(argv)
 
     import torch
 
+    from headseg.compare import repeatability_bounds
     from headseg.io import read_volume
     from headseg.packages import default_package, load_package
     from headseg.pipeline import segment_volume
+    from headseg.scorecard import orbit_scorecard
 
     torch.set_num_threads(2)
     package = load_package(args.model) if args.model else default_package("orbit")
     model = package.load_model("cpu")
+    bounds = repeatability_bounds("orbit")
+    names = args.name_as or [p.name for p in args.cts]
     results, panels = {}, []
-    for path in args.cts:
+    for path, name in zip(args.cts, names):
         ct = read_volume(path)
-        result = segment_volume(ct, package, device="cpu", model=model, uncertainty=False)
-        name = path.name
+        kept: Dict[str, Any] = {}
+
+        def segment(volume, kept=kept):
+            result = segment_volume(volume, package, device="cpu", model=model, uncertainty=False)
+            kept.setdefault("first", result)
+            return result.labelmap
+
+        card = orbit_scorecard(ct, segment, package.label_set, bounds,
+                               progress=lambda step, name=name: print(f"{name}: {step}", file=sys.stderr))
+        first = kept["first"]
         results[name] = {"shape_ijk": list(ct.size_ijk), "spacing_mm": [round(s, 3) for s in ct.spacing],
-                         "seconds": round(result.seconds, 1), **orbit_plausibility(ct, result.labelmap, result.label_set)}
-        panels.append({"name": name, "ct": ct, "labels": result.labelmap.array, "label_set": result.label_set})
-        print(f"{name}: {'plausible' if results[name]['plausible'] else 'NOT plausible'} "
-              f"{results[name]['failed']}", file=sys.stderr)
+                         "seconds": round(first.seconds, 1), **card.as_dict()}
+        panels.append({"name": name, "ct": ct, "labels": first.labelmap.array, "label_set": first.label_set})
+        print(f"{name}: {'passed' if card.passed else 'FAILED'} "
+              f"{[c.name for c in card.checks if not c.passed]}", file=sys.stderr)
     out = {"model": package.name, "cases": results}
     print(json.dumps(out, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(_table(out), encoding="utf-8")
     if args.png:
         _draw(panels, args.png, f"{package.name} on real CTs (no reference labels: predicted contours only)")
-    return 0 if all(r["plausible"] for r in results.values()) else 1
+    return 0 if all(r["passed"] for r in results.values()) else 1
+
+
+def _table(out: Dict[str, Any]) -> str:
+    """The scorecard as a Markdown table: one row per CT and check."""
+    lines = [f"Model `{out['model']}`.", "", "| CT | recti R / L (cm3) | check | passed | what was measured |",
+             "|---|---|---|---|---|"]
+    for name, case in out["cases"].items():
+        v = case["volumes_cm3"]
+        totals = f"{v.get('extraocular_muscles_right', 0):.2f} / {v.get('extraocular_muscles_left', 0):.2f}"
+        for n, check in enumerate(case["checks"]):
+            detail = check["detail"].replace("|", "/")
+            lines.append(f"| {name if n == 0 else ''} | {totals if n == 0 else ''} | {check['name']} | "
+                         f"{'yes' if check['passed'] else '**no**'} | {detail} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
