@@ -283,6 +283,18 @@ def cmd_convert(args, reporter: Reporter, cancel) -> int:
     return int(ExitCode.OK)
 
 
+def cmd_serve(args, reporter: Reporter, cancel) -> int:
+    """A DICOM node (``headseg.node``): receive CT, segment, send the RTSTRUCT/SEG back; or its queue."""
+    from .node import load_config
+    from .node.server import serve, status_lines
+
+    config = load_config(args.config)
+    if args.status:
+        print("\n".join(status_lines(config)))
+        return int(ExitCode.OK)
+    return serve(config)
+
+
 def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
     """The reference label map of ``case``: ``<case>.seg.nrrd``/``<case>.<ext>``, ``<case>_labels.<ext>`` or
     ``<case>/labels.<ext>`` (the layout of ``headseg phantom`` and OpenKBP)."""
@@ -547,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "scanner (headseg.synth), for training orbit models")
     common(ph)
     ph.set_defaults(func=cmd_phantom)
+
+    sv = sub.add_parser("serve", help="a DICOM node: receive CT series, segment them, send the RT Structure Set "
+                                      "and/or SEG back (needs pip install 'headseg[node]')")
+    sv.add_argument("--config", required=True, metavar="TOML", help="the node's config file (README: 'As a DICOM node')")
+    sv.add_argument("--status", action="store_true", help="print the node's jobs and their states, then exit")
+    common(sv)
+    sv.set_defaults(func=cmd_serve)
 
     mo = sub.add_parser("models", help="list installed model packages and their cards")
     mo.add_argument("--json", action="store_true")
