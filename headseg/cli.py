@@ -42,6 +42,7 @@ class Reporter:
     def __init__(self, fmt: str):
         self.fmt = fmt
         self._bar = None
+        self.flagged: List[str] = []  # "case: structure: flag in words", for the end of the run
 
     def emit(self, event: str, **fields: Any) -> None:
         if self.fmt == "json":
@@ -65,12 +66,28 @@ class Reporter:
         self.emit("progress", fraction=round(float(fraction), 4), message=message)
 
     def info(self, message: str, level: str = "info") -> None:
+        """A line for the user. Warnings are shown in every format: ``--progress-format none`` silences
+        progress and chatter, never a warning."""
         if self.fmt == "json":
             self.emit("log", level=level, message=message)
-        elif self.fmt != "none":
+        elif self.fmt != "none" or level == "warning":
+            self._write(("Warning: " if level == "warning" else "") + message)
+
+    def notice(self, message: str) -> None:
+        """A line every user must see (the flags of a run): on stderr in every human format, as a warning
+        for programs."""
+        if self.fmt == "json":
+            self.emit("log", level="warning", message=message)
+        else:
+            self._write(message)
+
+    def _write(self, line: str) -> None:
+        if self._bar is not None or self.fmt == "bar":
             from tqdm import tqdm
 
-            tqdm.write(("Warning: " if level == "warning" else "") + message, file=sys.stderr)
+            tqdm.write(line, file=sys.stderr)  # above a running bar, not through it
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -144,9 +161,10 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
     from .casework import SegmentSettings, segment_and_write
 
     cases = plan.cases
-    keep = tuple(s.strip() for s in args.structures.split(",")) if args.structures else None
+    # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
+    keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
     settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
-                               uncertainty, tuple(export_formats))
+                               uncertainty, tuple(export_formats), roi_names=args.roi_names)
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
@@ -177,6 +195,7 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
 
         report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
                            events=_CliBatchEvents(reporter))
+    _say_flags(reporter)
     if report.cancelled:
         kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
         raise Cancelled(f"Cancelled; nothing was written for the case in progress.{kept}")
@@ -192,6 +211,9 @@ def _report_case(reporter: Reporter, case: Case, outputs: CaseOutputs, result) -
     """What the CLI says about a finished case (the same here and for a case run on a cluster)."""
     for note in result.notes:
         reporter.info(f"{case.name}: {note}", "warning")
+    from .flag_words import flag_sentences
+
+    reporter.flagged.extend(f"{case.name}: {sentence}" for sentence in flag_sentences(result.rows))
     reporter.info(f"{case.name}: wrote {outputs.segmentation.name} and {outputs.volumes_csv.name} "
                   f"({result.seconds:.1f} s on {result.device})")
     reporter.emit("result", case=case.name, segmentation=str(outputs.segmentation),
@@ -199,6 +221,17 @@ def _report_case(reporter: Reporter, case: Case, outputs: CaseOutputs, result) -
                   notes=result.notes, dicom=[str(p) for p in outputs.dicom.values()] if result.dicom else [],
                   uncertainty=str(outputs.uncertainty) if outputs.uncertainty and result.uncertainty else None,
                   run_record=str(outputs.run_record) if outputs.run_record else None)
+
+
+def _say_flags(reporter: Reporter) -> None:
+    """The end of a run: every flag of every case, in words (the CSVs and run records hold them too)."""
+    from .flag_words import FLAG_INTRO
+
+    reporter.close()
+    if reporter.flagged:
+        reporter.notice(FLAG_INTRO)
+        for line in reporter.flagged:
+            reporter.notice(f"  {line}")
 
 
 class _CliClusterEvents(_CliBatchEvents):
@@ -505,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--export", metavar="FORMATS",
                      help="also write DICOM objects for DICOM input: dicom-seg and/or rtstruct, comma-separated "
                           "(<case>_seg.dcm, <case>_rtstruct.dcm; needs pydicom and highdicom)")
+    seg.add_argument("--roi-names", choices=("tg263", "display"), default="tg263",
+                     help="names of the RT Structure Set's ROIs: tg263 (AAPM TG-263, e.g. Parotid_R; default) or "
+                          "display (e.g. 'right parotid')")
     seg.add_argument("--no-uncertainty", action="store_true",
                      help="do not write <case>_uncertainty.nrrd (doubt is then left empty; flags are still written)")
     seg.add_argument("--report", action="store_true", help="also write OUTDIR/report.html (headseg report)")

@@ -61,7 +61,8 @@ def test_segment_evaluate_end_to_end(phantom_dir, tmp_path):
         image = read_volume(phantom_dir / case / "image.nrrd")
         assert seg.same_geometry(image), "the segmentation must be on the input grid"
         rows = list(csv.DictReader(open(result["volumes_csv"])))
-        assert list(rows[0].keys()) == ["structure", "side", "voxels", "volume_cm3", "doubt", "flags"]
+        assert list(rows[0].keys()) == ["structure", "side", "voxels", "volume_cm3", "doubt", "flags", "key"]
+        assert all(r["key"] == f"{r['structure']}_{r['side']}" for r in rows)
         assert {r["side"] for r in rows} == {"right", "left"}
         for r in rows:  # numbers are voxel count x voxel volume, exactly
             assert float(r["volume_cm3"]) == pytest.approx(int(r["voxels"]) * image.voxel_volume_mm3 / 1000, abs=1e-4)
@@ -125,3 +126,58 @@ def test_models_command_lists_the_demo_model():
     assert "orbit" in proc.stdout and "SYNTHETIC" in proc.stdout
     listed = json.loads(headseg("models", "--json").stdout)
     assert any(m["task"] == "orbit" and m.get("default") for m in listed)
+
+
+def test_structures_takes_keys_display_and_tg263_names_in_any_case(phantom_dir, tmp_path):
+    from headseg.io import read_segmentation
+    from headseg.labels import get_label_set
+
+    package = write_tiny_orbit_package(tmp_path / "models" / "tiny")
+    out = tmp_path / "out"
+    headseg("segment", phantom_dir / "phantom_000", "--task", "orbit", "--model", package.path, "-o", out,
+            "--structures", "Musc_RectusSup_R, LEFT OPTIC NERVE,medial_rectus_left", "--device", "cpu",
+            "--progress-format", "none", "--no-uncertainty")
+    orbit = get_label_set("orbit")
+    values = set(np.unique(read_segmentation(out / "phantom_000.seg.nrrd", orbit).array).tolist()) - {0}
+    assert values <= {orbit.by_key(k).label for k in ("superior_rectus_right", "optic_nerve_left",
+                                                      "medial_rectus_left")}
+
+
+def test_a_misspelt_structure_is_refused_with_the_nearest_key_before_the_model_loads(phantom_dir, tmp_path,
+                                                                                  monkeypatch, capsys):
+    from headseg import cli, packages
+
+    package = write_tiny_orbit_package(tmp_path / "models" / "tiny")
+    monkeypatch.setattr(packages.ModelPackage, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code = cli.main(["segment", str(phantom_dir / "phantom_000"), "--task", "orbit", "--model", str(package.path),
+                     "-o", str(tmp_path / "out"), "--structures", "superior_rectus_rigth", "--progress-format", "none"])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT
+    assert "Did you mean 'superior_rectus_right'" in err and "Musc_RectusSup_R" in err
+    assert not (tmp_path / "out" / "phantom_000.seg.nrrd").exists()
+
+
+def test_flags_and_warnings_reach_stderr_without_progress(phantom_dir, tmp_path):
+    """--progress-format none silences progress, not warnings; the run ends with every flag in words,
+    the same flags as the CSV holds."""
+    from headseg.flag_words import FLAG_INTRO
+
+    package = write_tiny_orbit_package(tmp_path / "models" / "tiny")
+    out = tmp_path / "out"
+    proc = headseg("segment", phantom_dir / "phantom_000", "--task", "orbit", "--model", package.path, "-o", out,
+                   "--device", "cpu", "--progress-format", "none", "--no-uncertainty")
+    assert "Warning: Model tiny-orbit-test was trained on synthetic phantoms" in proc.stderr
+    assert "%|" not in proc.stderr, "no progress bar"
+    rows = list(csv.DictReader(open(out / "phantom_000_volumes.csv")))
+    flagged = [r for r in rows if r["flags"]]
+    assert flagged, "a tiny untrained model leaves structures empty or implausible"
+    lines = proc.stderr.split(FLAG_INTRO)[1].strip().splitlines()
+    assert len(lines) == len(flagged)
+    words = {"empty": "empty (nothing was segmented)", "volume_low": "volume below the plausible range",
+             "volume_high": "volume above the plausible range", "asymmetric": "asymmetric (",
+             "fragmented": "fragmented (over 10%", "wrong_side": "on the other side of the patient's midline"}
+    for line, row in zip(lines, flagged):
+        name = f"{row['side']} {row['structure'].replace('_', ' ')}".strip()
+        assert line.strip().startswith(f"phantom_000: {name}"), line
+        for flag in row["flags"].split(";"):
+            assert words[flag] in line, (flag, line)
