@@ -84,6 +84,7 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
         volume = read_volume(case.path, allow_non_ct=settings.allow_non_ct)
     for warning in read_warnings:  # e.g. which DICOM series was chosen
         warn(f"{case.name}: {warning}")
+    patient = _hashed_patient_id(case)
     if source is not None:
         source.check_grid(volume)
     keep = list(settings.keep) if settings.keep is not None else None
@@ -98,13 +99,24 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
         write_volume(result.uncertainty, outputs.uncertainty, overwrite=True)
         wrote_uncertainty = True
     if outputs.run_record is not None:
-        write_run_record(outputs.run_record, case, package, result)
+        # Every warning the user needs to trust the result, whatever the console showed (or did not).
+        write_run_record(outputs.run_record, case, package, result, notes=list(read_warnings) + list(result.notes),
+                         patient=patient)
     dicom_files: List[Path] = []
     if source is not None:
         dicom_files = export_dicom(result.labelmap, result.label_set, source, dict(outputs.dicom), overwrite=True,
                                    algorithm_name=package.name, roi_names=settings.roi_names)
     return CaseResult(rows, str(result.device), float(result.seconds), list(result.notes),
                       [str(f) for f in dicom_files], wrote_uncertainty)
+
+
+def _hashed_patient_id(case: Case) -> Optional[str]:
+    """The case's PatientID as ``<case>_run.json`` keeps it (hashed; ``compare`` checks it), for DICOM input."""
+    if not case.is_dicom:
+        return None
+    from .io.dicom_series import dicom_patient_id, hash_patient_id
+
+    return hash_patient_id(dicom_patient_id(case.path))
 
 
 # -- on a worker process -------------------------------------------------------------------------------

@@ -274,7 +274,8 @@ def cmd_compare(args, reporter: Reporter, cancel) -> int:
 
     baseline = load_timepoint(args.baseline, args.baseline_ct)
     followup = load_timepoint(args.followup, args.followup_ct)
-    comparison = compare_timepoints(baseline, followup, register=not args.no_register)
+    comparison = compare_timepoints(baseline, followup, register=not args.no_register,
+                                    allow_different_models=args.allow_different_models)
     written = write_comparison(comparison, args.output, overwrite=args.overwrite)
     print(comparison.summary(), end="")
     reporter.info(f"Wrote {', '.join(p.name for p in written)} in {args.output}")
@@ -556,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--baseline-ct", help="the baseline CT (file or DICOM folder) when it is not beside the result")
     cp.add_argument("--followup-ct", help="the follow-up CT, the same way")
     cp.add_argument("--no-register", action="store_true", help="compare the volumes only (no registration or picture)")
+    cp.add_argument("--allow-different-models", action="store_true",
+                    help="compare results of two different models (refused otherwise); the summary then says so "
+                         "first and no repeatability bound applies")
     cp.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     cp.add_argument("--overwrite", action="store_true")
     common(cp)

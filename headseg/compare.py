@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -52,7 +52,16 @@ class TimePoint:
     label_set: Any
     name: str
     ct: Optional[Volume] = None
-    patient_id: Optional[str] = None
+    patient_id: Optional[str] = None  # the CT's DICOM PatientID, when a DICOM CT was given
+    run: Dict[str, Any] = field(default_factory=dict)  # <case>_run.json beside the segmentation (model, patient)
+
+    @property
+    def patient_keys(self) -> Set[str]:
+        """The hashed PatientIDs known for this scan: from its run record and from its CT's DICOM tags."""
+        from .io.dicom_series import hash_patient_id
+
+        keys = {hash_patient_id(self.patient_id), self.run.get("patient_id_sha256")}
+        return {str(k) for k in keys if k}
 
 
 @dataclass
@@ -65,6 +74,8 @@ class ChangeRow:
     followup_cm3: float
     repeatability_pct: float
     bound_measured: bool = True
+    bound_applies: bool = True  # False when the two results come from different models
+
 
     @property
     def change_cm3(self) -> float:
@@ -76,14 +87,15 @@ class ChangeRow:
 
     @property
     def exceeds(self) -> bool:
-        return math.isfinite(self.change_pct) and abs(self.change_pct) > self.repeatability_pct
+        return self.bound_applies and math.isfinite(self.change_pct) and abs(self.change_pct) > self.repeatability_pct
 
     def as_dict(self) -> Dict[str, object]:
         pct = self.change_pct
         return {"structure": self.structure, "side": self.side, "baseline_cm3": round(self.baseline_cm3, 4),
                 "followup_cm3": round(self.followup_cm3, 4), "change_cm3": round(self.change_cm3, 4),
                 "change_pct": "" if not math.isfinite(pct) else round(pct, 2),
-                "repeatability_pct": round(self.repeatability_pct, 2), "exceeds": "yes" if self.exceeds else "no"}
+                "repeatability_pct": round(self.repeatability_pct, 2) if self.bound_applies else "",
+                "exceeds": ("yes" if self.exceeds else "no") if self.bound_applies else "not applicable"}
 
 
 @dataclass
@@ -94,11 +106,18 @@ class Comparison:
     transform: Any = None  # SimpleITK transform: baseline (fixed) points -> follow-up points
     bone_dice: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    models_differ: str = ""  # the sentence saying so, when --allow-different-models let two models through
 
     def summary(self) -> str:
         """Sentences a clinician reads first: the changes beyond the bound, largest first."""
         real = sorted((r for r in self.rows if r.exceeds), key=lambda r: -abs(r.change_pct))
         lines = [f"{self.baseline.name} -> {self.followup.name} ({self.baseline.label_set.name} structures)."]
+        if self.models_differ:
+            lines.insert(0, self.models_differ)
+            moved = sorted((r for r in self.rows if math.isfinite(r.change_pct)), key=lambda r: -abs(r.change_pct))
+            lines += [f"{r.name} {r.change_pct:+.0f} % ({r.baseline_cm3:.2f} -> {r.followup_cm3:.2f} cm3); no "
+                      "repeatability bound applies." for r in moved[:5]]
+            return "\n".join(lines + self.notes) + "\n"
         if self.bone_dice is not None:
             lines.append(f"Registration: bone overlap (Dice) {self.bone_dice:.2f} after rigid alignment.")
         if not real:
@@ -136,7 +155,8 @@ def _find_ct(folder: Path, case: str) -> Optional[Path]:
 
 def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
     """A scan from a ``.seg.nrrd`` file or a folder holding exactly one; the CT is ``ct`` (a file or a
-    DICOM folder) or found beside the segmentation (``<case>.nrrd``, ``image.*``, ``ct.*``)."""
+    DICOM folder), found beside the segmentation (``<case>.nrrd``, ``image.*``, ``ct.*``) or the input its
+    ``<case>_run.json`` names, when that still exists."""
     from .io import read_volume
 
     path = Path(path)
@@ -149,28 +169,33 @@ def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
         raise InputError(f"{path} does not exist; give a .seg.nrrd file or a folder holding one.")
     case = path.name[: -len(".seg.nrrd")] if path.name.endswith(".seg.nrrd") else path.stem
     label_set, labelmap = read_any_segmentation(path)
+    run = _run_record(path.parent / f"{case}_run.json")
     ct_path = Path(ct) if ct is not None else _find_ct(path.parent, case)
+    if ct_path is None and run.get("input") and Path(str(run["input"])).exists():
+        ct_path = Path(str(run["input"]))  # the CT it was segmented from, where run.json says it was
     image, patient = None, None
     if ct_path is not None:
+        from .io.dicom_series import dicom_patient_id
+
         image = read_volume(ct_path)  # a DICOM folder too
-        if ct_path.is_dir():
-            patient = _patient_id(ct_path)
-    return TimePoint(labelmap, label_set, case, image, patient)
+        patient = dicom_patient_id(ct_path)
+    return TimePoint(labelmap, label_set, case, image, patient, run)
 
 
-def _patient_id(folder: Path) -> Optional[str]:
+def _run_record(path: Path) -> Dict[str, Any]:
+    """``<case>_run.json`` (model, weights hash, hashed PatientID), or {} when there is none; a file that is
+    not a run record is refused (it would hide a model or patient mismatch)."""
+    if not path.is_file():
+        return {}
     try:
-        import pydicom
-    except ImportError:
-        return None
-    for candidate in sorted(folder.iterdir()):
-        try:
-            ds = pydicom.dcmread(candidate, stop_before_pixels=True, specific_tags=["PatientID"])
-        except Exception:  # not a DICOM file: try the next one
-            continue
-        value = str(getattr(ds, "PatientID", "") or "").strip()
-        return value or None
-    return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"Cannot read {path} ({exc}); it tells which model and patient the result is of. "
+                         "Segment the scan again, or move the damaged file away.") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path} is not a HeadSeg run record (a JSON object); segment the scan again, or move it "
+                         "away.")
+    return record
 
 
 # -- repeatability -------------------------------------------------------------------------------------
@@ -239,17 +264,18 @@ def bone_dice(fixed: Volume, moving_on_fixed: Volume) -> float:
 
 # -- comparing -----------------------------------------------------------------------------------------
 def compare_timepoints(baseline: TimePoint, followup: TimePoint, register: bool = True,
-                       bounds: Optional[Dict[str, float]] = None) -> Comparison:
+                       bounds: Optional[Dict[str, float]] = None, allow_different_models: bool = False) -> Comparison:
     """Volumes at both times per structure and side, with the repeatability bound; refuses (InputError)
-    pairs of different label sets, different patients (when both IDs are known) or a failed registration."""
+    pairs of different label sets, different patients (PatientIDs from the run records or the CTs' DICOM
+    tags, when known), different models (unless ``allow_different_models``: then the summary says so first
+    and no bound applies) or a failed registration."""
     from .volumes import volume_table
 
     if baseline.label_set.name != followup.label_set.name:
         raise InputError(f"The baseline holds {baseline.label_set.name} structures and the follow-up "
                          f"{followup.label_set.name} structures; compare segmentations of the same kind.")
-    if baseline.patient_id and followup.patient_id and baseline.patient_id != followup.patient_id:
-        raise InputError(f"The scans belong to different patients (PatientID {baseline.patient_id!r} and "
-                         f"{followup.patient_id!r}); a follow-up comparison needs two scans of one patient.")
+    patient_notes = _check_one_patient(baseline, followup)
+    models_differ = _check_one_model(baseline, followup, allow_different_models)
     bounds = repeatability_bounds(baseline.label_set.name) if bounds is None else bounds
     rows: List[ChangeRow] = []
     after = {r.key: r for r in volume_table(followup.labelmap, followup.label_set)}
@@ -260,8 +286,9 @@ def compare_timepoints(baseline: TimePoint, followup: TimePoint, register: bool 
         measured = before.structure in bounds
         rows.append(ChangeRow(before.structure, before.side, before.key, before.name or before.key,
                               before.volume_cm3, other.volume_cm3, bounds.get(before.structure, DEFAULT_BOUND_PCT),
-                              measured))
-    comparison = Comparison(baseline, followup, rows)
+                              measured, not models_differ))
+    comparison = Comparison(baseline, followup, rows, models_differ=models_differ)
+    comparison.notes += patient_notes
     unmeasured = sorted({r.structure for r in rows if not r.bound_measured})
     if unmeasured:
         comparison.notes.append(f"No measured repeatability for {', '.join(unmeasured)}: "
@@ -279,6 +306,42 @@ def compare_timepoints(baseline: TimePoint, followup: TimePoint, register: bool 
         comparison.notes.append("No CT beside one of the segmentations: volumes compared, no registration "
                                 "and no picture.")
     return comparison
+
+
+def _check_one_patient(baseline: TimePoint, followup: TimePoint) -> List[str]:
+    """Refuse two scans known to be of different patients; notes when it could not be checked."""
+    for point in (baseline, followup):
+        if len(point.patient_keys) > 1:
+            raise InputError(f"The CT given for {point.name} is of another patient than its segmentation (the "
+                             "PatientIDs of the CT and of the run record differ); give the CT the scan was "
+                             "segmented from.")
+    before, after = baseline.patient_keys, followup.patient_keys
+    if before and after and not before & after:
+        raise InputError("The two results are of different patients (their PatientIDs differ); a follow-up "
+                         "comparison needs two scans of one patient.")
+    if not (before and after):
+        return ["The patient could not be checked (no DICOM PatientID in a run record or CT of "
+                f"{'both scans' if not (before or after) else 'one scan'}): make sure both are of one patient."]
+    return []
+
+
+def _check_one_model(baseline: TimePoint, followup: TimePoint, allow: bool) -> str:
+    """'' when both results come from one model (name and weights) or it is not recorded; else refuse, or,
+    with ``allow``, the sentence the summary starts with."""
+    a, b = baseline.run, followup.run
+    if not (a.get("model") and b.get("model")):
+        return ""
+    same_weights = not (a.get("model_sha256") and b.get("model_sha256")) or a["model_sha256"] == b["model_sha256"]
+    if a["model"] == b["model"] and same_weights:
+        return ""
+    which = (f"model {a['model']!r} and the follow-up by model {b['model']!r}" if a["model"] != b["model"] else
+             f"model {a['model']!r} with other weights at each time")
+    if not allow:
+        raise InputError(f"The baseline was segmented by {which}: a change between them may be the models' "
+                         "difference, not the patient's. Segment both scans with one model, or pass "
+                         "--allow-different-models to compare anyway (no repeatability bound then applies).")
+    return (f"DIFFERENT MODELS: the baseline was segmented by {which}. The changes below include the difference "
+            "between the models; the repeatability bounds do not apply.")
 
 
 # -- writing -------------------------------------------------------------------------------------------

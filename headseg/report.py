@@ -73,9 +73,11 @@ def collect_cases(results_dir: PathLike) -> List[ReportCase]:
     return cases
 
 
-def write_run_record(path: PathLike, case: Any, package: Any, result: Any) -> Path:
-    """``<case>_run.json``: how a case was segmented (input, model, device, time, notes, flags), so that a
-    report or an audit can say it later without the console output."""
+def write_run_record(path: PathLike, case: Any, package: Any, result: Any, notes: Optional[Sequence[str]] = None,
+                     patient: Optional[str] = None) -> Path:
+    """``<case>_run.json``: how a case was segmented (input, model and its weights' SHA-256, device, time,
+    notes, flags, the hashed PatientID), so that a report, ``compare`` or an audit can say it later without
+    the console output. ``notes``: every warning of the case (default: the result's own)."""
     import datetime
 
     from . import __version__
@@ -84,7 +86,9 @@ def write_run_record(path: PathLike, case: Any, package: Any, result: Any) -> Pa
     flags = {key: q.flags for key, q in (result.quality or {}).items() if q.flags}
     record = {"case": case.name, "input": str(Path(case.path).resolve()), "model": package.name,
               "model_synthetic": bool(package.card.get("synthetic")), "device": result.device,
-              "seconds": round(float(result.seconds), 2), "notes": list(result.notes), "flags": flags,
+              "model_sha256": (package.card.get("weights") or {}).get("sha256"), "patient_id_sha256": patient,
+              "seconds": round(float(result.seconds), 2), "notes": list(result.notes if notes is None else notes),
+              "flags": flags,
               "headseg": __version__,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     text = json.dumps(record, indent=1) + "\n"

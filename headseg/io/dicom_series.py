@@ -12,7 +12,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -31,6 +31,8 @@ __all__ = [
     "slice_stack_geometry",
     "read_dicom_folder",
     "check_modality",
+    "dicom_patient_id",
+    "hash_patient_id",
     "write_dicom_series",
 ]
 
@@ -44,6 +46,7 @@ class DicomSeries:
     modality: str
     description: str
     files: Tuple[str, ...]  # sorted by GDCM along the slice normal
+    patient_id: str = ""  # PatientID of its first file (compared, never logged: patient data)
 
     @property
     def n_slices(self) -> int:
@@ -62,7 +65,7 @@ def list_dicom_series(folder: PathLike) -> List[DicomSeries]:
         files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
         if not files:
             continue
-        modality, description = "", ""
+        modality, description, patient = "", "", ""
         reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
         try:
@@ -71,9 +74,11 @@ def list_dicom_series(folder: PathLike) -> List[DicomSeries]:
                 modality = reader.GetMetaData("0008|0060").strip()
             if reader.HasMetaDataKey("0008|103e"):
                 description = reader.GetMetaData("0008|103e").strip()
+            if reader.HasMetaDataKey("0010|0020"):
+                patient = reader.GetMetaData("0010|0020").strip()
         except RuntimeError:
             pass  # unreadable header: keep the series, the actual read will report the problem
-        series.append(DicomSeries(uid, modality, description, files))
+        series.append(DicomSeries(uid, modality, description, files, patient))
     series.sort(key=lambda s: (-s.n_slices, s.series_uid))
     return series
 
@@ -98,6 +103,12 @@ def select_dicom_series(folder: PathLike, containing_file: Optional[PathLike] = 
             raise InputError(f"{Path(containing_file).name!r} is not part of a readable DICOM series.")
         _refuse_undecodable_members(folder, all_series, matches[0])
         return matches[0]
+    if len({s.patient_id for s in all_series if s.patient_id}) > 1:
+        raise InputError(
+            f"Folder {str(folder)!r} holds DICOM series of {len({s.patient_id for s in all_series if s.patient_id})} "
+            "different patients (their PatientIDs differ), and HeadSeg will not guess which one to segment. Put each "
+            "patient's series in a folder of its own, or give one file of the series to segment."
+        )
     ct = [s for s in all_series if s.modality.upper() == "CT"]
     chosen = (ct or all_series)[0]
     _refuse_undecodable_members(folder, all_series, chosen)
@@ -326,11 +337,14 @@ def dicom_slice_geometry(series: DicomSeries) -> Optional[DicomSliceGeometry]:
 
     label = f"DICOM series '{series.description}' (UID {series.series_uid})"
     positions, orientations, pixel_spacings, sizes = [], [], [], []
+    patients: Set[str] = set()
     reader = sitk.ImageFileReader()
     for name in series.files:
         reader.SetFileName(name)
         try:
             reader.ReadImageInformation()
+            if reader.HasMetaDataKey("0010|0020"):
+                patients.add(reader.GetMetaData("0010|0020").strip())
             tags = {key: reader.GetMetaData(key) for key in ("0020|0032", "0020|0037", "0028|0030", "0028|0010",
                                                             "0028|0011") if reader.HasMetaDataKey(key)}
             positions.append(_float_list(tags["0020|0032"]))
@@ -341,7 +355,42 @@ def dicom_slice_geometry(series: DicomSeries) -> Optional[DicomSliceGeometry]:
             log.warning("%s: %s has no usable slice position/orientation; slices are taken in GDCM's order "
                         "and the slice spacing from ITK.", label, Path(name).name)
             return None
+    if len(patients) > 1:
+        raise InputError(f"{label} holds slices of {len(patients)} different patients (the PatientID differs between "
+                         "its files): a series must be one patient's scan. Export the series again from the archive.")
     return slice_stack_geometry(label, positions, orientations, pixel_spacings, sizes, series.files)
+
+
+def dicom_patient_id(path: PathLike) -> Optional[str]:
+    """The PatientID of a DICOM file, or of the first image file of a DICOM folder (read_volume refuses a
+    folder or series that mixes patients); None for other inputs or when there is none."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.is_file() and is_dicom_file(p))
+    else:
+        candidates = [path] if is_dicom_file(path) else []
+    reader = sitk.ImageFileReader()
+    for candidate in candidates[:50]:
+        reader.SetFileName(str(candidate))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue  # not an image (a structure set, a report): try the next file
+        if reader.HasMetaDataKey("0010|0020") and reader.GetMetaData("0010|0020").strip():
+            return reader.GetMetaData("0010|0020").strip()
+    return None
+
+
+def hash_patient_id(patient_id: Optional[str]) -> Optional[str]:
+    """What HeadSeg keeps of a PatientID (in ``<case>_run.json``): a salted SHA-256 prefix that tells two
+    patients apart without naming either."""
+    import hashlib
+
+    if not patient_id or not patient_id.strip():
+        return None
+    return hashlib.sha256(f"headseg-patient:{patient_id.strip()}".encode()).hexdigest()[:24]
 
 
 def slice_stack_geometry(
