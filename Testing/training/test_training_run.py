@@ -152,3 +152,20 @@ def test_cli_validate_data_and_overrides(phantom_dir, tmp_path, capsys):
 
         card = build_card(load_config(name))
         assert card["classes"][0] == "background"
+
+
+def test_fine_tuning_starts_from_a_package_and_mirroring_is_refused_for_sided_classes(overfit_run, phantom_dir,
+                                                                                        tmp_path):
+    """``init_weights``: a run started from the overfitted package is already as good as it at epoch 1 (a run
+    from scratch is not), and a recipe that would mirror the orbit's sided classes stops with a sentence."""
+    result, _ = overfit_run
+    extra = [f"init_weights={result.package_dir}", 'optimizer.phases=[{"type": "adam", "lr": 1e-5, "epochs": 1}]']
+    tuned = train(_tiny_recipe(extra), phantom_dir, tmp_path / "tuned", progress=False, export=False)
+    assert tuned.history[0]["val_mean_dsc"] > 0.85, tuned.history
+    assert "Started from the weights of" in (tmp_path / "tuned" / "log.txt").read_text()
+    with pytest.raises(ValueError, match="swap the labels of sided classes"):
+        train(_tiny_recipe(["augment.enabled=true", "augment.mirror_probability=0.5"]), phantom_dir,
+              tmp_path / "mirrored", progress=False, export=False)
+    with pytest.raises(ValueError, match="does not fit this recipe's network"):
+        train(_tiny_recipe([f"init_weights={result.package_dir}", 'model.params={"base_channels": 4}']), phantom_dir,
+              tmp_path / "misfit", progress=False, export=False)
