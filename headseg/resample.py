@@ -28,6 +28,8 @@ from headseg.geometry import Volume
 
 __all__ = [
     "Grid",
+    "union_grid",
+    "labels_on_common_grid",
     "GridLike",
     "as_grid",
     "make_grid",
@@ -187,6 +189,42 @@ def _cast(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(array), info.min, info.max).astype(dtype)
     return array.astype(dtype)
+
+
+def union_grid(reference: GridLike, other: GridLike) -> Tuple[Grid, bool, bool]:
+    """The grid with ``reference``'s spacing and direction that covers both grids' extents, whether the
+    two extents overlap at all, and whether ``reference`` already covers ``other``."""
+    ref, oth = as_grid(reference), as_grid(other)
+    ni, nj, nk = oth.size_ijk
+    corners = np.array([(*c, 1.0) for c in itertools.product((-0.5, ni - 0.5), (-0.5, nj - 0.5), (-0.5, nk - 0.5))])
+    in_ref = (np.linalg.inv(ref.ijk_to_lps) @ oth.ijk_to_lps @ corners.T)[:3].T  # (i, j, k) of ref, per corner
+    low, high = in_ref.min(axis=0), in_ref.max(axis=0)
+    size = np.array(ref.size_ijk, dtype=float)
+    tol = 1e-3
+    overlap = bool(np.all(low < size - 0.5 - tol) and np.all(high > -0.5 + tol))
+    covers = bool(np.all(low >= -0.5 - tol) and np.all(high <= size - 0.5 + tol))
+    first = np.minimum(0, np.floor(low + 0.5 + tol)).astype(int)
+    last = np.maximum(size - 1, np.ceil(high - 0.5 - tol)).astype(int)
+    shape_ijk = last - first + 1
+    return ref.with_shape(tuple(int(n) for n in shape_ijk[::-1]), tuple(int(n) for n in first)), overlap, covers
+
+
+def labels_on_common_grid(prediction: Volume, reference: Volume) -> Tuple[Volume, Volume, Optional[str]]:
+    """``prediction`` and ``reference`` on one grid for scoring: the reference's grid when it covers the
+    prediction, else the union of both extents (a prediction outside the reference counts as wrong there,
+    instead of being cut away and the score inflated). The third value is a warning, or None."""
+    if prediction.same_geometry(reference, tol=1e-3):
+        return prediction, reference, None
+    grid, overlap, covers = union_grid(reference, prediction)
+    if not overlap:
+        return (resample_to_grid(prediction, reference, "nearest", 0), reference,
+                "the prediction's grid and the reference's grid do not overlap in space (different origins or "
+                "orientations?): nothing can agree, every score is 0. Check that both are of this case and scan.")
+    if covers:
+        return resample_to_grid(prediction, reference, "nearest", 0), reference, None
+    return (resample_to_grid(prediction, grid, "nearest", 0), resample_to_grid(reference, grid, "nearest", 0),
+            "the reference covers only part of the prediction's grid; scored on both grids together (what the "
+            "prediction holds outside the reference counts as false positive).")
 
 
 def resample_labels_to_grid(labels: Volume, reference_grid: GridLike) -> Volume:
