@@ -164,7 +164,7 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
     # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
     keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
     settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
-                               uncertainty, tuple(export_formats), roi_names=args.roi_names, tta=args.tta)
+                               uncertainty, tuple(export_formats), roi_names=args.roi_names)
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
@@ -543,9 +543,6 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--roi-names", choices=("tg263", "display"), default="tg263",
                      help="names of the RT Structure Set's ROIs: tg263 (AAPM TG-263, e.g. Parotid_R; default) or "
                           "display (e.g. 'right parotid')")
-    seg.add_argument("--tta", action="store_true",
-                     help="test-time augmentation: average the model over shifted orbit crops (4 passes) or the "
-                          "mirrored head and neck (2 passes); slower, steadier")
     seg.add_argument("--no-uncertainty", action="store_true",
                      help="do not write <case>_uncertainty.nrrd (doubt is then left empty; flags are still written)")
     seg.add_argument("--report", action="store_true", help="also write OUTDIR/report.html (headseg report)")
