@@ -432,7 +432,11 @@ def _run_serial(plan: BatchPlan, segment_case: SegmentCase, case_errors: Tuple[T
             done, failed = done + 1, failed + 1
             events.case_done(outcomes[-1], done, failed, len(plan.cases))
             continue
-        plan.volumes.put(case.name, rows)
+        try:
+            plan.volumes.put(case.name, rows)
+        except BaseException:  # e.g. the disk filled up at this last step: leave nothing of the case
+            _remove_written(before)
+            raise
         if plan.overwrite:
             _remove_stale(plan, case.name)
         outcomes.append(CaseOutcome(case, "succeeded", outputs=outputs, rows=rows, details=details))
@@ -606,6 +610,7 @@ def _run_on_executor(executor: CaseExecutor, plan: BatchPlan, segment_case: Segm
                     attempt = executor.result(handle)
                 except CaseLost as exc:
                     attempt = _Attempt("failed", message=error_message(exc), code=int(exit_code_for(exc)), error=exc)
+                before = {p: _signature(p) for p in outputs.files()}
                 if attempt.state == "succeeded":
                     assert attempt.staged is not None
                     try:
@@ -622,7 +627,11 @@ def _run_on_executor(executor: CaseExecutor, plan: BatchPlan, segment_case: Segm
                     failed += 1
                 else:
                     rows, details = _rows_and_details(attempt.result)
-                    plan.volumes.put(case.name, rows)
+                    try:
+                        plan.volumes.put(case.name, rows)
+                    except BaseException:
+                        _remove_written(before)
+                        raise
                     if plan.overwrite:
                         _remove_stale(plan, case.name)
                     outcome = CaseOutcome(case, "succeeded", outputs=outputs, rows=rows, details=details)

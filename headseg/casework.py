@@ -49,6 +49,7 @@ class SegmentSettings:
     export_formats: Tuple[str, ...] = ()
     roi_names: str = "tg263"  # RT Structure Set ROI names: "tg263" (Parotid_R) or "display" (right parotid)
     torch_threads: Optional[int] = None  # workers only: torch threads per worker process (None: torch's default)
+    tta: bool = False  # test-time augmentation (headseg.pipeline.tta_variants)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     keep = list(settings.keep) if settings.keep is not None else None
     result = pipeline.segment_volume(volume, package, device=device, roi=settings.roi, keep=keep, progress=progress,
                                      cancel=cancel, batch_size=settings.batch_size, model=model,
-                                     uncertainty=settings.uncertainty)
+                                     uncertainty=settings.uncertainty, tta=settings.tta)
     rows = with_quality(volume_table(result.labelmap, result.label_set), result.quality)
     write_segmentation(result.labelmap, result.label_set, outputs.segmentation, overwrite=True)
     write_volume_csv(rows, outputs.volumes_csv)

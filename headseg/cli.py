@@ -164,7 +164,7 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
     # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
     keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
     settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
-                               uncertainty, tuple(export_formats), roi_names=args.roi_names)
+                               uncertainty, tuple(export_formats), roi_names=args.roi_names, tta=args.tta)
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
@@ -363,7 +363,7 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
     from .io import read_segmentation
     from .labels import get_label_set
     from .metrics import evaluate_labels
-    from .resample import labels_on_common_grid
+    from .resample import resample_to_grid
 
     label_set = get_label_set(args.label_set or {"orbit": "orbit", "han": "openkbp"}.get(args.task, args.task))
     pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
@@ -384,9 +384,8 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
             continue
         pred = read_segmentation(pred_path, label_set)
         ref = read_segmentation(ref_path, label_set)
-        pred, ref, grid_warning = labels_on_common_grid(pred, ref)  # never crop the prediction to the reference
-        if grid_warning:
-            reporter.info(f"{case}: {grid_warning}", "warning")
+        if not pred.same_geometry(ref, tol=1e-3):
+            pred = resample_to_grid(pred, ref, interpolation="nearest", default_value=0)
         contoured = contoured_in(ref_path)
         present = set(np.unique(ref.array).tolist())
         skip = set()
@@ -543,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--roi-names", choices=("tg263", "display"), default="tg263",
                      help="names of the RT Structure Set's ROIs: tg263 (AAPM TG-263, e.g. Parotid_R; default) or "
                           "display (e.g. 'right parotid')")
+    seg.add_argument("--tta", action="store_true",
+                     help="test-time augmentation: average the model over shifted orbit crops (4 passes) or the "
+                          "mirrored head and neck (2 passes); slower, steadier")
     seg.add_argument("--no-uncertainty", action="store_true",
                      help="do not write <case>_uncertainty.nrrd (doubt is then left empty; flags are still written)")
     seg.add_argument("--report", action="store_true", help="also write OUTDIR/report.html (headseg report)")

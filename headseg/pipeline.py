@@ -45,6 +45,7 @@ class SegmentationResult:
     seconds: float = 0.0
     uncertainty: Optional[Volume] = None  # float32 normalised entropy in [0, 1] on the input grid
     quality: Dict[str, Any] = field(default_factory=dict)  # label-set key -> headseg.quality.StructureQuality
+    tta: bool = False  # the probabilities were averaged over test-time variants (tta_variants)
 
 
 class _Stages:
@@ -112,7 +113,7 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
                                 structures=list(keep) if keep else None)
     unc = None if review.map is None else volume.with_array(review.map)
     result = SegmentationResult(labelmap, label_set, package.name, str(choice.device), notes,
-                                regions, time.perf_counter() - start, unc, quality)
+                                regions, time.perf_counter() - start, unc, quality, bool(tta))
     if progress:
         progress(1.0, "Done")
     return result

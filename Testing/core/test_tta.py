@@ -57,3 +57,20 @@ def test_mirror_maps_each_sided_class_to_its_twin():
     assert _mirror_channels(merged, han) == [0, 1, 2, 3]  # one parotid class: nothing to swap
     sided = {"classes": ["background", "parotid_right", "brainstem", "parotid_left"]}
     assert _mirror_channels(sided, han) == [0, 3, 2, 1]
+
+
+def test_cli_tta_is_on_record(tmp_path):
+    """``headseg segment --tta``: the run record says the result was averaged over test-time variants."""
+    import json
+
+    from headseg.cli import main
+
+    phantom = make_head_phantom(seed=2, spacing=(0.8, 0.8, 1.5))
+    from headseg.io import write_volume
+
+    write_volume(phantom.image, tmp_path / "ct.nrrd")
+    code = main(["segment", str(tmp_path / "ct.nrrd"), "--task", "orbit", "--tta", "--no-uncertainty",
+                 "-o", str(tmp_path / "out"), "--progress-format", "none"])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "ct_run.json").read_text(encoding="utf-8"))
+    assert record["test_time_augmentation"] is True
