@@ -363,7 +363,7 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
     from .io import read_segmentation
     from .labels import get_label_set
     from .metrics import evaluate_labels
-    from .resample import resample_to_grid
+    from .resample import labels_on_common_grid
 
     label_set = get_label_set(args.label_set or {"orbit": "orbit", "han": "openkbp"}.get(args.task, args.task))
     pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
@@ -384,8 +384,9 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
             continue
         pred = read_segmentation(pred_path, label_set)
         ref = read_segmentation(ref_path, label_set)
-        if not pred.same_geometry(ref, tol=1e-3):
-            pred = resample_to_grid(pred, ref, interpolation="nearest", default_value=0)
+        pred, ref, grid_warning = labels_on_common_grid(pred, ref)  # never crop the prediction to the reference
+        if grid_warning:
+            reporter.info(f"{case}: {grid_warning}", "warning")
         contoured = contoured_in(ref_path)
         present = set(np.unique(ref.array).tolist())
         skip = set()
