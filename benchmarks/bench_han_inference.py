@@ -1,4 +1,6 @@
-"""Inference time of the shipped head-and-neck model on a whole 128^3 case and on a 512 x 512 x 200 CT.
+"""Inference time of the shipped head-and-neck model on a whole 128^3 case and on a 512 x 512 x 200 CT, with
+and without test-time augmentation (targets: 20 s and 40 s end to end), and of a ``--candidate`` package
+in the same run.
 
 The 512 x 512 x 200 CT is an OpenKBP test case resampled onto a typical clinical grid over the same field
 of view (about 0.98 x 0.98 x 1.6 mm), so the pipeline has to resample it to the model's 3.906 x 3.906 x 2.5
@@ -42,7 +44,7 @@ def _time(fn, repeats: int) -> List[float]:
     return times
 
 
-def cli_end_to_end(big, package_dir: Path, device: str, threads: int) -> Dict[str, float]:
+def cli_end_to_end(big, package_dir: Path, device: str, threads: int, tta: bool = False) -> Dict[str, float]:
     """``headseg segment`` on ``big`` written as a file, in a child process, as a user runs it: wall time
     (reading, segmenting, uncertainty map, writing every output) and the child's peak RSS."""
     import os
@@ -58,7 +60,8 @@ def cli_end_to_end(big, package_dir: Path, device: str, threads: int) -> Dict[st
         env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
         start = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "headseg", "segment", str(path), "--task", "han", "--model",
-                              str(package_dir), "--device", device, "-o", str(Path(tmp) / "out"), "--progress-format", "none"],
+                              str(package_dir), "--device", device, "-o", str(Path(tmp) / "out"), "--progress-format", "none",
+                              *(["--tta"] if tta else [])],
                              capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         if run.returncode != 0:
@@ -67,7 +70,8 @@ def cli_end_to_end(big, package_dir: Path, device: str, threads: int) -> Dict[st
     return {"seconds": seconds, "peak_rss_gib": peak_gib}
 
 
-def run(data_dir: Path, case: str, threads: int, repeats: int, device: str) -> Dict[str, List[float]]:
+def run(data_dir: Path, case: str, threads: int, repeats: int, device: str,
+        package_dir: Path = PACKAGE_DIR) -> Dict[str, List[float]]:
     import torch
 
     from headseg.inference import whole_volume_or_patches
@@ -79,7 +83,7 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str) -> D
 
     if threads:
         torch.set_num_threads(threads)
-    package = load_package(PACKAGE_DIR)
+    package = load_package(package_dir)
     model = package.load_model(device)
     ct = read_volume(data_dir / "test" / case / "ct.nii.gz")
     big = resample_to_grid(ct, clinical_grid_like(ct), interpolation="linear", default_value=-1000.0,
@@ -106,6 +110,8 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str) -> D
             lambda: segment_volume(ct, package, device=device, model=model), repeats),
         "segment_volume, 512x512x200 CT": _time(lambda: segment_volume(big, package, device=device, model=model),
                                                 repeats),
+        "segment_volume, 512x512x200 CT, TTA": _time(
+            lambda: segment_volume(big, package, device=device, model=model, tta=True), repeats),
     }
     for name, times in results.items():
         print(f"{name:<40} best {min(times):6.2f} s   all {[round(t, 2) for t in times]}")
@@ -113,9 +119,13 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str) -> D
 
     print(f"peak RSS of this process (model, 512x512x200 CT and its probabilities): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")
-    cli = cli_end_to_end(big, PACKAGE_DIR, device, threads)
+    cli = cli_end_to_end(big, package.path, device, threads)
     print(f"{'headseg segment, 512x512x200 CT file':<40} {cli['seconds']:6.2f} s   (target <= 20 s; read, segment, "
           f"uncertainty map, write), peak RSS {cli['peak_rss_gib']:.2f} GiB")
+    cli_tta = cli_end_to_end(big, package.path, device, threads, tta=True)
+    print(f"{'headseg segment --tta, same file':<40} {cli_tta['seconds']:6.2f} s   (target <= 40 s); ratio TTA / "
+          f"plain {cli_tta['seconds'] / cli['seconds']:.2f}")
+    results["cli"] = [cli["seconds"]]
     print("seed paper 004: 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only, paper's widths)")
     return results
 
@@ -127,11 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--candidate", type=Path, default=None,
+                        help="another head-and-neck package, timed in the same run (ratios to the shipped one)")
     args = parser.parse_args(argv)
     if not (args.data / "test" / args.case / "ct.nii.gz").is_file():
         print(f"No OpenKBP case {args.case} under {args.data}/test.", file=sys.stderr)
         return 2
-    run(args.data, args.case, args.threads, args.repeats, args.device)
+    shipped = run(args.data, args.case, args.threads, args.repeats, args.device)
+    if args.candidate:
+        print(f"\ncandidate {args.candidate}:")
+        candidate = run(args.data, args.case, args.threads, args.repeats, args.device, args.candidate)
+        for name in shipped:
+            print(f"ratio candidate / shipped, {name}: {min(candidate[name]) / min(shipped[name]):.2f}")
     return 0
 
 
