@@ -104,7 +104,7 @@ def cmd_evaluate(args) -> int:
         if not chosen:
             raise ValueError(f"No case of split {args.split!r} in {args.data}; use --split all.")
         records = chosen
-    rows = evaluate_package(package, records, device=args.device, progress=True, say=_say)
+    rows = evaluate_package(package, records, device=args.device, progress=True, say=_say, tta=args.tta)
     if not rows:
         raise ValueError("Nothing to evaluate: no case had a structure that the model predicts.")
     summary = summarise_rows(rows)
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", choices=("all", "train", "validation", "test"))
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default="evaluation.csv")
+    p.add_argument("--tta", action="store_true", help="with test-time augmentation (as 'headseg segment --tta')")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export a run's best checkpoint as a model package")

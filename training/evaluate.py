@@ -21,7 +21,7 @@ METRIC_KEYS = ("dsc", "iou", "sensitivity", "specificity", "hd95_mm", "assd_mm",
 
 
 def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto", progress: bool = False,
-                     say=None) -> List[Dict[str, Any]]:
+                     say=None, tta: bool = False) -> List[Dict[str, Any]]:
     """One metrics row per (case, structure) for the structures the package predicts and the case has.
 
     A case the pipeline refuses (e.g. orbits not found) is scored as an empty prediction, with the
@@ -55,7 +55,7 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
             model = package.load_model(device)
         start = time.perf_counter()
         try:
-            predicted_map = segment_volume(case.image, package, device=device, model=model).labelmap.array
+            predicted_map = segment_volume(case.image, package, device=device, model=model, tta=tta).labelmap.array
             failure = ""
         except InputError as exc:  # e.g. the orbits were not found: a failure of the model's pipeline
             predicted_map = np.zeros_like(case.labels.array)
