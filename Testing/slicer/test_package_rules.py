@@ -19,6 +19,7 @@ MODULE_FOLDERS = ("OrbitSegmentation", "AnatomyNetHaN")
 #: Files outside the modules that may use the Slicer package, and why.
 OTHER_USERS = {
     "tools/make_slicer_images.py": "draws the extension's Sample Data thumbnails and screenshot from its samples",
+    "benchmarks/bench_volume_follower.py": "times the panel's volume-table recompute after a stroke, through its code",
 }
 
 

@@ -21,6 +21,7 @@ from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choi
 from .scene import PathLike
 from .segments import label_set_of, structure_of_segment
 from .tables import (
+    VolumeFollower,
     export_rows_csv,
     find_volume_table,
     new_volume_table_node,
@@ -91,21 +92,26 @@ class TaskLogic:
         table_node = table_node or find_volume_table(segmentation_node)
         return volume_table_node(segmentation_node, self.label_set(segmentation_node), table_node)
 
-    def refresh_volumes(self, segmentation_node, create_table: bool = False) -> VolumeUpdate:
+    def refresh_volumes(self, segmentation_node, create_table: bool = False,
+                        follower: Optional[VolumeFollower] = None) -> VolumeUpdate:
         """Recompute the volumes of ``segmentation_node`` from its binary labelmaps.
 
         The numbers go into the segmentation's volume table when it has one (made by a segmentation run,
         or earlier on request). A new table node is added only with ``create_table``, when the user asked
-        for it: reviewing a segmentation never adds nodes to the user's scene.
+        for it: reviewing a segmentation never adds nodes to the user's scene. With the ``follower`` that
+        follows this node (the panel's), only the segments edited since its last measure are measured.
         """
         label_set = self.label_set(segmentation_node)
+        measures = None
+        if follower is not None and follower.node is segmentation_node and segmentation_node is not None:
+            measures = follower.measure(label_set)
         table_node = find_volume_table(segmentation_node)
         if table_node is None and create_table:
             table_node = new_volume_table_node(segmentation_node)
         if table_node is not None:
-            rows = update_volume_table(segmentation_node, table_node, label_set)
+            rows = update_volume_table(segmentation_node, table_node, label_set, measures=measures)
         else:
-            rows = segment_volume_rows(segmentation_node, label_set)
+            rows = segment_volume_rows(segmentation_node, label_set, measures=measures)
         return VolumeUpdate(table_node, rows, self.summary(rows))
 
     def summary(self, rows: Sequence[VolumeRow]) -> str:
@@ -126,12 +132,12 @@ class TaskLogic:
                 found[structure.label] = (structure.key, structure.name)
         return [found[label] for label in sorted(found)]
 
-    def export_csv(self, segmentation_node, path: PathLike) -> Path:
+    def export_csv(self, segmentation_node, path: PathLike, follower: Optional[VolumeFollower] = None) -> Path:
         """Recompute the volumes, then write them as CSV: the file holds the segmentation as it is now,
         even when the last stroke's table update is still waiting for its timer."""
         if segmentation_node is None:
             raise InputError("No segmentation is selected; segment the image or select a segmentation first.")
-        return export_rows_csv(self.refresh_volumes(segmentation_node).rows, path)
+        return export_rows_csv(self.refresh_volumes(segmentation_node, follower=follower).rows, path)
 
     def add_to_training_set(self, volume_node, segmentation_node, dataset_dir: PathLike,
                             reviewed: Sequence[str]) -> TrainingCase:

@@ -20,12 +20,12 @@ command line wrote:
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..geometry import Volume, bounding_box
+from .measures import mask_digest
 from .scene import node_from_volume, place_next_to, volume_from_node
 from .segments import STRUCTURE_TAG, labelmap_of_segmentation, structure_of_segment, vtk_string_tag
 
@@ -175,7 +175,9 @@ def _midline(ct_node, labels: np.ndarray) -> Optional[float]:
 
 
 def _digest(mask: np.ndarray) -> str:
-    return hashlib.blake2b(np.packbits(mask).tobytes() + repr(mask.shape).encode(), digest_size=16).hexdigest()
+    """The segment's voxels as its ``fragmented`` tag keeps them: :func:`headseg.slicer.measures.mask_digest`,
+    so the whole-grid check here and the per-box one of the volume follower agree."""
+    return mask_digest(mask)
 
 
 def _segments_by_key(segmentation_node, label_set) -> Dict[str, Any]:

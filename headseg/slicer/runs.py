@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import HeadSegError, InputError
+from .measures import SegmentMeasures
 from .scene import PathLike, in_slicer_app, roi_from_markups, safe_case_id, volume_from_node
 from .segments import import_segmentation_file
 from .tables import find_volume_table, new_volume_table_node, update_volume_table
@@ -124,6 +125,7 @@ class SegmentationRun:
         self.segmentation_node: Any = None  # MRML nodes of the result, once imported
         self.table_node: Any = None
         self.uncertainty_node: Any = None
+        self.measures: Optional[SegmentMeasures] = None  # the result's measures (doubt and flags included)
         self.rows: List[VolumeRow] = []  # the result's volume rows with doubt and flags, in label order
         self.warnings: List[str] = []
         self._failure: Optional[str] = None
@@ -269,7 +271,9 @@ class SegmentationRun:
                                         show_3d=self.show_3d)
         self._import_review_aids(node, result)
         self.table_node = find_volume_table(node) or new_volume_table_node(node)
-        self.rows = update_volume_table(node, self.table_node, self.label_set)
+        # measured once, here: the panel's follower takes these measures over (VolumeFollower.observe)
+        self.measures = SegmentMeasures(node, self.label_set, self.input_node).measure_all()
+        self.rows = update_volume_table(node, self.table_node, self.label_set, measures=self.measures)
         self.segmentation_node = node
 
     def _import_review_aids(self, node, result: Dict[str, object]) -> None:

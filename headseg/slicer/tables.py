@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set
 
 from ..errors import InputError
+from .measures import SegmentMeasures
 from .scene import PathLike, place_next_to
-from .segments import binary_labelmap_name, structure_of_segment
 
 if TYPE_CHECKING:  # annotations only
     from ..volumes import VolumeRow
@@ -30,80 +28,22 @@ __all__ = [
 TABLE_SEGMENTATION_REFERENCE = "HeadSeg.segmentation"
 
 
-def _layer_counts(segmentation) -> Dict[int, np.ndarray]:
-    """Voxel count per label value of every binary-labelmap layer (one pass per layer, not per segment)."""
-    from vtk.util.numpy_support import vtk_to_numpy
-
-    counts: Dict[int, np.ndarray] = {}
-    for layer in range(segmentation.GetNumberOfLayers()):
-        image = segmentation.GetLayerDataObject(layer)
-        scalars = image.GetPointData().GetScalars() if image is not None else None
-        if scalars is None or scalars.GetNumberOfTuples() == 0:
-            counts[layer] = np.zeros(1, np.int64)
-            continue
-        values = vtk_to_numpy(scalars)
-        counts[layer] = np.bincount(values.ravel().astype(np.int64, copy=False), minlength=1)
-    return counts
-
-
-def _voxel_volume_mm3(oriented_image) -> float:
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    oriented_image.GetImageToWorldMatrix(matrix)
-    return float(abs(np.linalg.det([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])))
-
-
-def segment_volume_rows(segmentation_node, label_set=None, quality: bool = True) -> List[VolumeRow]:
+def segment_volume_rows(segmentation_node, label_set=None, quality: bool = True,
+                        measures: Optional[SegmentMeasures] = None) -> List[VolumeRow]:
     """Voxels and cm³ of every segment, counted on the segment's own binary labelmap, plus derived totals
     (the extraocular muscles of each side for the orbit), with doubt and flags unless ``quality`` is off.
 
     Structures of ``label_set`` come first in label order, then other segments under their names.
+    ``measures`` (kept by :class:`VolumeFollower`) are used as they are; without them every segment is
+    measured (:class:`headseg.slicer.measures.SegmentMeasures`).
     """
-    from ..volumes import VolumeRow, derived_rows, with_quality
-
-    segmentation = segmentation_node.GetSegmentation()
-    binary = binary_labelmap_name()
-    if hasattr(segmentation, "GetSourceRepresentationName"):
-        source = segmentation.GetSourceRepresentationName()
-    else:  # Slicer < 5.4
-        source = segmentation.GetMasterRepresentationName()
-    if source != binary and not segmentation.ContainsRepresentation(binary):
-        segmentation_node.CreateBinaryLabelmapRepresentation()  # e.g. segments imported from models
-    layer_counts = _layer_counts(segmentation) if segmentation.ContainsRepresentation(binary) else {}
-    known: List[Tuple[int, VolumeRow]] = []
-    others: List[VolumeRow] = []
-    for segment_id in segmentation.GetSegmentIDs():
-        segment = segmentation.GetSegment(segment_id)
-        image = segment.GetRepresentation(binary)
-        voxels = 0
-        voxel_mm3 = 0.0
-        if image is not None:
-            layer = segmentation.GetLayerIndex(segment_id)
-            counts = layer_counts.get(layer, np.zeros(1))
-            label = segment.GetLabelValue()
-            voxels = int(counts[label]) if 0 < label < len(counts) else 0
-            voxel_mm3 = _voxel_volume_mm3(image)
-        volume_cm3 = voxels * voxel_mm3 / 1000.0
-        structure = structure_of_segment(segment, segment_id, label_set) if label_set is not None else None
-        if structure is not None:
-            # the same columns as headseg.volumes.volume_table (side-less structure name + side)
-            known.append((structure.label, VolumeRow(structure.base_key, structure.side, voxels, volume_cm3,
-                                                      structure.name, key=structure.key)))
-        else:
-            name = segment.GetName() or segment_id
-            others.append(VolumeRow(name, "", voxels, volume_cm3, name, key=segment_id))
-    rows = [row for _, row in sorted(known, key=lambda item: item[0])] + others
-    if label_set is not None:
-        rows += derived_rows(rows, label_set)
-    if quality and label_set is not None:
-        from .review import segment_quality
-
-        try:
-            rows = with_quality(rows, segment_quality(segmentation_node, label_set))
-        except InputError as exc:  # e.g. two segments for one structure: the volumes still stand
-            logging.getLogger(__name__).warning("No doubt and flags for '%s': %s", segmentation_node.GetName(), exc)
-    return rows
+    if measures is None:
+        measures = SegmentMeasures(segmentation_node, label_set).measure_all()
+    try:
+        return measures.rows(quality)
+    except InputError as exc:  # e.g. two segments for one structure: the volumes still stand
+        logging.getLogger(__name__).warning("No doubt and flags for '%s': %s", segmentation_node.GetName(), exc)
+        return measures.rows(quality=False)
 
 
 def most_doubtful_first(rows: Sequence[VolumeRow]) -> List[VolumeRow]:
@@ -158,10 +98,11 @@ def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
         table_node.EndModify(was_modifying)
 
 
-def update_volume_table(segmentation_node, table_node, label_set=None) -> List[VolumeRow]:
+def update_volume_table(segmentation_node, table_node, label_set=None,
+                        measures: Optional[SegmentMeasures] = None) -> List[VolumeRow]:
     """Recompute the volume table of ``segmentation_node`` into ``table_node`` (most doubtful first);
-    returns the rows in label order."""
-    rows = segment_volume_rows(segmentation_node, label_set)
+    returns the rows in label order. ``measures``: see :func:`segment_volume_rows`."""
+    rows = segment_volume_rows(segmentation_node, label_set, measures=measures)
     fill_table_node(table_node, most_doubtful_first(rows))
     table_node.SetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE, segmentation_node.GetID())
     return rows
@@ -237,56 +178,85 @@ def find_volume_table(segmentation_node):
 # -- following edits ---------------------------------------------------------------------------------------
 #: Events of a segmentation node after which its volumes may differ. Painting, erasing and every other
 #: effect change a segment's binary labelmap through vtkSegmentationModifier::ModifyBinaryLabelmap, which
-#: fires only ``SourceRepresentationModified`` (once per stroke); ``SegmentModified`` comes once, when an
-#: effect first marks the segment "in progress", and on renaming. vtkMRMLSegmentationNode re-invokes the
-#: segmentation's events on the node (``SegmentationModifiedCallback``), so observing the node is enough.
+#: fires only ``SourceRepresentationModified`` (once per stroke), with the segment's ID as call data
+#: (vtkSegmentationModifier.cxx, v5.6.2 to v5.10.0); an undo or a rewritten layer fires it with none.
+#: ``SegmentModified`` comes once, when an effect first marks the segment "in progress", and on renaming.
+#: vtkMRMLSegmentationNode re-invokes the segmentation's events, call data included, on the node
+#: (``SegmentationModifiedCallback``), so observing the node is enough.
 VOLUME_EVENTS = ("SourceRepresentationModified", "SegmentAdded", "SegmentRemoved", "SegmentModified")
 
 
 class VolumeFollower:
-    """Keeps the volumes of one segmentation node in step with its edits.
+    """Keeps the volumes of one segmentation node in step with its edits, at the cost of the edited
+    segments only.
 
-    It observes :data:`VOLUME_EVENTS` on the node and calls ``schedule`` for each; the panel passes a
-    single-shot QTimer's ``start`` (restarted by every stroke, so the table is recomputed ~0.5 s after the
-    last one), tests pass a counter. Qt-free, so the whole chain from an edit to new numbers is tested on a
-    real MRML scene.
+    It observes :data:`VOLUME_EVENTS` on the node, notes the segment each event names (:attr:`changed`;
+    None once an event named none) and calls ``schedule``; the panel passes a single-shot QTimer's
+    ``start`` (restarted by every stroke, so the table is recomputed ~0.5 s after the last one), tests pass
+    a counter. :meth:`measure` then brings the kept :class:`~headseg.slicer.measures.SegmentMeasures` up
+    to date. Qt-free, so the whole chain from an edit to new numbers is tested on a real MRML scene.
     """
 
     def __init__(self, schedule: Callable[[], Any]) -> None:
         self.schedule = schedule
         self.node = None
         self.pending = False  # an edit happened since the last :meth:`done`
+        self.measures: Optional[SegmentMeasures] = None
+        self.changed: Optional[Set[str]] = None  # segments edited since the last measure; None: unknown
         self._tags: List[int] = []
 
-    def observe(self, segmentation_node) -> None:
-        """Follow ``segmentation_node`` (None: nothing); observers of the previous node are removed."""
+    def observe(self, segmentation_node, measures: Optional[SegmentMeasures] = None) -> None:
+        """Follow ``segmentation_node`` (None: nothing); observers of the previous node are removed.
+        ``measures`` of that node taken just now (a run's result) are kept, not taken again."""
         import slicer
+        import vtk
 
-        if segmentation_node is self.node:
+        if segmentation_node is self.node and measures is None:
             return
         self.stop()
         self.node = segmentation_node
         if segmentation_node is None:
             return
+        if measures is not None and measures.node is segmentation_node:
+            self.measures, self.changed = measures, set()
+
+        def on_event(caller, event, segment_id=None):
+            self._on_event(caller, event, segment_id)
+
+        on_event.CallDataType = vtk.VTK_STRING  # type: ignore[attr-defined]  # the segment ID, or None
         for name in VOLUME_EVENTS:
-            event = getattr(slicer.vtkSegmentation, name, None)
-            if event is None and name == "SourceRepresentationModified":  # Slicer < 5.4 named it "Master"
-                event = slicer.vtkSegmentation.MasterRepresentationModified
-            self._tags.append(segmentation_node.AddObserver(event, self._on_event))
+            self._tags.append(segmentation_node.AddObserver(getattr(slicer.vtkSegmentation, name), on_event))
+
+    def measure(self, label_set=None) -> SegmentMeasures:
+        """The followed segmentation's measures, brought up to date: only the segments edited since the
+        last call are measured again (everything when an edit named none, or on the first call)."""
+        measures = self.measures
+        same_set = measures is not None and getattr(measures.label_set, "name", None) == getattr(label_set, "name", None)
+        if measures is None or not same_set or measures.node is not self.node:
+            measures = SegmentMeasures(self.node, label_set).measure_all()
+        else:
+            measures.update(self.changed)
+        self.measures, self.changed, self.pending = measures, set(), False
+        return measures
 
     def stop(self) -> None:
-        """Stop observing (scene close, module cleanup)."""
+        """Stop observing (scene close, leaving the module, cleanup); the kept measures are dropped."""
         if self.node is not None:
             for tag in self._tags:
                 self.node.RemoveObserver(tag)
         self._tags = []
         self.node = None
         self.pending = False
+        self.measures, self.changed = None, None
 
     def done(self) -> None:
         """The volumes were just recomputed: nothing is pending any more."""
         self.pending = False
 
-    def _on_event(self, caller=None, event=None) -> None:
+    def _on_event(self, caller=None, event=None, segment_id: Optional[str] = None) -> None:
+        if segment_id and self.changed is not None:
+            self.changed.add(str(segment_id))
+        else:
+            self.changed = None
         self.pending = True
         self.schedule()
