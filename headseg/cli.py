@@ -17,11 +17,11 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from . import __version__
 from .batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
-from .cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, case_name, discover_cases
+from .cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, discover_cases
 from .cases import is_image as _is_image
 from .casework import collect_warnings as _collect_warnings
 from .casework import native_stderr_captured as _native_stderr_captured
@@ -360,6 +360,7 @@ def contoured_in(reference: Path) -> Optional[List[str]]:
 def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
     import numpy as np
 
+    from .evaluation import prediction_files, read_exclude_list, summary_lines, suspect_structures
     from .io import read_segmentation
     from .labels import get_label_set
     from .metrics import evaluate_labels
@@ -370,7 +371,13 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
     for d in (pred_dir, gt_dir):
         if not d.is_dir():
             raise InputError(f"{d} is not a folder.")
-    preds = [(case_name(p), p) for p in sorted(pred_dir.iterdir()) if _is_image(p)]
+    preds = prediction_files(pred_dir)  # not HeadSeg's side files (uncertainty maps)
+    not_scored = suspect_structures(gt_dir, label_set)  # OpenKBP's suspect contours
+    if args.exclude:
+        for case, keys in read_exclude_list(Path(args.exclude), label_set).items():
+            not_scored.setdefault(case, set()).update(keys)
+    excluded: Dict[str, Set[str]] = {}
+    no_reference: List[str] = []
     if not preds:
         raise InputError(f"No predicted segmentations (.seg.nrrd or label maps) in {pred_dir}.")
     rows: List[Dict[str, Any]] = []
@@ -380,7 +387,7 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
             cancel.raise_if_cancelled()
         ref_path = find_reference(gt_dir, case)
         if ref_path is None:
-            reporter.info(f"{case}: no reference in {gt_dir}; skipped", "warning")
+            no_reference.append(case)
             continue
         pred = read_segmentation(pred_path, label_set)
         ref = read_segmentation(ref_path, label_set)
@@ -398,17 +405,21 @@ def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
                 skip.add(s.key)  # not contoured in this case (meta.json): missing, not background
             elif contoured_keys is None and s.label not in present:
                 skip.add(s.key)  # missing from the reference: not contoured, never scored as zero
+            elif s.key in not_scored.get(case, ()):
+                skip.add(s.key)  # a suspect contour (OpenKBP's manifest) or on the exclude list
+                excluded.setdefault(case, set()).add(s.key)
         for row in evaluate_labels(pred.array, ref.array, {s.key: s.label for s in label_set.structures},
                                    spacing_kji=ref.spacing_kji, skip=skip):
             rows.append({"case": case, **row})
         reporter.progress((n + 1) / len(preds), case)
     reporter.close()
     if not rows:
-        raise InputError("No case had a reference to compare with.")
+        raise InputError(f"No case had a reference to compare with in {gt_dir} (cases: "
+                         f"{', '.join(no_reference[:5])}{' ...' if len(no_reference) > 5 else ''}).")
     _write_report(Path(args.output), rows)
+    for line in summary_lines(rows, len(preds), no_reference, excluded):
+        print(line)
     reporter.info(f"Wrote {args.output} ({len(rows)} rows) and {Path(args.output).with_suffix('')}_summary.csv")
-    for line in _summary_lines(rows):
-        reporter.info(line)
     return EXIT_OK
 
 
@@ -456,14 +467,6 @@ def _write_report(path: Path, rows) -> None:
         writer = csv.DictWriter(f, fieldnames=list(summary[0].keys()))
         writer.writeheader()
         writer.writerows(summary)
-
-
-def _summary_lines(rows) -> List[str]:
-    lines = []
-    for s in _summarise(rows):
-        lines.append(f"  {s['structure']:<28} n={s['cases']:<3} DSC {s['dsc_mean']} ± {s['dsc_std']}  "
-                     f"HD95 {s['hd95_mm_mean']} mm")
-    return lines
 
 
 def cmd_phantom(args, reporter: Reporter, cancel) -> int:
@@ -590,7 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("gt_dir")
     ev.add_argument("--task", choices=("orbit", "han"), required=True)
     ev.add_argument("--label-set", help="label set of the files (default: orbit for orbit, openkbp for han)")
-    ev.add_argument("-o", "--output", default="report.csv")
+    ev.add_argument("-o", "--output", default="report.csv", metavar="CSV",
+                    help="per case and structure metrics (default report.csv); CSV_summary.csv gets the means")
+    ev.add_argument("--exclude", metavar="CSV",
+                    help="case,structure lines not to score (a key, display or TG-263 name; '*' for the whole case); "
+                         "contours OpenKBP's manifest.csv flags as suspect are never scored")
     common(ev)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,51 @@ def test_flags_and_warnings_reach_stderr_without_progress(phantom_dir, tmp_path)
         assert line.strip().startswith(f"phantom_000: {name}"), line
         for flag in row["flags"].split(";"):
             assert words[flag] in line, (flag, line)
+
+
+def _openkbp_like(labels_value_boxes, shape=(12, 24, 24)):
+    from headseg.geometry import Volume
+
+    array = np.zeros(shape, np.uint8)
+    for value, box in labels_value_boxes:
+        array[box] = value
+    return Volume(array, spacing=(2.0, 2.0, 2.5))
+
+
+def test_evaluate_skips_side_files_suspect_and_excluded_contours_and_says_so(tmp_path, capsys):
+    """A 'segment' folder (segmentations and uncertainty maps) against OpenKBP-style references: the
+    uncertainty maps are not cases, OpenKBP's suspect cord is not scored, an exclude list removes more,
+    and the summary reads 'mean ± SD' for several cases, the value alone for one."""
+    from headseg.cli import main
+    from headseg.io import write_labelmap, write_segmentation, write_volume
+    from headseg.labels import get_label_set
+
+    openkbp = get_label_set("openkbp")
+    boxes = [(1, np.s_[2:6, 4:10, 4:10]), (2, np.s_[2:10, 14:17, 11:14]), (7, np.s_[6:10, 4:12, 14:22])]
+    pred, root = tmp_path / "pred", tmp_path / "openkbp"
+    pred.mkdir()
+    for case in ("pt_1", "pt_2", "pt_9"):
+        labels = _openkbp_like(boxes)
+        write_segmentation(labels, openkbp, pred / f"{case}.seg.nrrd")
+        write_volume(labels.with_array(np.full(labels.shape, 0.2, np.float32)), pred / f"{case}_uncertainty.nrrd")
+        if case != "pt_9":  # pt_9 has no reference
+            shifted = labels.with_array(np.roll(labels.array, 1 if case == "pt_1" else 2, axis=2))
+            (root / "test" / case).mkdir(parents=True)
+            write_labelmap(shifted, root / "test" / case / "labels.nii.gz")
+    (root / "manifest.csv").write_text("split,patient,flag\ntest,pt_1,suspect_SpinalCord_PRV\ntest,pt_2,\n")
+    exclude = tmp_path / "exclude.csv"
+    exclude.write_text("case,structure\npt_2,Bone_Mandible\n")
+    out = tmp_path / "r.csv"
+    assert main(["evaluate", str(pred), str(root / "test"), "--task", "han", "-o", str(out), "--exclude",
+                 str(exclude), "--progress-format", "none"]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(open(out)))
+    assert {(r["case"], r["structure"]) for r in rows} == {
+        ("pt_1", "brainstem"), ("pt_1", "mandible"), ("pt_2", "brainstem"), ("pt_2", "spinal_cord")}
+    assert "Scored 2 of 3 case(s):" in printed and "uncertainty" not in printed
+    assert "No reference, not scored: pt_9." in printed
+    assert "Not scored in pt_1 (suspect or excluded contour): spinal_cord." in printed
+    assert "Not scored in pt_2 (suspect or excluded contour): mandible." in printed
+    line = {ln.split()[0]: ln for ln in printed.splitlines() if ln.startswith("  ") and "structure" not in ln}
+    assert re.search(r"brainstem\s+2\s+0\.\d{3} ± 0\.\d{3}\s+\d+\.\d ± \d+\.\d$", line["brainstem"])
+    assert re.search(r"spinal_cord\s+1\s+0\.\d{3}\s+\d+\.\d$", line["spinal_cord"]), "one case: no ±"
