@@ -498,21 +498,46 @@ def cmd_models(args, reporter: Reporter, cancel) -> int:
         if not packages:
             print("No model packages installed. Searched: " + ", ".join(str(d) for d in search_dirs(args.model_dir or ())))
         for p in packages:
-            card = p.card
-            print(f"{p.name}  [{p.task}]  {card['architecture']}  label set {card['label_set']}"
-                  f"{'  (default)' if card.get('default') else ''}")
-            print(f"    {card.get('description', '')}")
-            print(f"    input spacing {card['input']['spacing_mm']} mm, window {card['input'].get('window_kji')}, "
-                  f"licence {card.get('license', 'unknown')}")
-            if card.get("synthetic"):
-                print("    trained on SYNTHETIC phantoms: demonstration only, not for clinical use")
-            summary = (card.get("metrics") or {}).get("summary")
-            if summary:
-                print(f"    metrics: {summary}")
-            print(f"    {p.path}")
+            print("\n".join(_describe_package(p)))
     for e in errors:
         print(f"Broken package skipped: {e}", file=sys.stderr)
     return EXIT_OK
+
+
+def _describe_package(package) -> List[str]:
+    """What ``headseg models`` says of one model: task, what it segments (key and TG-263 name, the names
+    --structures takes), the grid it works on, what it was trained on and measured, where it lies."""
+    card = package.card
+    label_set = package.label_set
+    named = set(card.get("classes", []))  # keys, or side-less keys for both sides
+    classes = [s.key for s in label_set if s.key in named or s.base_key in named] or list(label_set.keys())
+    spacing = " x ".join(f"{v:g}" for v in card["input"]["spacing_mm"])
+    window = card["input"].get("window_kji")
+    region = (f"crops of {' x '.join(str(v) for v in window)} voxels (slices x rows x columns)" if window
+              else "the whole image at once")
+    lines = [f"{package.name}  (--task {package.task}{', the default' if card.get('default') else ''})",
+             f"    {card.get('description', '')}",
+             "    segments: " + ", ".join(f"{k} ({label_set.by_key(k).tg263})" for k in classes),
+             f"    works on: voxels of {spacing} mm, {region}; licence {card.get('license', 'unknown')}"]
+    if card.get("synthetic"):
+        lines.append("    trained on SYNTHETIC images only: a demonstration, not for clinical use")
+    summary = (card.get("metrics") or {}).get("summary")
+    if summary:
+        lines.append(f"    measured: {summary}")
+    lines.append(f"    folder: {package.path}")
+    return lines
+
+
+def _structures_epilog() -> str:
+    """The structures of each task's default label set, for 'segment --help'."""
+    from .labels import get_label_set
+
+    parts = []
+    for task, name in (("orbit", "orbit"), ("han", "openkbp")):
+        names = ", ".join(f"{s.key} ({s.tg263})" for s in get_label_set(name))
+        parts.append(f"--task {task}: {names}.")
+    return ("Structures, by key (TG-263 name), for --structures: " + " ".join(parts)
+            + " Another model may segment others: 'headseg models' lists each model's.")
 
 
 # -- entry point ---------------------------------------------------------------------------------------
@@ -523,19 +548,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("--progress-format", choices=("bar", "json", "none"), default="bar",
-                       help="progress bars (default), JSON lines on stdout for programs, or nothing")
-        p.add_argument("--model-dir", action="append", help="extra folder to search for model packages")
+                       help="progress bars (default), JSON lines on stdout for programs, or none (warnings and flags are "
+                            "still shown)")
         p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
 
-    seg = sub.add_parser("segment", help="segment CT images (files, case folders, DICOM series folders)")
-    seg.add_argument("inputs", nargs="+", metavar="INPUT")
-    seg.add_argument("--task", choices=("orbit", "han"), required=True)
-    seg.add_argument("--model", help="model name or package folder (default: the task's default model)")
-    seg.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    seg = sub.add_parser("segment", help="segment CT images (files, case folders, DICOM series folders)",
+                         epilog=_structures_epilog())
+    seg.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="a CT file (.nrrd, .nii.gz, .nii, .mha), a DICOM series folder or one of its files, a case "
+                          "folder holding image.* or ct.*, or a folder of any of these; each becomes one case")
+    seg.add_argument("--task", choices=("orbit", "han"), required=True,
+                     help="orbit: the four recti and the optic nerve of each orbit; han: head-and-neck organs at risk")
+    seg.add_argument("--model", help="model name or package folder (default: the task's default model; "
+                                     "'headseg models' lists them)")
+    seg.add_argument("--model-dir", action="append", metavar="FOLDER",
+                     help="another folder to search for model packages (may be given several times)")
+    seg.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                     help="folder for the results (<case>.seg.nrrd, <case>_volumes.csv, volumes.csv, ...)")
     seg.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
     seg.add_argument("--roi", help="region of interest 'cx,cy,cz,sx,sy,sz' in LPS mm (orbit: overrides the search)")
-    seg.add_argument("--structures", help="comma-separated structure keys to keep (default: all)")
-    seg.add_argument("--batch-size", type=int, default=None)
+    seg.add_argument("--structures", metavar="NAMES",
+                     help="comma-separated structures to keep (default: all): keys, display names or TG-263 names, "
+                          "any case, e.g. parotid_left, 'left parotid' or Parotid_L (listed below)")
+    seg.add_argument("--batch-size", type=int, default=None, metavar="N",
+                     help="image parts the model runs at once (default: as many as fit; smaller uses less memory)")
     seg.add_argument("--overwrite", action="store_true",
                      help="replace existing output files and the cases' rows in volumes.csv")
     seg.add_argument("--allow-non-ct", action="store_true",
@@ -567,15 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--allow-different-models", action="store_true",
                     help="compare results of two different models (refused otherwise); the summary then says so "
                          "first and no repeatability bound applies")
-    cp.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    cp.add_argument("--overwrite", action="store_true")
+    cp.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                    help="folder for change.csv, summary.txt and the pictures")
+    cp.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
     common(cp)
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="one self-contained HTML page for a folder of 'segment' results")
-    rp.add_argument("results", metavar="RESULTS")
-    rp.add_argument("-o", "--output", default="report.html")
-    rp.add_argument("--overwrite", action="store_true")
+    rp.add_argument("results", metavar="RESULTS", help="the output folder of 'headseg segment'")
+    rp.add_argument("-o", "--output", default="report.html", metavar="HTML", help="the page to write "
+                                                                                  "(default report.html)")
+    rp.add_argument("--overwrite", action="store_true", help="replace HTML if it exists")
     common(rp)
     rp.set_defaults(func=cmd_report)
 
@@ -589,9 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("evaluate", help="compare predicted segmentations with references")
-    ev.add_argument("pred_dir")
-    ev.add_argument("gt_dir")
-    ev.add_argument("--task", choices=("orbit", "han"), required=True)
+    ev.add_argument("pred_dir", metavar="RESULTS", help="the segmentations to score (e.g. the output folder of "
+                                                         "'headseg segment'; uncertainty maps are skipped)")
+    ev.add_argument("gt_dir", metavar="REFERENCES",
+                    help="the reference label maps: <case>.<ext>, <case>_labels.<ext> or <case>/labels.<ext>")
+    ev.add_argument("--task", choices=("orbit", "han"), required=True, help="which structures the files hold")
     ev.add_argument("--label-set", help="label set of the files (default: orbit for orbit, openkbp for han)")
     ev.add_argument("-o", "--output", default="report.csv", metavar="CSV",
                     help="per case and structure metrics (default report.csv); CSV_summary.csv gets the means")
@@ -602,12 +642,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     ph = sub.add_parser("phantom", help="write synthetic head-CT phantoms with orbit labels")
-    ph.add_argument("-o", "--output", required=True)
-    ph.add_argument("--cases", type=int, default=1)
-    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for one sub-folder per case "
+                                                                          "(image.nrrd and its true labels)")
+    ph.add_argument("--cases", type=int, default=1, metavar="N", help="how many cases to write (default 1)")
+    ph.add_argument("--seed", type=int, default=0, metavar="N",
+                    help="the first case's random seed (default 0); the same seed gives the same case")
     ph.add_argument("--kind", choices=("geometric", "anatomical"), default="geometric",
                     help="geometric: the simple test phantoms (default); anatomical: randomised anatomy and "
-                         "scanner (headseg.synth), for training orbit models")
+                         "scanner, for training orbit models")
     common(ph)
     ph.set_defaults(func=cmd_phantom)
 
@@ -619,7 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     mo = sub.add_parser("models", help="list installed model packages and their cards")
-    mo.add_argument("--json", action="store_true")
+    mo.add_argument("--json", action="store_true", help="print the full model cards as JSON, for programs")
+    mo.add_argument("--model-dir", action="append", metavar="FOLDER",
+                    help="another folder to search for model packages (may be given several times)")
     common(mo)
     mo.set_defaults(func=cmd_models)
     return parser

@@ -447,7 +447,7 @@ def _run_sliding_window(
     wk, wj, wi = window
 
     if progress is not None:
-        progress(0.0, f"sliding window: {total} windows of {wk}x{wj}x{wi} voxels")
+        progress(0.0, f"Running the model on {total} part(s)")
     with torch.inference_mode():
         for first in range(0, total, options.batch_size):
             if cancel is not None:
@@ -479,7 +479,7 @@ def _run_sliding_window(
                 output[:, k : k + wk, j : j + wj, i : i + wi] += contribution[n]
             if progress is not None:
                 done = first + len(batch_positions)
-                progress(done / total, f"sliding window: {done}/{total} windows")
+                progress(done / total, f"Running the model: part {done} of {total}")
 
     assert output is not None  # total >= 1 always
     crop = tuple(slice(b, b + n) for b, n in zip(pad_before, shape))

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE_NAME = "han-anatomynet-openkbp"
 SHIPPED = REPO / "headseg" / "packaged_models" / PACKAGE_NAME
 
-# AnatomyNet's published DSC (%) on the PDDCA / MICCAI 2015 test set (seed paper 004), a different data set.
+# AnatomyNet's published DSC (%) on the PDDCA / MICCAI 2015 test set (Zhu et al., Medical Physics 2019), a different data set.
 PUBLISHED_PDDCA_DSC = {"brainstem": 86.65, "mandible": 92.51, "parotid_left": 88.07, "parotid_right": 87.35}
 
 CITATIONS = [
@@ -117,7 +117,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
         "cpu_seconds_per_case": round(seconds / len(records), 2),
     }
     card["published_comparison"] = {
-        "what": "AnatomyNet's published DSC (%) on the MICCAI 2015 / PDDCA test set (seed paper 004). DIFFERENT "
+        "what": "AnatomyNet's published DSC (%) on the MICCAI 2015 / PDDCA test set (Zhu et al., Medical Physics 2019). DIFFERENT "
                 "data, different contouring protocol and the paper's full recipe: not a like-for-like comparison.",
         "dsc_pct": PUBLISHED_PDDCA_DSC,
         "this_model_dsc_pct": {k: round(100 * summary[k]["dsc"]["mean"], 2) for k in PUBLISHED_PDDCA_DSC
@@ -191,8 +191,8 @@ def finish_card(card: Dict[str, Any], inference_seconds: Optional[Dict[str, floa
     best = max(organs, key=lambda k: organs[k]["dsc"]["mean"] or 0.0)
     card["metrics"] = {
         "summary": (f"test mean DSC {tm['mean_dsc']:.3f} over {len(organs)} organs, {len(tm['cases'])} OpenKBP test "
-                    f"cases, through headseg.pipeline (best: {best} {organs[best]['dsc']['mean']:.3f}); trained "
-                    "on 2 CPU cores at half width on patches (not seed 004's recipe)"),
+                    f"cases, segmented as 'headseg segment' does (best: {best} {organs[best]['dsc']['mean']:.3f}); trained "
+                    "on 2 CPU cores at half width on patches (not the published recipe)"),
         "evaluated_on": {"split": "test", "cases": tm["cases"], "how": tm["how"]},
         "mean_dsc": tm["mean_dsc"],
     }

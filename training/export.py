@@ -119,7 +119,7 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
     validation = data_report.get("split", {}).get("validation", [])
     if evaluate and validation:
         records = [r for r in discover_cases(data_report["data_dir"]) if r.case in set(validation)]
-        say(f"Evaluating the package on {len(records)} validation case(s) through headseg.pipeline...")
+        say(f"Evaluating the package on {len(records)} validation case(s) segmented as 'headseg segment' does...")
         rows = evaluate_package(package, records, device=device, say=say)
         summary = summarise_rows(rows)
         write_rows(run_dir / "validation_metrics.csv", rows, summary)
@@ -127,7 +127,7 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
         mean = float(np.mean(dsc)) if dsc else math.nan
         failed = sorted({r["case"] for r in rows if r.get("failure")})
         text = (f"validation mean DSC {mean:.3f} over {len(summary)} structures, {len(records)} "
-                f"{'synthetic ' if card.get('synthetic') else ''}case(s), through headseg.pipeline")
+                f"{'synthetic ' if card.get('synthetic') else ''}case(s), segmented as 'headseg segment' does")
         if failed:
             ok_rows = [r for r in rows if not r.get("failure")]
             ok = [e["dsc_mean"] for e in summarise_rows(ok_rows).values() if e["dsc_mean"] is not None]

@@ -52,6 +52,8 @@ def test_segment_evaluate_end_to_end(phantom_dir, tmp_path):
     assert len(results) == 2
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions and max(fractions) == pytest.approx(1.0)
+    messages = [e["message"] for e in events if e["event"] == "progress"]
+    assert all(len(m) <= 40 and "window" not in m for m in messages), "plain words, whole in the bar"
 
     from headseg.io import read_segmentation, read_volume
     from headseg.labels import get_label_set
@@ -230,3 +232,29 @@ def test_evaluate_skips_side_files_suspect_and_excluded_contours_and_says_so(tmp
     line = {ln.split()[0]: ln for ln in printed.splitlines() if ln.startswith("  ") and "structure" not in ln}
     assert re.search(r"brainstem\s+2\s+0\.\d{3} ± 0\.\d{3}\s+\d+\.\d ± \d+\.\d$", line["brainstem"])
     assert re.search(r"spinal_cord\s+1\s+0\.\d{3}\s+\d+\.\d$", line["spinal_cord"]), "one case: no ±"
+
+
+def test_every_argument_has_help_and_model_dir_only_where_it_does_something():
+    import argparse
+
+    from headseg.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help.strip(), f"headseg {name} {action.option_strings or action.dest}"
+        has_model_dir = any("--model-dir" in a.option_strings for a in sub._actions)
+        assert has_model_dir == (name in ("segment", "models")), name
+    text = subparsers.choices["segment"].format_help()
+    assert "parotid_left (Parotid_L)" in text and "superior_rectus_right (Musc_RectusSup_R)" in text
+
+
+def test_models_lists_each_models_structures_in_plain_words():
+    out = headseg("models").stdout
+    assert "segments: superior_rectus_right (Musc_RectusSup_R)" in out
+    assert "parotid_left (Parotid_L)" in out and "mandible (Bone_Mandible)" in out
+    for jargon in ("seed paper", "seed 00", "headseg.pipeline", "window None", "label set"):
+        assert jargon not in out, jargon
