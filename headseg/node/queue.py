@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 __all__ = ["uid_hash", "JobQueue", "Job", "SeriesInfo", "DiskFull"]
 
 JOB_STATES = ("queued", "running", "segmented", "sent", "send_failed", "failed", "unrouted")
+REFUSED_FOR_SECONDS = 86400.0
 MAX_ATTEMPTS = 3  # a job the node died on this often (e.g. killed for memory each time) fails instead of looping
 
 
@@ -129,6 +130,9 @@ class JobQueue:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.series: Dict[str, SeriesInfo] = {}
+        # Series refused once stay refused for a day: instances a sender goes on sending after the refusal
+        # must not become a job of a partial series.
+        self.refused: Dict[str, Any] = _read_json(self.folder / "refused.json") or {}
         self.used_bytes = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
         self._recover()
 
@@ -141,6 +145,9 @@ class JobQueue:
         """The series ``info.key`` (made with ``info`` when it is new)."""
         with self.lock:
             if info.key not in self.series:
+                earlier = self.refused.get(info.key)
+                if earlier and time.time() - float(earlier["time"]) < REFUSED_FOR_SECONDS:
+                    info.refused = str(earlier["reason"])
                 _private_dir(self.incoming / info.key / "instances")
                 self.series[info.key] = info
                 _write_json(self.incoming / info.key / "info.json", info.as_dict())
@@ -154,6 +161,10 @@ class JobQueue:
                 return False
             info.refused = reason
             _write_json(self.incoming / key / "info.json", info.as_dict())
+            now = time.time()
+            self.refused = {k: v for k, v in self.refused.items() if now - float(v["time"]) < REFUSED_FOR_SECONDS}
+            self.refused[key] = {"time": now, "reason": reason}
+            _write_json(self.folder / "refused.json", self.refused)
             return True
 
     def store_instance(self, key: str, sop_uid: str, data: bytes) -> None:

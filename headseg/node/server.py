@@ -11,6 +11,7 @@ send. It names jobs, hashed series UIDs, AE titles and hosts, never a patient at
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -34,8 +35,14 @@ class Node:
         self._log_lock = threading.Lock()
         self._stream = log_stream if log_stream is not None else sys.stderr
         self.packages = self._find_packages()
-        self.queue = JobQueue(config.folder, config.max_disk_mb * 1e6, self.log)
-        self._log_file = open(config.folder / "node.log", "a", encoding="utf-8")
+        os.umask(0o077)  # patient data: every folder and file of this process is the owner's only
+        try:
+            config.folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(config.folder, 0o700)
+            self._log_file = open(config.folder / "node.log", "a", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"Cannot use the node folder {config.folder}: {exc.strerror or exc}.") from None
+        self.queue = JobQueue(config.folder, config.max_disk_mb * 1e6, self.log)  # logs what it recovers
 
     def _find_packages(self) -> Dict[int, str]:
         """Each route's model package, found before listening (a missing model is a config error)."""
