@@ -20,6 +20,7 @@ __all__ = [
     "Cancelled",
     "DeviceUnavailableError",
     "InferenceOutOfMemoryError",
+    "NotEnoughMemoryError",
     "ExitCode",
     "EXIT_MESSAGES",
     "ERROR_EXIT_CODES",
@@ -53,6 +54,10 @@ class DeviceUnavailableError(HeadSegError, RuntimeError):
 
 class InferenceOutOfMemoryError(HeadSegError, RuntimeError):
     """Every attempt (smaller batches, then the CPU if allowed) ran out of memory."""
+
+
+class NotEnoughMemoryError(HeadSegError, MemoryError):
+    """An input needs more memory than this computer has free; refused before allocating (exit 4)."""
 
 
 class ExitCode(IntEnum):

@@ -66,14 +66,88 @@ def read_volume(path: PathLike, allow_non_ct: bool = False) -> Volume:
     except RuntimeError as exc:
         raise _unreadable(path, exc) from None
     _check_image_shape(path.name, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
-    _check_size_before_reading(path.name, reader.GetSize(), path.stat().st_size)
+    pixel_bytes = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
+    _check_size_before_reading(path.name, reader.GetSize(), _stored_bytes(path, ext), pixel_bytes)
     if ext in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
+        if "allocate" in str(exc).lower():
+            raise _not_enough_memory(path.name, reader.GetSize(), pixel_bytes, None) from None
         raise _unreadable(path, exc) from None
     return _volume_from_image(image)
+
+
+def _stored_bytes(path: Path, ext: str) -> Optional[int]:
+    """The bytes that hold the image: the file, plus the data file a detached header (.nhdr, .mhd) names
+    (None when it names several files or a pattern: the size check is then left to the reader)."""
+    size = path.stat().st_size
+    if ext not in (".nhdr", ".mhd"):
+        return size
+    try:
+        with open(path, "rb") as f:
+            header = f.read(1 << 16).decode("latin-1")
+    except OSError:
+        return size
+    keys, separator = (("data file", "datafile"), ":") if ext == ".nhdr" else (("elementdatafile",), "=")
+    names = []
+    for line in header.splitlines():
+        key, found, value = line.partition(separator)
+        if found and key.strip().lower() in keys:
+            names.append(value.strip())
+    if not names or names[0].upper() == "LOCAL":
+        return size
+    name = names[0]
+    if name.upper().startswith("LIST") or "%" in name or " " in name.strip():
+        return None
+    data = path.parent / name
+    if not data.is_file():
+        raise InputError(f"{path.name!r} is a header whose data file {name!r} is not beside it. Copy the data "
+                         "file into the same folder, or give a single-file image (.nrrd, .nii.gz, .mha).")
+    return size + data.stat().st_size
+
+
+def available_memory_bytes() -> Optional[int]:
+    """Memory this process can still take: the least of the system's available memory, the cgroup's
+    limit (containers) and the address-space limit; None where none of them can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            info = {line.split(":")[0]: line.split()[1] for line in f if ":" in line}
+        limits.append(int(info["MemAvailable"]) * 1024)
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            limits.append(int(limit) - int((cg / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", encoding="ascii") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            limits.append(soft - used)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(0, min(limits)) if limits else None
+
+
+def _not_enough_memory(label: str, size: Sequence[int], pixel_bytes: int, free: Optional[int]) -> MemoryError:
+    from headseg.errors import NotEnoughMemoryError
+
+    dims = " x ".join(str(int(s)) for s in size[:3])
+    need = 2 * pixel_bytes * int(np.prod([int(s) for s in size[:3]], dtype=object))
+    has = f", and {free / 2**30:.1f} GB are free" if free is not None else ""
+    return NotEnoughMemoryError(
+        f"{label!r} is {dims} voxels: reading it needs about {need / 2**30:.1f} GB of memory{has}. Crop it to the "
+        "head or resample it to coarser voxels (e.g. in 3D Slicer: Crop Volume), close other programs, or use a "
+        "computer with more memory. Nothing was loaded.")
 
 
 def _unreadable(path: Path, exc: Exception) -> InputError:
@@ -184,8 +258,9 @@ def _check_image_shape(label: str, dimension: int, size: Sequence[int], componen
 _MAX_COMPRESSION_RATIO = 1100
 
 
-def _check_size_before_reading(label: str, size: Sequence[int], file_bytes: Optional[int]) -> None:
-    """Refuse absurd sizes from the header alone, before any voxel memory is allocated."""
+def _check_size_before_reading(label: str, size: Sequence[int], file_bytes: Optional[int], pixel_bytes: int = 2) -> None:
+    """Refuse absurd sizes from the header alone, before any voxel memory is allocated; and sizes this
+    computer has not the memory for (the image and its array: twice the decompressed bytes)."""
     from headseg.validation import MAX_VOXELS
 
     n_voxels = int(np.prod([int(s) for s in size[:3]], dtype=object))
@@ -200,6 +275,9 @@ def _check_size_before_reading(label: str, size: Sequence[int], file_bytes: Opti
             f"{label!r} claims {n_voxels:,} voxels but the file has only {file_bytes:,} bytes: it is truncated "
             "or its header is damaged. Copy or export the file again."
         )
+    free = available_memory_bytes()
+    if free is not None and 2 * pixel_bytes * n_voxels > free:
+        raise _not_enough_memory(label, size, pixel_bytes, free)
 
 
 def _volume_from_image(image) -> Volume:
