@@ -97,7 +97,10 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     write_volume_csv(rows, outputs.volumes_csv)
     wrote_uncertainty = False
     if outputs.uncertainty is not None and result.uncertainty is not None:
-        write_volume(result.uncertainty, outputs.uncertainty, overwrite=True)
+        from .quality import stored_uncertainty
+
+        write_volume(result.uncertainty.with_array(stored_uncertainty(result.uncertainty.array)), outputs.uncertainty,
+                     overwrite=True)
         wrote_uncertainty = True
     if outputs.run_record is not None:
         # Every warning the user needs to trust the result, whatever the console showed (or did not).

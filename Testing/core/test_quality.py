@@ -112,3 +112,28 @@ def test_body_midline_follows_the_body_not_the_grid():
     array[:, 10:40, 40:70] = 40  # a body whose centre is at i = 54.5
     ct = Volume(array, (1.0, 1.0, 2.0), (-40.0, 0.0, 0.0))
     assert body_midline_x(ct) == pytest.approx(-40.0 + 54.5)
+
+
+def test_the_uncertainty_map_is_stored_on_255_steps_and_weighs_far_less(tmp_path):
+    """Entropy at full precision is noise to gzip; rounded to 1/255 it is the precision of an 8-bit map,
+    still float in [0, 1] for every reader, and a fraction of the size."""
+    from headseg.geometry import Volume
+    from headseg.io import read_volume, write_volume
+    from headseg.quality import UNCERTAINTY_LEVELS, normalized_entropy, stored_uncertainty
+
+    rng = np.random.default_rng(0)
+    k, j, i = np.mgrid[0:40, 0:64, 0:64].astype(np.float32)
+    radius = np.sqrt((k - 20) ** 2 + (j - 32) ** 2 + (i - 32) ** 2)
+    # As a model gives them: confident far from a structure's edge, doubtful across it, with a little noise.
+    inside = 6.0 * (12.0 - radius) / 3.0 + rng.normal(scale=0.3, size=radius.shape)
+    logits = np.stack([-inside, inside, np.full_like(inside, -4.0)]).astype(np.float32)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=0)
+    full = normalized_entropy(probabilities)
+    stored = stored_uncertainty(full)
+    assert stored.dtype == np.float32 and 0.0 <= stored.min() and stored.max() <= 1.0
+    assert np.abs(stored - full).max() <= 0.5 / UNCERTAINTY_LEVELS + 1e-6
+    np.testing.assert_allclose(stored * UNCERTAINTY_LEVELS, np.round(stored * UNCERTAINTY_LEVELS), atol=1e-4)
+    write_volume(Volume(full), tmp_path / "full.nrrd")
+    write_volume(Volume(stored), tmp_path / "stored.nrrd")
+    assert (tmp_path / "stored.nrrd").stat().st_size < (tmp_path / "full.nrrd").stat().st_size / 3
+    np.testing.assert_array_equal(read_volume(tmp_path / "stored.nrrd").array, stored)
