@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import traceback
@@ -103,8 +104,8 @@ def parse_roi(text: Optional[str]):
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 6 or min(values[3:]) <= 0:
-        raise InputError("--roi needs six numbers: centre x,y,z and size x,y,z in LPS millimetres.")
+    if len(values) != 6 or not all(math.isfinite(v) for v in values) or min(values[3:]) <= 0:
+        raise InputError("--roi needs six finite numbers: centre x,y,z and size x,y,z (positive) in LPS millimetres.")
     return values[:3], values[3:]
 
 
@@ -270,10 +271,11 @@ class _CliClusterEvents(_CliBatchEvents):
 
 def cmd_compare(args, reporter: Reporter, cancel) -> int:
     """Two scans of one patient: volume change per structure against the repeatability bound."""
-    from .compare import compare_timepoints, load_timepoint, write_comparison
+    from .compare import check_comparison_outputs, compare_timepoints, load_timepoint, write_comparison
 
     baseline = load_timepoint(args.baseline, args.baseline_ct)
     followup = load_timepoint(args.followup, args.followup_ct)
+    check_comparison_outputs(args.output, baseline.label_set, overwrite=args.overwrite)  # before registering
     comparison = compare_timepoints(baseline, followup, register=not args.no_register,
                                     allow_different_models=args.allow_different_models)
     written = write_comparison(comparison, args.output, overwrite=args.overwrite)

@@ -349,16 +349,11 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
     """``OUT/change.csv``, ``OUT/summary.txt`` and one ``OUT/change_<group>.png`` per structure group
     (each orbit, or all organs) when both CTs were registered. Existing files are kept unless
     ``overwrite``."""
-    from .io.files import OutputExistsError, write_atomically
+    from .io.files import write_atomically
 
     out = Path(out_dir)
     groups = _groups(comparison)
-    planned = [out / "change.csv", out / "summary.txt"]
-    if comparison.transform is not None:
-        planned += [out / f"change_{g}.png" for g in groups]
-    existing = [p for p in planned if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{existing[0]} exists; choose another output folder or pass --overwrite.")
+    check_comparison_outputs(out, comparison.baseline.label_set, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written = [write_change_csv(comparison.rows, out / "change.csv"),
                write_atomically(out / "summary.txt", lambda t: t.write_text(comparison.summary(), encoding="utf-8"),
@@ -370,6 +365,18 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
             draw = functools.partial(_draw_group, comparison, moved, keys, group)
             written.append(write_atomically(out / f"change_{group}.png", draw, overwrite=True))
     return written
+
+
+def check_comparison_outputs(out_dir: PathLike, label_set: Any, overwrite: bool = False) -> None:
+    """Refuse, before any registration, when a file a comparison of ``label_set`` may write into
+    ``out_dir`` exists (``change.csv``, ``summary.txt``, each group's picture) and not ``overwrite``."""
+    from .io.files import OutputExistsError
+
+    out = Path(out_dir)
+    planned = [out / "change.csv", out / "summary.txt"] + [out / f"change_{g}.png" for g in _label_groups(label_set)]
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{existing[0]} exists; choose another output folder or pass --overwrite.")
 
 
 def write_change_csv(rows: Sequence[ChangeRow], path: PathLike) -> Path:
@@ -387,53 +394,80 @@ def write_change_csv(rows: Sequence[ChangeRow], path: PathLike) -> Path:
 
 
 def _groups(comparison: Comparison) -> Dict[str, List[str]]:
-    label_set = comparison.baseline.label_set
+    return _label_groups(comparison.baseline.label_set)
+
+
+def _label_groups(label_set: Any) -> Dict[str, List[str]]:
+    """The pictures of a comparison: each orbit, or all organs together."""
     if label_set.name == "orbit":
         return {f"{side}_orbit": [s.key for s in label_set.structures if s.side == side] for side in ("right", "left")}
     return {"organs": [s.key for s in label_set.structures]}
 
 
 def _draw_group(comparison: Comparison, moved: Volume, keys: Sequence[str], group: str, path: Path) -> None:
-    """Axial and coronal slices through the group's centre on the baseline CT: baseline contours solid,
-    registered follow-up contours dashed, one colour per structure."""
+    """Axial and coronal slices through the group's centre on the baseline CT, in the patient's
+    orientation (as the report draws them): baseline contours solid, registered follow-up contours
+    dashed, one colour per structure, and a legend that says so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .report import patient_axes
+
     base = comparison.baseline
     label_set = base.label_set
     labels = [label_set.by_key(k).label for k in keys]
-    mask = np.isin(base.labelmap.array, labels) | np.isin(moved.array, labels)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), dpi=100)
+    before, spacing = patient_axes(base.labelmap)
+    after = patient_axes(moved)[0]
+    mask = np.isin(before, labels) | np.isin(after, labels)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 5.2), dpi=100)
     if not mask.any():
         for ax in axes:
             ax.axis("off")
         axes[0].text(0.5, 0.5, "nothing segmented in this group", ha="center", transform=axes[0].transAxes)
     else:
-        centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
-        box = bounding_box(mask, 15)
-        lo, hi = [b.start for b in box], [b.stop for b in box]
-        ct = base.ct.array if base.ct is not None and base.ct.same_geometry(base.labelmap, tol=1e-3) else None
-        planes = (("axial", lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]]),
-                  ("coronal", lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1]))
-        for ax, (title, cut) in zip(axes, planes):
-            if ct is not None:
-                ax.imshow(cut(ct), cmap="gray", vmin=-200, vmax=300, interpolation="nearest")
-            for key, value in zip(keys, labels):
-                s = label_set.by_key(key)
-                for array, style in ((base.labelmap.array, "solid"), (moved.array, "dashed")):
-                    piece = cut(array) == value
-                    if piece.any() and min(piece.shape) > 1:
-                        ax.contour(piece, levels=[0.5], colors=[s.color], linestyles=style, linewidths=1.2)
-            ax.set_title(f"{title} (image left = patient right)", fontsize=9)
-            ax.axis("off")
+        ct = patient_axes(base.ct)[0] if base.ct is not None and base.ct.same_geometry(base.labelmap, tol=1e-3) \
+            else None
+        _draw_planes(axes, mask, spacing, ct, [(label_set.by_key(k), v) for k, v in zip(keys, labels)], before, after)
     changes = [r for r in comparison.rows if r.key in keys]
     text = "; ".join(f"{r.name}: {r.change_pct:+.0f} %" for r in changes if math.isfinite(r.change_pct))
     fig.suptitle(f"{group.replace('_', ' ')}: {base.name} solid, {comparison.followup.name} dashed "
                  "(registered)", fontsize=10)
-    fig.text(0.5, 0.02, text, ha="center", fontsize=7, wrap=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.94))
+    _legend(fig, [label_set.by_key(k) for k in keys], base.name, comparison.followup.name)
+    fig.text(0.5, 0.01, text, ha="center", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.16, 1, 0.94))
     fig.savefig(path, format="png")
     plt.close(fig)
 
+
+def _draw_planes(axes, mask: np.ndarray, spacing: Sequence[float], ct: Optional[np.ndarray], structures,
+                 before: np.ndarray, after: np.ndarray) -> None:
+    """Axial (from the feet) and coronal (from the front) cuts of arrays in head, back, left order."""
+    centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+    box = bounding_box(mask, 15)
+    lo, hi = [b.start for b in box], [b.stop for b in box]
+    planes = (("axial, from the feet", lambda a: a[centre[0], lo[1]:hi[1], lo[2]:hi[2]], spacing[1] / spacing[2]),
+              ("coronal, from the front", lambda a: a[lo[0]:hi[0], centre[1], lo[2]:hi[2]][::-1],
+               spacing[0] / spacing[2]))
+    for ax, (title, cut, aspect) in zip(axes, planes):
+        if ct is not None:
+            ax.imshow(cut(ct), cmap="gray", vmin=-200, vmax=300, interpolation="nearest", aspect=aspect)
+        for structure, value in structures:
+            for array, style in ((before, "solid"), (after, "dashed")):
+                piece = cut(array) == value
+                if piece.any() and min(piece.shape) > 1:
+                    ax.contour(piece, levels=[0.5], colors=[structure.color], linestyles=style, linewidths=1.2)
+        ax.set_aspect(aspect)
+        ax.set_title(f"{title} (image left = patient right)", fontsize=9)
+        ax.axis("off")
+
+
+def _legend(fig, structures: Sequence[Any], baseline: str, followup: str) -> None:
+    """Which colour is which structure, and which line is which scan."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=s.color, linewidth=3, label=s.name) for s in structures]
+    handles += [Line2D([], [], color="black", linestyle="solid", label=f"baseline ({baseline})"),
+                Line2D([], [], color="black", linestyle="dashed", label=f"follow-up ({followup}), registered")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.04))

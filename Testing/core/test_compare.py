@@ -154,3 +154,40 @@ def test_refusals(pair):
     with pytest.raises(InputError, match="do not align"):
         compare_timepoints(TimePoint(base_labels, ORBIT, "a", base_ct),
                            TimePoint(base_labels, ORBIT, "b", base_ct.with_array(not_a_head)))
+
+
+def test_cli_refuses_existing_outputs_before_registering_and_pictures_have_a_legend(pair, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """An existing change.csv stops 'headseg compare' before the registration (seconds) starts; the
+    change pictures carry a legend: each structure's colour, and which line is which scan."""
+    import matplotlib.figure
+
+    from headseg import compare
+    from headseg.cli import main
+
+    base_ct, base_labels, follow_ct, follow_labels, _ = pair
+    for name, ct, labels in (("t0", base_ct, base_labels), ("t1", follow_ct, follow_labels)):
+        (tmp_path / name).mkdir()
+        write_volume(ct, tmp_path / name / f"{name}.nrrd")
+        write_segmentation(labels, ORBIT, tmp_path / name / f"{name}.seg.nrrd")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "change.csv").write_text("earlier\n")
+    monkeypatch.setattr(compare, "register_rigid", lambda *a, **k: pytest.fail("registered before refusing"))
+    args = ["compare", str(tmp_path / "t0"), str(tmp_path / "t1"), "-o", str(out), "--progress-format", "none"]
+    assert main(args) == 2
+    assert "change.csv exists" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    legends = []
+    original = matplotlib.figure.Figure.legend
+
+    def recording_legend(fig, *a, **k):
+        legends.append([h.get_label() for h in k.get("handles", [])])
+        return original(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", recording_legend)
+    assert main(args + ["--overwrite"]) == 0
+    assert len(legends) == 2  # one per orbit
+    right = next(labels for labels in legends if "right superior rectus" in labels)
+    assert {"right inferior rectus", "right optic nerve", "baseline (t0)", "follow-up (t1), registered"} <= set(right)
