@@ -39,7 +39,8 @@ API = {
     "QListWidget": COMMON | {"clear", "addItem", "count", "item"},
     "ctkCollapsibleButton": COMMON | {"collapsed"},
     "ctkDirectoryButton": COMMON | {"directory", "directoryChanged(QString)"},
-    "qMRMLNodeComboBox": COMMON | {"currentNode", "setCurrentNode", "currentNodeChanged(vtkMRMLNode*)"},
+    "qMRMLNodeComboBox": COMMON | {"currentNode", "setCurrentNode", "currentNodeChanged(vtkMRMLNode*)",
+                                   "sortFilterProxyModel"},
     # qMRMLTableView.h (v5.6.2 and main): its own selectionChanged() signal; selectionModel and
     # clearSelection are QAbstractItemView's
     "qMRMLTableView": COMMON | {"setMRMLTableNode", "resizeColumnsToContents", "setMRMLScene", "selectionChanged()",
@@ -458,12 +459,13 @@ def test_volumes_follow_edits_and_export_recomputes():
     panel = panel_class()
     source = ast.unparse(panel)
     assert "VolumeFollower(schedule=self._tableTimer.start)" in source
-    assert "self._follower.observe(segmentationNode)" in ast.unparse(method(panel, "observeSegmentation"))
+    assert "self._follower.observe(segmentationNode, measures)" in ast.unparse(method(panel, "observeSegmentation"))
     export = ast.unparse(method(panel, "onExportCsvButton"))
-    assert "self.logic.export_csv, segmentation, path" in export
+    assert "self.logic.export_csv, segmentation, path, follower=self._follower" in export
     assert "create_table=True" in ast.unparse(method(panel, "onCreateTableButton"))
     update = ast.unparse(method(panel, "updateVolumeTable"))
-    assert "self.logic.refresh_volumes, segmentation)" in update and "create_table" not in update
+    assert "self.logic.refresh_volumes, segmentation, follower=self._follower)" in update
+    assert "create_table" not in update
 
 
 def test_review_aids_and_comparison_are_wired_through_the_logic():

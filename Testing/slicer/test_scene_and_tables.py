@@ -158,7 +158,8 @@ def test_import_into_a_chosen_node_replaces_its_segments_and_keeps_only_requeste
     keep = ["optic_nerve_right", "optic_nerve_left"]
     node = segments.import_segmentation_file(path, ORBIT, ct, output_node=chosen, keep=keep, show_3d=True)
     assert node is chosen and node.GetName() == "my segmentation"
-    assert sorted(node.GetSegmentation().GetSegmentIDs()) == sorted(keep)
+    # the user's own segment stays: only segments HeadSeg made are replaced
+    assert sorted(node.GetSegmentation().GetSegmentIDs()) == sorted(keep + ["old"])
     added = node_classes(mrml_scene.scene)
     for name in classes_before:
         added.remove(name)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 from ..errors import InputError
 from .followup import ChangeResult, compare_segmentations, export_change_csv
 from .review import (
+    UNCERTAINTY_ATTRIBUTE,
     jump_slices_to,
     most_uncertain_point,
     set_uncertainty_opacity,
@@ -72,6 +73,28 @@ class TaskLogic:
                 f"The model in {folder} segments task '{package.task}', not '{self.task}'. Choose a {self.task} model."
             )
         return package.summary(), str(package.path)
+
+    # -- the input CT ---------------------------------------------------------------------------------
+    @staticmethod
+    def is_input_candidate(volume_node) -> bool:
+        """A volume the user may segment: an image, not a label map nor a HeadSeg uncertainty map."""
+        return (volume_node is not None and volume_node.IsA("vtkMRMLScalarVolumeNode")
+                and not volume_node.IsA("vtkMRMLLabelMapVolumeNode")
+                and volume_node.GetAttribute(UNCERTAINTY_ATTRIBUTE) != "1")
+
+    def default_input_volume(self, scene):
+        """The input the panel starts with: the most recently added candidate, or None."""
+        nodes = [scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
+                 for n in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        candidates = [node for node in nodes if self.is_input_candidate(node)]
+        return candidates[-1] if candidates else None
+
+    @staticmethod
+    def hidden_input_ids(scene) -> List[str]:
+        """IDs of the scalar volumes the input selector must not offer: the uncertainty maps."""
+        nodes = [scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
+                 for n in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        return [node.GetID() for node in nodes if node.GetAttribute(UNCERTAINTY_ATTRIBUTE) == "1"]
 
     def label_set(self, segmentation_node=None):
         return label_set_of(segmentation_node, self.default_label_set or TASK_LABEL_SETS.get(self.task))
@@ -146,8 +169,10 @@ class TaskLogic:
         label_set = self.label_set(segmentation_node)
         return add_to_training_set(volume_node, segmentation_node, dataset_dir, self.task, label_set, reviewed)
 
-    def missing_packages(self) -> List[str]:
-        return missing_packages()
+    def missing_packages(self, requirements: Optional[Sequence[str]] = None) -> List[str]:
+        """Requirements not installed: of the segmentation process (default), or of a panel action
+        (:data:`headseg.slicer.runs.PANEL_REQUIREMENTS`)."""
+        return missing_packages() if requirements is None else missing_packages(requirements)
 
     # -- review aids (issue 15): the uncertainty map, where to look first ---------------------------------
     def uncertainty_node(self, segmentation_node):

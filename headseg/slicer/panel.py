@@ -25,11 +25,16 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ..errors import HeadSegError
+from .runs import PANEL_REQUIREMENTS
 from .tables import VolumeFollower
 
 __all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "startup_completed",
-           "model_folders_from_setting", "SETTINGS_MODEL_FOLDERS"]
+           "model_folders_from_setting", "forget_modules", "SETTINGS_MODEL_FOLDERS", "MODULE_DEPENDENCIES"]
 
+#: Slicer modules both HeadSeg modules use: the Segment Editor widget and segmentation logic, the
+#: terminology selector that lists HeadSeg's structures, the Sample Data entries (Modules/Loadable and
+#: Modules/Scripted of Slicer 5.6 to 5.10; Testing/slicer/slicer_api.json)
+MODULE_DEPENDENCIES = ("Segmentations", "SegmentEditor", "Terminologies", "SampleData")
 #: QSettings key of the model folders the user added (both modules; each lists only its task's models).
 SETTINGS_MODEL_FOLDERS = "HeadSeg/ExtraModelFolders"
 POLL_INTERVAL_MS = 200  # how often a running segmentation is polled
@@ -49,6 +54,21 @@ def _(text: str) -> str:
 def model_folders_from_setting(text: Optional[str], separator: str = os.pathsep) -> List[str]:
     """The saved model folders that still exist (a folder deleted since is dropped silently)."""
     return [folder for folder in str(text or "").split(separator) if folder and os.path.isdir(folder)]
+
+
+def forget_modules(prefixes: Iterable[str]) -> List[str]:
+    """Drop every loaded module under ``prefixes`` (packages and their submodules) from ``sys.modules``,
+    so that the next import reads the files again; returns their names.
+
+    Slicer's Reload (ScriptedLoadableModuleWidget.onReload) re-executes only ``<Module>.py``: without this
+    its imports would return the ``headseg`` and ``<Module>Lib`` already loaded, and an edit there would
+    need a restart."""
+    prefixes = tuple(prefixes)
+    names = [name for name in list(sys.modules)
+             if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)]
+    for name in names:
+        del sys.modules[name]
+    return names
 
 
 class SegmentationPanelMixin:
@@ -200,10 +220,26 @@ class SegmentationPanelMixin:
         editor.setActiveEffect(None)
         editor.uninstallKeyboardShortcuts()
         editor.removeViewObservations()
+        # edits made elsewhere (Slicer's own Segment Editor) must not recompute this panel's table;
+        # enter() re-selects the editor node, which follows the segmentation again (one full measure)
+        self.stopFollowing()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+
+    def stopFollowing(self):
+        """No more table updates until the panel follows a segmentation again."""
+        self._tableTimer.stop()
+        self._follower.stop()
+        self._observedSegmentation = None
+
+    def onReload(self):
+        """Reload re-reads the module's own packages too (see :func:`forget_modules`)."""
+        from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+
+        forget_modules(("headseg", f"{self.moduleName}Lib"))
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def onEffectRegistered(self, effectName=None):
         self.ui.segmentEditorWidget.updateEffectList()
@@ -234,12 +270,19 @@ class SegmentationPanelMixin:
         import slicer
 
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            # default to the most recently loaded image (not a label map)
-            volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                       if not n.IsA("vtkMRMLLabelMapVolumeNode")]
-            if volumes:
-                self._parameterNode.inputVolume = volumes[-1]
+        self.updateInputSelector()
+        current = self._parameterNode.inputVolume
+        if current is None or not self.logic.is_input_candidate(current):
+            # the most recently loaded image: not a label map, not an uncertainty map
+            self._parameterNode.inputVolume = self.logic.default_input_volume(slicer.mrmlScene)
+
+    def updateInputSelector(self):
+        """The uncertainty maps are not offered as the input CT (qMRMLSortFilterProxyModel's
+        hiddenNodeIDs, in Slicer 5.6 to 5.10)."""
+        import slicer
+
+        proxy = self.ui.inputVolumeSelector.sortFilterProxyModel()
+        proxy.hiddenNodeIDs = self.logic.hidden_input_ids(slicer.mrmlScene)
 
     def setParameterNode(self, inputParameterNode):
         import vtk
@@ -410,29 +453,31 @@ class SegmentationPanelMixin:
         import slicer
 
         editor = self.ui.segmentEditorWidget
-        editor.setSegmentationNode(run.segmentation_node)
-        if hasattr(editor, "setSourceVolumeNode"):
-            editor.setSourceVolumeNode(run.input_node)
-        else:  # Slicer < 5.2
-            editor.setMasterVolumeNode(run.input_node)
         self._tableNode = run.table_node
+        # first: the run measured its result once; the editor's node change below then finds it followed
+        self.observeSegmentation(run.segmentation_node, run.measures)  # shows its uncertainty map, when ticked
+        self.updateInputSelector()
+        editor.setSegmentationNode(run.segmentation_node)
+        editor.setSourceVolumeNode(run.input_node)
         slicer.util.setSliceViewerLayers(background=run.input_node, fit=False)
-        self.observeSegmentation(run.segmentation_node)  # shows its uncertainty map, when ticked
         self.ui.followupSegmentationSelector.setCurrentNode(run.segmentation_node)  # the newest scan, to compare
 
-    def ensurePythonPackages(self) -> bool:
-        """Install what the segmentation process needs, only after the user agreed."""
+    def ensurePythonPackages(self, requirements=None) -> bool:
+        """Install what an action needs (default: the segmentation process), only after the user agreed.
+
+        Every panel action that runs HeadSeg code needing a package Slicer lacks calls this first:
+        Slicer 5.6 to 5.10 ship numpy, scipy and SimpleITK but not pynrrd (PANEL_REQUIREMENTS)."""
         import slicer
 
-        missing = self.logic.missing_packages()
+        missing = self.logic.missing_packages(requirements)
         if not missing:
             return True
         question = _(
-            "The segmentation needs Python packages that are not installed:\n\n{packages}\n\n"
+            "This needs Python packages that are not installed:\n\n{packages}\n\n"
             "Install them now? They are downloaded from the internet; this can take several minutes."
         ).format(packages="\n".join(missing))
         if not slicer.util.confirmOkCancelDisplay(question, _("Install Python packages")):
-            self.setStatus(_("Not installed: {packages}. Segmentation needs them.").format(
+            self.setStatus(_("Not installed: {packages}. This action needs them.").format(
                 packages=", ".join(missing)), error=True)
             return False
         try:
@@ -446,7 +491,7 @@ class SegmentationPanelMixin:
             logging.exception("%s: installing packages failed", self.moduleName)
             self.setStatus(_("Installing packages failed: {error}").format(error=error), error=True)
             return False
-        still = self.logic.missing_packages()
+        still = self.logic.missing_packages(requirements)
         if still:
             self.setStatus(_("Still missing after installation: {packages}. Restart Slicer and try again.")
                            .format(packages=", ".join(still)), error=True)
@@ -475,11 +520,12 @@ class SegmentationPanelMixin:
         if segmentation is not self._observedSegmentation:
             self.observeSegmentation(segmentation)
 
-    def observeSegmentation(self, segmentationNode):
-        """Follow the reviewed segmentation: the volumes are recomputed ~0.5 s after each edit."""
+    def observeSegmentation(self, segmentationNode, measures=None):
+        """Follow the reviewed segmentation: the volumes are recomputed ~0.5 s after each edit, for the
+        edited segments only. ``measures`` just taken of it (a run's result) are not taken again."""
         self._tableTimer.stop()
         self._observedSegmentation = segmentationNode
-        self._follower.observe(segmentationNode)
+        self._follower.observe(segmentationNode, measures)
         self.updateReviewedList()
         self.updateVolumeTable()
         self.updateUncertaintyLayer()
@@ -499,7 +545,7 @@ class SegmentationPanelMixin:
                 return
             # runs from a timer: a failure is reported, and the table shows what it showed before
             updated, result = self.runAction(_("The volumes could not be updated: {error}"),
-                                             self.logic.refresh_volumes, segmentation)
+                                             self.logic.refresh_volumes, segmentation, follower=self._follower)
             if updated:
                 self.showVolumes(result)
         finally:
@@ -523,8 +569,11 @@ class SegmentationPanelMixin:
         if segmentation is None:
             self.setStatus(_("Select a segmentation in the editor first."), error=True)
             return
+        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
+            return
         made, result = self.runAction(_("The volume table could not be made: {error}"),
-                                      self.logic.refresh_volumes, segmentation, create_table=True)
+                                      self.logic.refresh_volumes, segmentation, create_table=True,
+                                      follower=self._follower)
         if made:
             self.showVolumes(result)
             self.setStatus(_("Volume table '{name}' added next to the segmentation.").format(
@@ -572,6 +621,8 @@ class SegmentationPanelMixin:
     def onCompareButton(self):
         import slicer
 
+        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
+            return
         with slicer.util.WaitCursor():  # reading both label maps and registering the CTs takes seconds
             compared, result = self.runAction(
                 _("The comparison failed: {error}"), self.logic.compare,
@@ -598,6 +649,8 @@ class SegmentationPanelMixin:
         if self._changeResult is None:
             self.setStatus(_("Compare two segmentations first."), error=True)
             return
+        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
+            return
         default = os.path.join(qt.QDir.homePath(), self._changeResult.table_node.GetName() + ".csv")
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export changes"), default,
                                               _("CSV files (*.csv)"))
@@ -621,6 +674,8 @@ class SegmentationPanelMixin:
         if segmentation is None:
             self.setStatus(_("There are no volumes yet: segment the image or select a segmentation."), error=True)
             return
+        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
+            return
         name = self._tableNode.GetName() if self._tableNode is not None else f"{segmentation.GetName()} volumes"
         default = os.path.join(qt.QDir.homePath(), name + ".csv")
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export volumes"), default,
@@ -628,7 +683,8 @@ class SegmentationPanelMixin:
         if not path:
             return
         # the logic recomputes first, so the file holds the segmentation as it is now (no stale numbers)
-        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_csv, segmentation, path)
+        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_csv, segmentation, path,
+                                           follower=self._follower)
         self.updateVolumeTable()
         if exported:
             self.setStatus(_("Volumes saved to {path}").format(path=written))
@@ -639,9 +695,10 @@ class SegmentationPanelMixin:
         qt.QSettings().setValue(self.datasetFolderSetting, directory)
 
     def onAddToTrainingSetButton(self):
+        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):  # the case is written with pynrrd
+            return
         reviewed = self.checkedItemData(self.ui.reviewedListWidget)
-        volume = self._editorNode.GetSourceVolumeNode() if hasattr(self._editorNode, "GetSourceVolumeNode") \
-            else self._editorNode.GetMasterVolumeNode()
+        volume = self._editorNode.GetSourceVolumeNode()
         added, case = self.runAction(_("Adding the case failed: {error}"), self.logic.add_to_training_set,
                                      volume or self._parameterNode.inputVolume, self._observedSegmentation,
                                      self.ui.datasetDirectoryButton.directory, reviewed)
@@ -704,7 +761,7 @@ def describe_module(parent, title: str, help_text: str, acknowledgement: str) ->
 
     parent.title = title
     parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-    parent.dependencies = []
+    parent.dependencies = list(MODULE_DEPENDENCIES)
     parent.contributors = ["HeadSeg contributors"]
     parent.helpText = help_text
     parent.acknowledgementText = acknowledgement
@@ -763,6 +820,16 @@ class ModuleSelfTestMixin:
 
         phantom = make_head_phantom(seed=self.phantomSeed, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
         return phantom, node_from_volume(phantom.image, "Phantom CT")
+
+    def canWriteCases(self, logic) -> bool:
+        """True when the packages of the panel's own actions are installed (a clean Slicer lacks pynrrd,
+        which writes the training case); otherwise says so and the step is skipped."""
+        from .runs import PANEL_REQUIREMENTS
+
+        missing = logic.missing_packages(PANEL_REQUIREMENTS)
+        if missing:
+            self.delayDisplay(f"Missing Python packages {', '.join(missing)}: step skipped")
+        return not missing
 
     def canSegment(self, logic) -> bool:
         """True when ``logic`` has a model and every Python package it needs; otherwise says so."""

@@ -23,12 +23,17 @@ if TYPE_CHECKING:  # annotations only; importing them here would slow down 'impo
     from ..runner import SegmentationProcess
     from ..volumes import VolumeRow
 
-__all__ = ["HEADSEG_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "child_environment",
+__all__ = ["HEADSEG_REQUIREMENTS", "PANEL_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "child_environment",
            "SegmentationRun"]
 
 #: Python packages the segmentation child process needs (same as pyproject's dependencies; tested).
 HEADSEG_REQUIREMENTS = ("numpy>=1.22", "scipy>=1.8", "SimpleITK>=2.2", "pynrrd>=1.0", "torch>=2.1",
                         "tqdm>=4.60")
+#: Python packages the panel's own actions need in Slicer's Python (the volume table's doubt, "Add to
+#: training set", "Compare with earlier scan"). Slicer 5.6 to 5.10 ship numpy, scipy and SimpleITK
+#: (SuperBuild/External_python-numpy.cmake, External_python-scipy.cmake, External_SimpleITK.cmake), not
+#: pynrrd, with which headseg.io writes .seg.nrrd files (tested against the imports of that code).
+PANEL_REQUIREMENTS = ("numpy>=1.22", "scipy>=1.8", "SimpleITK>=2.2", "pynrrd>=1.0")
 TASK_LABEL_SETS = {"orbit": "orbit", "han": "pddca"}  # label set used when no model card says otherwise
 
 

@@ -17,7 +17,7 @@ from .scene import PathLike, place_next_to, volume_from_node
 __all__ = [
     "STRUCTURE_TAG", "LABEL_SET_ATTRIBUTE", "binary_labelmap_name", "structure_of_segment", "vtk_string_tag",
     "set_segment_terminology", "segment_terminology", "apply_label_set", "label_set_of",
-    "import_segmentation_file", "segment_mask", "labelmap_from_segmentation", "labelmap_of_segmentation",
+    "import_segmentation_file", "replace_headseg_segments", "segment_mask", "labelmap_from_segmentation", "labelmap_of_segmentation",
 ]
 
 #: Segment tag holding the label-set key of the structure a segment stands for. Names and IDs can be
@@ -110,7 +110,8 @@ def import_segmentation_file(path: PathLike, label_set, reference_volume_node, n
                              output_node=None, keep: Optional[Iterable[str]] = None, show_3d: bool = False):
     """Load a .seg.nrrd written by ``headseg segment`` into a segmentation node and return the node.
 
-    A new node is created unless ``output_node`` is given (the user chose to replace its segments).
+    A new node is created unless ``output_node`` is given (the user chose to replace its segments: only
+    those HeadSeg made are replaced, :func:`replace_headseg_segments`).
     Segments get names, colours and terminology from ``label_set``; the node is placed next to the
     input volume in the subject hierarchy, uses it as reference geometry and, with ``show_3d``, gets a
     closed-surface representation for the 3D view.
@@ -138,7 +139,10 @@ def import_segmentation_file(path: PathLike, label_set, reference_volume_node, n
         node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     was_modifying = node.StartModify()
     try:
-        node.GetSegmentation().DeepCopy(loaded.GetSegmentation())
+        if created:
+            node.GetSegmentation().DeepCopy(loaded.GetSegmentation())
+        else:
+            replace_headseg_segments(node, loaded)
         if reference_volume_node.GetParentTransformNode() is None:
             # With a transform the file's geometry (world) is kept: the input was written hardened.
             node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
@@ -153,6 +157,25 @@ def import_segmentation_file(path: PathLike, label_set, reference_volume_node, n
     if show_3d:
         node.CreateClosedSurfaceRepresentation()
     return node
+
+
+def replace_headseg_segments(segmentation_node, loaded_node) -> List[str]:
+    """Put ``loaded_node``'s segments into ``segmentation_node`` in place of the segments HeadSeg made
+    there before (those with :data:`STRUCTURE_TAG`); the user's own segments stay, voxels and all.
+
+    Replacing a segmentation the user chose as output must not lose what HeadSeg did not make. Returns
+    the IDs of the segments removed."""
+    segmentation = segmentation_node.GetSegmentation()
+    removed = [segment_id for segment_id in list(segmentation.GetSegmentIDs())
+               if vtk_string_tag(segmentation.GetSegment(segment_id), STRUCTURE_TAG)]
+    for segment_id in removed:
+        segmentation.RemoveSegment(segment_id)
+    source = loaded_node.GetSegmentation()
+    for segment_id in list(source.GetSegmentIDs()):
+        if not segmentation.CopySegmentFromSegmentation(source, segment_id, False):
+            raise InputError(f"The result's segment '{source.GetSegment(segment_id).GetName()}' could not be "
+                             f"added to '{segmentation_node.GetName()}'.")
+    return removed
 
 
 def segment_mask(segmentation_node, segment_id: str, reference: Volume, reference_volume_node) -> np.ndarray:

@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional
 
 from ..labels import HEADSEG_TERMINOLOGY_CONTEXT, LABEL_SETS, Code, Structure
 
-__all__ = ["TERMINOLOGY_FILE", "terminology_document", "terminology_json", "load_terminology", "resolve_entry"]
+__all__ = ["TERMINOLOGY_FILE", "terminology_document", "terminology_json", "loaded_terminology_names",
+           "load_terminology", "resolve_entry"]
 
 #: The terminology file the modules load (installed with the package).
 TERMINOLOGY_FILE = Path(__file__).resolve().parent / "Resources" / "HeadSeg.term.json"
@@ -89,6 +90,18 @@ def _terminologies_logic(logic=None):
     return slicer.modules.terminologies.logic()
 
 
+def loaded_terminology_names(logic=None) -> List[str]:
+    """Context names of the terminologies Slicer has loaded.
+
+    ``GetLoadedTerminologyNames(vtkStringArray)`` exists in Slicer 5.6, 5.8 and 5.10;
+    ``IsTerminologyContextLoaded`` only from 5.10 (Testing/slicer/slicer_api.json)."""
+    import vtk
+
+    names = vtk.vtkStringArray()
+    _terminologies_logic(logic).GetLoadedTerminologyNames(names)
+    return [names.GetValue(n) for n in range(names.GetNumberOfValues())]
+
+
 def load_terminology(logic=None, path: Optional[Path] = None) -> str:
     """Load HeadSeg's terminology into Slicer's terminology logic (once); returns its context name.
 
@@ -97,7 +110,7 @@ def load_terminology(logic=None, path: Optional[Path] = None) -> str:
     ``slicer.modules.terminologies.logic()``.
     """
     logic = _terminologies_logic(logic)
-    if logic.IsTerminologyContextLoaded(HEADSEG_TERMINOLOGY_CONTEXT):
+    if HEADSEG_TERMINOLOGY_CONTEXT in loaded_terminology_names(logic):
         return HEADSEG_TERMINOLOGY_CONTEXT
     path = Path(path) if path is not None else TERMINOLOGY_FILE
     name = logic.LoadTerminologyFromFile(str(path))
@@ -116,10 +129,11 @@ def resolve_entry(terminology_string: str, logic=None):
 
     logic = _terminologies_logic(logic)
     entry = slicer.vtkSlicerTerminologyEntry()
-    if not slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(terminology_string, entry):
+    # called on the instance: DeserializeTerminologyEntry is static only from Slicer 5.10
+    if not logic.DeserializeTerminologyEntry(terminology_string, entry):
         return None
     context = entry.GetTerminologyContextName() or ""
-    if not logic.IsTerminologyContextLoaded(context):
+    if context not in loaded_terminology_names(logic):
         return None
 
     def same(a, b) -> bool:
