@@ -265,6 +265,11 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
                                        run_record) for case in planned}
     created = create and not output_dir.exists()
     if create:
+        if output_dir.is_symlink() and not output_dir.exists():
+            raise InputError(f"The output folder {output_dir} is a symbolic link to nothing (or to itself); choose "
+                             "another one with -o.")
+        if output_dir.exists() and not output_dir.is_dir():
+            raise InputError(f"The output folder {output_dir} exists and is not a folder; choose another one with -o.")
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -81,7 +81,13 @@ def discover_cases(inputs: Sequence[str]) -> List[Case]:
     for raw in inputs:
         path = Path(raw).expanduser()
         if not path.exists():
+            if path.is_symlink():
+                raise InputError(f"Input {path} is a symbolic link to nothing (or to itself); give the image file or "
+                                 "folder it should point to.")
             raise InputError(f"Input {path} does not exist.")
+        if not path.is_file() and not path.is_dir():
+            raise InputError(f"Input {path} is neither a file nor a folder (a pipe, socket or device); give an image "
+                             "file, a DICOM folder or a folder of cases.")
         if path.is_file():
             dicom = is_dicom_file(path) and not path.name.lower().endswith(IMAGE_SUFFIXES)
             cases.append(Case(_folder_name(path.parent) if dicom else case_name(path), path))

@@ -53,12 +53,8 @@ def validate_card(card: Dict[str, Any], where: str = "model card") -> None:
         )
     if card["task"] not in TASKS:
         raise ModelPackageError(f"The {where} names task {card['task']!r}; expected one of {TASKS}.")
+    _check_card_types(card, where)
     inp = card["input"]
-    for key in ("spacing_mm", "normalization"):
-        if key not in inp:
-            raise ModelPackageError(f"The {where} lacks input.{key}.")
-    if len(inp["spacing_mm"]) != 3 or min(inp["spacing_mm"]) <= 0:
-        raise ModelPackageError(f"The {where} has an invalid input.spacing_mm {inp['spacing_mm']}.")
     if card["task"] == "orbit" and len(inp.get("window_kji") or ()) != 3:
         raise ModelPackageError(f"The {where} of an orbit model needs input.window_kji (slices, rows, columns).")
     if not card["classes"] or card["classes"][0] != "background":
@@ -86,6 +82,64 @@ def validate_card(card: Dict[str, Any], where: str = "model card") -> None:
         raise ModelPackageError(
             f"The {where} lists classes {unknown} that the label set '{card['label_set']}' does not have."
         )
+
+
+#: The largest whole number a card's architecture may give (channels, widths, blocks): far above any model
+#: HeadSeg builds, far below one that would ask for terabytes.
+MAX_ARCHITECTURE_INT = 4096
+
+
+def _numbers(value: Any, count: int, whole: bool = False) -> bool:
+    """Whether ``value`` is a list of ``count`` finite positive numbers (whole numbers with ``whole``)."""
+    import math
+
+    kinds = (int,) if whole else (int, float)
+    return (isinstance(value, list) and len(value) == count and
+            all(isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value))
+
+
+def _check_card_types(card: Dict[str, Any], where: str) -> None:
+    """Refuse a card whose fields have the wrong type or impossible values, naming the field, before any of
+    them is used (a mistyped card must not end in a traceback or a model of terabytes)."""
+    def refuse(field_name: str, expected: str) -> None:
+        raise ModelPackageError(f"The {where} has an invalid {field_name} ({json.dumps(_get(card, field_name))}): "
+                                f"expected {expected}. Fix the card or re-export the model with headseg-train.")
+
+    if not isinstance(card["input"], dict):
+        refuse("input", "an object with spacing_mm and normalization")
+    for key in ("spacing_mm", "normalization"):
+        if key not in card["input"]:
+            raise ModelPackageError(f"The {where} lacks input.{key}.")
+    if not _numbers(card["input"]["spacing_mm"], 3):
+        refuse("input.spacing_mm", "three positive numbers (mm)")
+    if not isinstance(card["input"]["normalization"], dict):
+        refuse("input.normalization", "an object such as {\"type\": \"window\", \"lower\": -300, \"upper\": 400}")
+    if "window_kji" in card["input"] and not _numbers(card["input"]["window_kji"], 3, whole=True):
+        refuse("input.window_kji", "three positive whole numbers (slices, rows, columns)")
+    if not isinstance(card["weights"], dict) or not isinstance(card["weights"].get("file", WEIGHTS_FILE), str):
+        refuse("weights", "an object naming the weights file, e.g. {\"file\": \"model.pt\", \"sha256\": \"...\"}")
+    inference = card.get("inference", {})
+    if not isinstance(inference, dict):
+        refuse("inference", "an object")
+    if "patch_kji" in inference and not _numbers(inference["patch_kji"], 3, whole=True):
+        refuse("inference.patch_kji", "three positive whole numbers")
+    for key in ("max_voxels", "batch_size"):
+        if key in inference and not _numbers([inference[key]], 1, whole=True):
+            refuse(f"inference.{key}", "a positive whole number")
+    params = card.get("architecture_params", {})
+    if not isinstance(params, dict):
+        refuse("architecture_params", "an object")
+    for key, value in params.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and not 0 < v <= MAX_ARCHITECTURE_INT for v in values):
+            refuse(f"architecture_params.{key}", f"whole numbers from 1 to {MAX_ARCHITECTURE_INT}")
+
+
+def _get(card: Dict[str, Any], dotted: str) -> Any:
+    value: Any = card
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 @dataclass
@@ -127,14 +181,20 @@ class ModelPackage:
             )
 
     def build_model(self):
+        from .errors import HeadSegError
         from .models import build_model
 
-        return build_model(
-            self.card["architecture"],
-            int(self.card.get("in_channels", 1)),
-            len(self.card["classes"]),
-            **self.card.get("architecture_params", {}),
-        )
+        try:
+            return build_model(
+                self.card["architecture"],
+                int(self.card.get("in_channels", 1)),
+                len(self.card["classes"]),
+                **self.card.get("architecture_params", {}),
+            )
+        except (HeadSegError, TypeError, ValueError, RuntimeError, MemoryError) as exc:  # the card's numbers
+            raise ModelPackageError(f"Model '{self.name}' cannot be built from its card ({self.card['architecture']}, "
+                                    f"{self.card.get('architecture_params', {})}): {str(exc).splitlines()[0]}. Fix "
+                                    "the card or re-export the model.") from None
 
     def load_model(self, device: Any = "cpu", verify: bool = True):
         """Build the network, load its weights (``weights_only=True``) and put it in eval mode."""

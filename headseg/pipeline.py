@@ -27,7 +27,7 @@ from .geometry import Volume
 from .packages import ModelPackage
 from .preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
 from .sides import output_classes, split_classes_by_side
-from .validation import check_ct, orbit_resolution_note
+from .validation import check_ct, check_roi, orbit_resolution_note
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
 
     start = time.perf_counter()
     notes = check_ct(volume)
+    if roi is not None:
+        check_roi(roi, volume)  # before any work: a box outside the image or of metres fails here, not later
     choice = select_device(device)
     log.info("Device: %s (%s)", choice.device, choice.reason)
     if model is None:

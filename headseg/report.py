@@ -47,9 +47,27 @@ class ReportCase:
 
 
 def _read_rows(path: Path) -> List[Dict[str, str]]:
-    """A volume CSV's rows, each with its ``key`` (joined from structure and side in older files)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """A volume CSV's rows, each with its ``key`` (joined from structure and side in older files); a file
+    that is not such a table is refused with a sentence naming it."""
+    def refuse(why: str) -> InputError:
+        return InputError(f"{path} is not a HeadSeg volume table ({why}). Move it out of the folder, or segment "
+                          "the case again.")
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise refuse(str(exc)) from None
+    missing = [c for c in ("structure", "side", "volume_cm3") if c not in columns]
+    if missing:
+        raise refuse(f"no column {', '.join(missing)}")
+    for n, r in enumerate(rows, start=2):
+        try:
+            float(r["volume_cm3"])
+        except (TypeError, ValueError):
+            raise refuse(f"line {n}: volume_cm3 {r['volume_cm3']!r} is not a number") from None
     for r in rows:
         if not r.get("key"):
             r["key"] = f"{r['structure']}_{r['side']}" if r.get("side") else r["structure"]
@@ -66,11 +84,30 @@ def collect_cases(results_dir: PathLike) -> List[ReportCase]:
         name = csv_path.name[: -len("_volumes.csv")]
         seg = folder / f"{name}.seg.nrrd"
         run_path = folder / f"{name}_run.json"
-        run = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else {}
+        run = _read_run_record(run_path) if run_path.is_file() else {}
         cases.append(ReportCase(name, _read_rows(csv_path), seg if seg.is_file() else None, run))
     if not cases:
         raise InputError(f"{folder} holds no <case>_volumes.csv; run 'headseg segment ... -o {folder}' first.")
     return cases
+
+
+def _read_run_record(path: Path) -> Dict[str, Any]:
+    """``<case>_run.json`` with the fields the page shows checked; a damaged one is refused with a sentence."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable run record ({exc}). Move it out of the folder, or segment the "
+                         "case again.") from None
+    problems = [] if isinstance(run, dict) else ["it is not a JSON object"]
+    if not problems:
+        if "seconds" in run and (isinstance(run["seconds"], bool) or not isinstance(run["seconds"], (int, float))):
+            problems.append("seconds is not a number")
+        if not isinstance(run.get("notes") or [], list):
+            problems.append("notes is not a list")
+    if problems:
+        raise InputError(f"{path} is not a HeadSeg run record ({'; '.join(problems)}). Move it out of the folder, or "
+                         "segment the case again.")
+    return run
 
 
 def write_run_record(path: PathLike, case: Any, package: Any, result: Any, notes: Optional[Sequence[str]] = None,
@@ -343,6 +380,8 @@ def write_report(results_dir: PathLike, out_html: PathLike, overwrite: bool = Fa
     from .io.files import OutputExistsError, write_atomically
 
     out = Path(out_html)
+    if out.suffix.lower() not in (".html", ".htm"):  # --overwrite must never put a web page over a CT
+        raise InputError(f"The report is a web page: name it .html (got {out.name!r}).")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; choose another name or pass --overwrite.")
     cases = collect_cases(results_dir)

@@ -3,7 +3,7 @@ traceback or a silently meaningless segmentation."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -56,7 +56,45 @@ def check_ct(volume: Volume, min_extent_mm: float = 20.0) -> List[str]:
         )
     if lo < -3100 or hi > 40000:
         warnings.append(f"Unusual intensity range {lo:.0f} to {hi:.0f} HU; values were used as they are.")
+    shear = shear_degrees(volume.direction)
+    if shear > 0.5:
+        warnings.append(f"The image's axes are not perpendicular (sheared by {shear:.1f} degrees, e.g. a tilted "
+                        "gantry stored as it was acquired); it was segmented on a perpendicular grid, so compare the "
+                        "result with the original slices.")
     return warnings
+
+
+def shear_degrees(direction: np.ndarray) -> float:
+    """How far the image's three axes are from perpendicular: the largest deviation from 90 degrees."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    axes = d / np.linalg.norm(d, axis=0)
+    cosines = [abs(float(axes[:, a] @ axes[:, b])) for a, b in ((0, 1), (0, 2), (1, 2))]
+    return float(np.degrees(np.arcsin(min(1.0, max(cosines)))))
+
+
+#: The largest --roi box side: both orbits with a margin are about 120 x 80 x 60 mm; a larger box is a
+#: typo or mixed units, and would make crop grids of billions of voxels.
+MAX_ROI_MM = 300.0
+
+
+def check_roi(roi: Tuple[Sequence[float], Sequence[float]], volume: Volume) -> None:
+    """Refuse a region of interest (LPS centre, size in mm) that is not finite, too large, or outside
+    ``volume``, before any work."""
+    centre, size = np.asarray(roi[0], dtype=float), np.asarray(roi[1], dtype=float)
+    if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(size)) and np.all(size > 0)):
+        raise InputError("The region of interest needs finite numbers and positive sizes (centre x,y,z and size "
+                         "x,y,z in LPS millimetres).")
+    if size.max() > MAX_ROI_MM:
+        raise InputError(f"The region of interest is {' x '.join(f'{s:.0f}' for s in size)} mm; draw a box of at most "
+                         f"{MAX_ROI_MM:.0f} mm per side around the orbits (sizes are in millimetres).")
+    corners = np.array([(a, b, c) for a in (-0.5, volume.size_ijk[0] - 0.5) for b in (-0.5, volume.size_ijk[1] - 0.5)
+                        for c in (-0.5, volume.size_ijk[2] - 0.5)])
+    lps = np.array([volume.index_to_lps(c) for c in corners])
+    low, high = lps.min(axis=0), lps.max(axis=0)
+    if np.any(centre + size / 2 < low) or np.any(centre - size / 2 > high):
+        raise InputError("The region of interest lies outside the image (its centre is "
+                         f"{', '.join(f'{c:.0f}' for c in centre)} mm LPS; the image spans "
+                         f"{', '.join(f'{a:.0f} to {b:.0f}' for a, b in zip(low, high))} mm). Draw it around the orbits.")
 
 
 #: The coarsest voxels on which an eye muscle's volume can be trusted. On CT the thinnest rectus (the

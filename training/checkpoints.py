@@ -68,11 +68,25 @@ def save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """A checkpoint, read with ``weights_only=True`` (nothing in the file is executed); a damaged, foreign or
+    hostile file is refused with one sentence (InputError), never a traceback."""
+    from headseg.errors import InputError
+
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}; train without --resume first.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a headseg-train checkpoint of format {CHECKPOINT_FORMAT}.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a truncated, foreign or unsafe file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path} cannot be read as a headseg-train checkpoint ({reason}): it is damaged, or not a "
+                         "checkpoint of this program (nothing in it was run). Use another run folder, or train "
+                         "again without --resume.") from None
+    missing = [] if not isinstance(checkpoint, dict) else [
+        k for k in ("config", "card", "model", *(f.name for f in fields(TrainingState))) if k not in checkpoint]
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT or missing:
+        raise InputError(f"{path} is not a headseg-train checkpoint of format {CHECKPOINT_FORMAT}"
+                         f"{' (it lacks ' + ', '.join(missing[:4]) + ')' if missing else ''}. Use another run "
+                         "folder, or train again without --resume.")
     return checkpoint
 
 

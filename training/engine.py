@@ -477,14 +477,17 @@ class _Run:
         from headseg.packages import find_package
 
         path = Path(source).expanduser()
-        if path.suffix == ".pt" and path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        weights = path if path.suffix == ".pt" and path.is_file() else find_package(source).weights_path
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged, foreign or unsafe file (weights_only: nothing in it is run)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ValueError(f"init_weights {source!r}: {weights} cannot be read as weights ({reason}).") from None
+        if weights == path:
             state = state.get("model", state) if isinstance(state, dict) else state
-        else:
-            state = torch.load(find_package(source).weights_path, map_location="cpu", weights_only=True)
         try:
             self.trainer.network.load_state_dict(state)
-        except RuntimeError as error:
+        except (RuntimeError, TypeError, AttributeError) as error:
             raise ValueError(f"init_weights {source!r} does not fit this recipe's network ({error}).") from None
         self.say(f"Started from the weights of {source}.")
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from .checkpoints import checkpoint_path
+from .checkpoints import checkpoint_path, load_checkpoint
 from .datasets import discover_cases
 from .evaluate import evaluate_package, summarise_rows, write_rows
 
@@ -93,8 +93,6 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
 
     ``overrides`` (``export.default=true``, as ``--set`` of ``headseg-train train``) change the run's stored
     recipe for the card only: what a package claims can be decided after the run, not what it learned."""
-    import torch
-
     from headseg.packages import write_package
 
     from .config import apply_overrides
@@ -104,8 +102,8 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
     path = checkpoint_path(run_dir, "best")
     if not path.is_file():
         path = checkpoint_path(run_dir, "last")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    last = torch.load(checkpoint_path(run_dir, "last"), map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)  # a damaged or foreign file: a sentence, not a traceback
+    last = load_checkpoint(checkpoint_path(run_dir, "last"))
     checkpoint["history"], checkpoint["elapsed"] = last["history"], last["elapsed"]  # the whole run's facts
     checkpoint["epoch"], checkpoint["stopped_early"] = last["epoch"], last["stopped_early"]
     if overrides:
