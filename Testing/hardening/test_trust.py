@@ -185,3 +185,21 @@ def test_a_series_whose_slices_carry_two_patient_ids_is_refused(tmp_path):
     with pytest.raises(InputError, match="2 different patients") as info:
         read_volume(tmp_path / "s")
     assert "SOMEONE-ELSE" not in str(info.value)
+
+
+def test_a_lossy_compressed_series_is_segmented_with_a_note_in_run_json(tmp_path, han_package):
+    def lossy(n, ds):
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionRatio = "8.2"
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+    edit_series(write_series(small_ct(), tmp_path / "s"), lossy)
+    segment([tmp_path / "s"], han_package.path, tmp_path / "out")
+    notes = run_record(tmp_path / "out", "s")["notes"]
+    assert any("compressed with loss (method ISO_10918_1, ratio 8.2)" in n for n in notes), notes
+
+
+def test_an_uncompressed_series_gets_no_lossy_note(tmp_path, han_package):
+    write_series(small_ct(), tmp_path / "s")
+    segment([tmp_path / "s"], han_package.path, tmp_path / "out")
+    assert not any("loss" in n for n in run_record(tmp_path / "out", "s")["notes"])

@@ -513,7 +513,40 @@ def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None, allo
     elif geometry is not None:  # positions, not SliceThickness or ITK's first-two-slices estimate
         volume = Volume(volume.array, (volume.spacing[0], volume.spacing[1], geometry.slice_spacing),
                         tuple(geometry.positions[0]), geometry.direction)
+    _warn_if_lossy(chosen, folder.name)
     return volume
+
+
+#: Transfer syntaxes that lose information: JPEG baseline/extended, JPEG-LS near-lossless, JPEG 2000 lossy.
+LOSSY_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
+                           "1.2.840.10008.1.2.4.91")
+
+
+def _warn_if_lossy(series: DicomSeries, folder_name: str) -> None:
+    """Warn (it goes into the run's notes) when the series says it was compressed with loss: its Hounsfield
+    units are not the scanner's, and volumes may differ by a few percent from the original's."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(series.files[0])
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return
+
+    def tag(key: str) -> str:
+        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+    lossy_tag = tag("0028|2110") == "01"
+    syntax = tag("0002|0010").rstrip("\x00 ")
+    if lossy_tag or syntax in LOSSY_TRANSFER_SYNTAXES:
+        ratio = tag("0028|2112")
+        method = tag("0028|2114")
+        details = ", ".join(d for d in (f"method {method}" if method else "", f"ratio {ratio}" if ratio else "") if d)
+        log.warning("DICOM series '%s' (UID %s) in %s was compressed with loss%s: its values are not the scanner's "
+                    "and volumes may differ by a few percent from the original's. Use the original (uncompressed or "
+                    "lossless) series for measurements when you can.", series.description, series.series_uid,
+                    folder_name, f" ({details})" if details else "")
 
 
 def check_modality(series: DicomSeries, allow_non_ct: bool = False) -> None:
