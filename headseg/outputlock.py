@@ -42,10 +42,11 @@ def _try_lock(fd: int, shared: bool = False) -> bool:
     """Take the lock on ``fd`` without waiting; False when another open file holds it."""
     try:
         import fcntl
-    except ImportError:  # Windows
+    except ImportError:  # Windows: lock one byte far past the content, so that others can still read it
         import msvcrt
 
         try:
+            os.lseek(fd, 1 << 30, os.SEEK_SET)
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
             return True
         except OSError:
@@ -167,5 +168,6 @@ def claim_cases(folder: Path, cases: Sequence[str]) -> CaseClaim:
     if fd is None:  # a fresh random name cannot be locked by anyone else
         raise InputError(f"Cannot claim the cases of this run in {folder}; choose another output folder.")
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "cases": sorted(wanted)}
+    os.lseek(fd, 0, os.SEEK_SET)  # the Windows lock moved the position
     os.write(fd, json.dumps(record).encode("utf-8"))
     return CaseClaim(Path(folder), path, fd, cases)
