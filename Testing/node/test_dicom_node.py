@@ -29,7 +29,8 @@ else:
     pytest.importorskip("highdicom")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hardening"))
-from hardening_factory import edit_series, head_ct, write_random_han_package  # noqa: E402
+from hardening_factory import edit_series, head_ct  # noqa: E402
+from model_factory import threshold_han_card, write_random_package  # noqa: E402
 from orthanc_server import REPO, NodeProcess, Orthanc, free_port, node_config, orthanc_binary, wait_for  # noqa: E402
 
 from headseg.dicom_export import read_rtstruct  # noqa: E402
@@ -51,7 +52,9 @@ if orthanc_binary() is None:
 def site(tmp_path_factory):
     """A model package, a running Orthanc and a running node (module scope: started once)."""
     root = tmp_path_factory.mktemp("node_site")
-    write_random_han_package(root / "models" / MODEL, MODEL)
+    card = threshold_han_card(MODEL)  # a tiny AnatomyNet with random weights, on a coarse grid: seconds a series
+    card["input"]["spacing_mm"] = [3.0, 3.0, 4.0]
+    write_random_package(root / "models" / MODEL, card)
     port = free_port()
     orthanc = Orthanc(root / "orthanc", port).start()
     (root / "node.toml").write_text(node_config(root / "node", port, orthanc, root / "models", MODEL), encoding="utf-8")
@@ -189,7 +192,7 @@ def _echo_from(source: str, port: int) -> bool:
 
 def test_load_series_are_all_processed_in_order(site, tmp_path):
     orthanc = site["orthanc"]
-    count = int(os.environ.get("HEADSEG_NODE_LOAD_SERIES", "3"))
+    count = int(os.environ.get("HEADSEG_NODE_LOAD_SERIES", "2"))
     studies, ids = [], []
     for n in range(count):
         files = ct_series(tmp_path / f"ct{n}", seed=10 + n)
@@ -228,7 +231,8 @@ def test_sigkill_while_segmenting_then_restart_sends_exactly_one(site, tmp_path)
         assert len(rtstructs_for(orthanc, study)) == 1
         (job,) = job_states(tmp_path / "node").values()
         assert job["state"] == "sent" and job["attempts"] == 2 and job["sends"]["orthanc"]["state"] == "sent"
-        assert node.terminate() == 0  # SIGTERM: a clean stop
+        code = node.terminate()  # SIGTERM: a clean stop
+        assert code == 0, node.text()[-2000:]
         assert node.events("stopped")
     finally:
         node.stop()

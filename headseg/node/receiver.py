@@ -15,6 +15,7 @@ Refusals, each with one log line (per association or per series, never per patie
 from __future__ import annotations
 
 import re
+import socketserver
 import threading
 from io import BytesIO
 from typing import Any, Callable, Dict, List, Set, Tuple
@@ -92,7 +93,9 @@ class Receiver:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
+            # socketserver's own shutdown: pynetdicom's also drops the server from its AE's list of servers
+            # started by start_server, which this one (made by make_server) was never in.
+            socketserver.TCPServer.shutdown(self.server)
             self.server.server_close()
             self.server = None
 
