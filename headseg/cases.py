@@ -72,11 +72,12 @@ def _folder_name(path: Path) -> str:
     return Path(os.path.abspath(path)).name
 
 
-def discover_cases(inputs: Sequence[str]) -> List[Case]:
+def discover_cases(inputs: Sequence[str], notes: Optional[List[str]] = None) -> List[Case]:
     """The cases in files, DICOM folders and folders of cases, each named as its outputs will be.
 
     A DICOM series is named after its folder, also when one of its files is given (the file stands for
-    the whole series, so its name would be misleading)."""
+    the whole series, so its name would be misleading). Files whose names collide (``p1/ct.nii.gz`` and
+    ``p2/ct.nii.gz``) are named after their folders instead, and ``notes`` gets a sentence saying so."""
     cases: List[Case] = []
     for raw in inputs:
         path = Path(raw).expanduser()
@@ -108,8 +109,28 @@ def discover_cases(inputs: Sequence[str]) -> List[Case]:
     if not cases:
         raise InputError(f"No CT images found in {', '.join(inputs)} (looked for {', '.join(IMAGE_SUFFIXES)} "
                          "files, DICOM folders and case folders with an image.* file).")
+    cases = _named_after_folders(cases, notes if notes is not None else [])
     names = [c[0] for c in cases]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InputError(f"Several inputs would write the same output name: {', '.join(dupes)}. Rename them.")
+        raise InputError(f"Several inputs would write the same output name: {', '.join(dupes)}, also when named "
+                         "after their folders. Rename them, or give them from folders of different names.")
     return cases
+
+
+def _named_after_folders(cases: List[Case], notes: List[str]) -> List[Case]:
+    """Cases whose names collide renamed after the folder each lies in, when that makes every name unique."""
+    names = [c.name for c in cases]
+    clashing = {n for n in names if names.count(n) > 1}
+    if not clashing:
+        return cases
+    renamed = [Case(_folder_name(c.path.parent), c.path) if c.name in clashing and c.path.is_file() else c
+               for c in cases]
+    new_names = [c.name for c in renamed]
+    if len(set(new_names)) != len(new_names):
+        return cases  # the folders share names too: the caller refuses, naming them
+    for old, new in zip(cases, renamed):
+        if old.name != new.name:
+            notes.append(f"{old.path} is named {new.name!r} after its folder ({old.name!r} was the name of "
+                         "several inputs).")
+    return renamed

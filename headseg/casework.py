@@ -73,6 +73,7 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     """Segment ``case`` with ``model`` (loaded from ``package`` on ``device``) and write the files of
     ``outputs``. ``warn`` receives each warning (a sentence naming the case) as soon as it is known."""
     from . import pipeline
+    from .coverage import coverage_notes, dicom_folder_extras
     from .dicom_export import check_export_source, export_dicom
     from .io import read_volume, write_segmentation, write_volume
     from .report import write_run_record
@@ -83,6 +84,8 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     with collect_warnings("headseg.io") as read_warnings, native_stderr_captured():
         source = check_export_source(case.path) if outputs.dicom else None  # before any work on the case
         volume = read_volume(case.path, allow_non_ct=settings.allow_non_ct)
+    # What the folder held besides the series, and a series too short for the task (refused) or short (a note).
+    read_warnings.extend(dicom_folder_extras(Path(case.path)) + coverage_notes(volume, str(package.task)))
     for warning in read_warnings:  # e.g. which DICOM series was chosen
         warn(f"{case.name}: {warning}")
     patient = _hashed_patient_id(case)

@@ -136,7 +136,10 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
 
         require_dask()
         parse_cluster(args.cluster)
-    cases = discover_cases(args.inputs)
+    naming: List[str] = []
+    cases = discover_cases(args.inputs, notes=naming)
+    for note in naming:
+        reporter.info(note, "warning")
     export_formats = parse_export_formats(getattr(args, "export", None))
     if export_formats and not any(case.is_dicom for case in cases):
         raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
