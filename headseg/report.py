@@ -288,7 +288,7 @@ td.outlier{outline:2px solid #d33;background:#fde}td.flags{color:#b00;text-align
 tr.flagged td.name{font-weight:bold}
 section.case{border-top:2px solid #888;margin-top:1.5em;padding-top:.5em}
 section.case img{margin-right:4px;border:1px solid #444}
-.legend{font-size:13px}.swatch{display:inline-block;width:12px;height:12px;border:1px solid #444;margin-right:3px;
+.wide{overflow-x:auto}.legend{font-size:13px}.swatch{display:inline-block;width:12px;height:12px;border:1px solid #444;margin-right:3px;
 vertical-align:middle}
 .note{color:#555;font-size:12px}
 """
@@ -331,8 +331,8 @@ def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch repor
              f"median (robust z-score &gt; {OUTLIER_Z}); click a column header to sort. Synthetic or research data "
              "only unless your model says otherwise; review every result.</p>",
              "<pre id='js-errors'></pre>",
-             "<table class='sortable' id='summary'><thead><tr>"
-             + "".join(f"<th class='{'name' if h == 'case' else ''}'>{html.escape(h)}</th>"
+             "<div class='wide'><table class='sortable' id='summary'><thead><tr>"
+             + "".join(f"<th class='{'name' if h == 'case' else ''}'>{html.escape(h).replace('_', '_<wbr>')}</th>"
                        for h in head) + "</tr></thead><tbody>"]
     order = sorted(range(len(cases)), key=lambda n: (-cases[n].flag_count, cases[n].name))
     for n in order:
@@ -347,7 +347,7 @@ def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch repor
             cells.append(_cell("" if not math.isfinite(v) else f"{v:.3f}",
                                "outlier" if abs(z[key][n]) > OUTLIER_Z else "", v))
         parts.append(f"<tr class='{'flagged' if case.flag_count else ''}'>{''.join(cells)}</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     for case in cases:
         parts.append(f"<section class='case' id='case-{html.escape(case.name)}'><h2>{html.escape(case.name)}</h2>")
         run = case.run

@@ -11,6 +11,9 @@
     # redraw the pictures from an earlier table without searching again
     python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp --from-csv docs/orbit_search_openkbp.csv \
         --montage docs/images/orbit_search_openkbp.png
+    # a picture readable at page size: 12 localised cases, evenly spread over the table
+    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp --from-csv docs/orbit_search_openkbp.csv \
+        --montage docs/images/orbit_search_openkbp_sample.png --sample 12 --columns 2
 
 The montage shows, per localised case and side, an axial and a coronal slice through the centre of that
 side's crop (the grid of the default orbit model's card) with the crop drawn (right orbit red, left
@@ -228,14 +231,21 @@ def _globes(row: Dict[str, object]) -> Dict[str, np.ndarray]:
 
 
 def draw(rows: List[Dict[str, object]], montage: Optional[Path], refused_montage: Optional[Path],
-         label: str, columns: int = 3) -> None:
+         label: str, columns: int = 3, sample: Optional[int] = None) -> None:
+    """The montages; ``sample``: only that many localised cases, evenly spread over the table (a picture
+    readable at page size, beside the full one)."""
     card_input = _default_card_input()
     localised = [r for r in rows if r["outcome"] == "localised"]
     refused = [r for r in rows if r["outcome"] != "localised"]
     if montage is not None:
+        shown = localised
+        which = f"the {len(localised)} localised cases of {len(rows)}"
+        if sample and sample < len(localised):
+            shown = [localised[round(n * (len(localised) - 1) / max(sample - 1, 1))] for n in range(sample)]
+            which = f"{sample} of the {len(localised)} localised cases of {len(rows)}, evenly spread"
         entries = [(f"{r['case']}  conf {float(r['confidence']):.2f}",
-                    case_tiles(read_volume(r["path"]), _globes(r), card_input)) for r in localised]  # fmt: skip
-        compose(entries, columns, montage, f"{label}: the {len(localised)} localised cases of {len(rows)} "
+                    case_tiles(read_volume(r["path"]), _globes(r), card_input)) for r in shown]  # fmt: skip
+        compose(entries, columns, montage, f"{label}: {which} "
                 "(red = right orbit crop, green = left; patient right on the left)")
     if refused_montage is not None:
         entries = [(f"{r['case']}", overview_tiles(read_volume(r["path"]))) for r in refused]
@@ -297,6 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--montage", type=Path, help="picture of every localised case's crops")
         p.add_argument("--refused-montage", type=Path, help="overview picture of every refused case")
         p.add_argument("--columns", type=int, default=3)
+        p.add_argument("--sample", type=int, help="draw only this many localised cases, evenly spread")
     args = parser.parse_args(argv)
     if args.command == "synth":
         rows = measure_synth(_seed_range(args.seeds))
@@ -314,7 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         write_csv(rows, args.csv)
     found = sum(r["outcome"] == "localised" for r in rows)
     print(f"{found} localised, {len(rows) - found} refused of {len(rows)}")
-    draw(rows, args.montage, args.refused_montage, label, args.columns)
+    draw(rows, args.montage, args.refused_montage, label, args.columns, args.sample)
     return 0
 
 

@@ -290,8 +290,10 @@ def _write_metrics(path: Path, history: List[Dict[str, Any]], classes: Sequence[
             writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def plot_curve(path: Path, history: List[Dict[str, Any]], title: str = "") -> None:
-    """Training loss and validation mean DSC per epoch (matplotlib, Agg: works without a display)."""
+def plot_curve(path: Path, history: List[Dict[str, Any]], title: str = "", marked_epoch: Optional[int] = None,
+               mark_label: str = "") -> None:
+    """Training loss and validation mean DSC per epoch (matplotlib, Agg: works without a display);
+    ``marked_epoch``: a vertical line at the epoch whose weights were shipped, labelled ``mark_label``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,6 +309,10 @@ def plot_curve(path: Path, history: List[Dict[str, Any]], title: str = "") -> No
                 label="validation mean DSC")
     ax_dsc.set_ylabel("validation mean DSC", color="tab:orange")
     ax_dsc.set_ylim(0, 1)
+    if marked_epoch is not None:
+        ax_loss.axvline(marked_epoch, color="tab:green", linestyle="--", linewidth=1.2)
+        ax_dsc.annotate(mark_label or f"epoch {marked_epoch}", (marked_epoch, 0.45), xytext=(4, 0),
+                        textcoords="offset points", color="tab:green", fontsize=9)
     ax_loss.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
