@@ -11,7 +11,11 @@ asserted.
    CPU), i.e. what the gradient and BatchNorm all-reduces cost against the second process's compute.
 
     python benchmarks/bench_scale_out.py [--cases 8] [--workers 2] [--model orbit-svnet-demo] [--steps 4]
-                                         [--coarse] [--skip-batch] [--skip-ddp]
+                                         [--coarse] [--skip-batch] [--skip-ddp] [--skip-worker] [--rounds 4]
+
+0. One case segmented in this process, in a ``local:1`` worker with Dask's own worker settings, and in one
+   with ``headseg.cluster.local_worker_settings`` (what ``--cluster local:N`` uses), interleaved round by
+   round: the seconds and the worker / in-process ratio, before and after that fix.
 
 Both sides of each comparison run the same code (``headseg.cli.main``; ``training.trainer.Trainer``).
 """
@@ -80,6 +84,68 @@ def bench_batch(n_cases: int, workers: int, model: str, coarse: bool) -> None:
     print(f"  serial / local:{workers} = {serial['wall'] / many['wall']:.2f}x")
     print(f"  engine overhead per case (local:1 - serial) / {n_cases} = {(one['wall'] - serial['wall']) / n_cases:+.2f} s"
           f"   (LocalCluster of {workers} started and closed empty: {start:.1f} s)")
+
+
+# -- one case inside a Dask worker against the same case in this process ----------------------------------
+def _case_seconds(case, outputs, settings) -> float:
+    """The pipeline's own seconds for one case (``headseg.casework.segment_case_on_worker``), wherever it runs."""
+    from headseg.casework import segment_case_on_worker
+
+    return float(segment_case_on_worker(case, outputs, settings).seconds)
+
+
+def _local_cluster(settings: Dict):
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(settings):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    return cluster, Client(cluster)
+
+
+def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
+    """Seconds per case in this process, in a ``local:1`` worker with Dask's own worker settings (as before
+    ``headseg.cluster.local_worker_settings``) and with HeadSeg's, interleaved round by round on one case
+    so that the load of a shared machine falls on all three alike; the first round (model loads) is dropped."""
+    import statistics
+
+    from headseg.batch import case_outputs
+    from headseg.cases import Case, discover_cases
+    from headseg.casework import SegmentSettings
+    from headseg.cluster import local_worker_settings, worker_threads
+    from headseg.packages import find_package
+    from headseg.phantoms import write_phantom_cases
+
+    with tempfile.TemporaryDirectory(prefix="headseg_worker_") as tmp:
+        grid = {"spacing": (0.8, 0.8, 1.5)} if coarse else {}
+        write_phantom_cases(str(Path(tmp) / "cases"), 1, seed=3, **grid)
+        (case,) = [Case(n, Path(p)) for n, p in discover_cases([str(Path(tmp) / "cases")])]
+        settings = SegmentSettings(str(find_package(model, task="orbit").path), "cpu", uncertainty=False,
+                                   torch_threads=worker_threads(1))
+        runners = {"in this process": None, "local:1, Dask's worker settings": _local_cluster({}),
+                   "local:1, headseg's worker settings": _local_cluster(local_worker_settings(1))}
+        times: Dict[str, List[float]] = {name: [] for name in runners}
+        try:
+            for n in range(rounds + 1):
+                for name, runner in runners.items():
+                    folder = Path(tmp) / f"out{n}_{len(times[name])}_{abs(hash(name)) % 1000}"
+                    folder.mkdir()
+                    outputs = case_outputs(folder, case.name)
+                    seconds = (_case_seconds(case, outputs, settings) if runner is None
+                               else runner[1].submit(_case_seconds, case, outputs, settings, pure=False).result())
+                    if n:
+                        times[name].append(seconds)
+        finally:
+            for runner in runners.values():
+                if runner is not None:
+                    runner[1].close()
+                    runner[0].close()
+    base = statistics.median(times["in this process"])
+    print(f"One phantom case, model {model}, {worker_threads(1)} torch threads everywhere, {rounds} interleaved rounds "
+          f"after a warm-up (median seconds segmenting; worker / this process)")
+    for name, values in times.items():
+        print(f"  {name:<36} {statistics.median(values):7.2f} s   {statistics.median(values) / base:5.2f}x   "
+              f"({', '.join(f'{v:.1f}' for v in values)})")
 
 
 # -- DDP -------------------------------------------------------------------------------------------------
@@ -152,6 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--coarse", action="store_true", help="phantoms on the tests' 0.8 x 0.8 x 1.5 mm grid")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--skip-ddp", action="store_true")
+    parser.add_argument("--skip-worker", action="store_true", help="skip the per-case worker / in-process ratio")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of the worker / in-process ratio")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plain-bn", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -160,6 +228,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps({"times": times}), flush=True)
         return 0
+    if not args.skip_worker:
+        bench_worker_ratio(args.rounds, args.model, args.coarse)
     if not args.skip_batch:
         bench_batch(args.cases, args.workers, args.model, args.coarse)
     if not args.skip_ddp:

@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import replace
 from functools import partial
-from typing import Any, Collection, Iterator, Optional, Tuple, Type
+from typing import Any, Collection, Dict, Iterator, Optional, Tuple, Type
 
 from .batch import BatchEvents, BatchPlan, BatchReport, CaseExecutor, CaseLost, run_batch
 from .casework import SegmentSettings, segment_case_on_worker
@@ -105,7 +105,11 @@ def dask_executor(spec: str, allowed_failures: Optional[int] = None) -> Iterator
     from distributed import Client, LocalCluster
 
     kind, value = parse_cluster(spec)
-    settings = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": int(allowed_failures)}
+    settings: Dict[str, Any] = {}
+    if allowed_failures is not None:
+        settings["distributed.scheduler.allowed-failures"] = int(allowed_failures)
+    if kind == "local":
+        settings.update(local_worker_settings(int(value)))
     with contextlib.ExitStack() as stack:
         stack.enter_context(dask.config.set(settings))
         stack.enter_context(_quiet_dask())
@@ -122,6 +126,32 @@ def dask_executor(spec: str, allowed_failures: Optional[int] = None) -> Iterator
                                  "address the one it printed?") from None
             # All cases at once: an adaptive cluster (dask-jobqueue's adapt) scales by the tasks it sees.
             yield DaskExecutor(client)
+
+
+def worker_threads(workers: int) -> int:
+    """Torch threads per local worker: this machine's cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
+
+
+def local_worker_settings(workers: int) -> Dict[str, Any]:
+    """Dask settings for ``local:N`` workers that segment as fast as the ``headseg`` process does.
+
+    Why: Dask starts each worker with ``OMP_NUM_THREADS=1`` (its ``pre-spawn-environ``), so torch's
+    OpenMP team is resized only later, from the task's thread (:func:`headseg.casework.segment_case_on_worker`),
+    and the worker's own threads (event loop, the statistical profiler sampling every thread's stack
+    every 10 ms) run beside torch's threads on the same cores. OpenMP threads spin at every barrier while
+    waiting, so each time one of them is preempted by those threads the other burns its core spinning:
+    the same convolution took about 1.4 times the CPU ticks per thread inside a ``local:1`` worker as in
+    the ``headseg`` process (``benchmarks/bench_scale_out.py``). Here the worker starts with its share of
+    the cores as its thread count (OpenMP, MKL, OpenBLAS), waits passively (``OMP_WAIT_POLICY=PASSIVE``),
+    and has no profiler. A variable already set in the environment wins, as everywhere in Dask."""
+    import dask
+
+    threads = str(worker_threads(workers))
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    environ.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                    "OMP_WAIT_POLICY": "PASSIVE"})
+    return {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False}
 
 
 @contextlib.contextmanager
@@ -145,7 +175,7 @@ def run_on_cluster(spec: str, plan: BatchPlan, settings: SegmentSettings, events
     and :func:`~headseg.casework.segment_case_on_worker` as each case's task."""
     kind, value = parse_cluster(spec)
     if kind == "local" and settings.torch_threads is None:  # N workers share this machine's cores
-        settings = replace(settings, torch_threads=max(1, (os.cpu_count() or 1) // int(value)))
+        settings = replace(settings, torch_threads=worker_threads(int(value)))
     with dask_executor(spec, allowed_failures) as executor:
         return run_batch(plan, partial(segment_case_on_worker, settings=settings), case_errors=case_errors,
                          stop_on_error=stop_on_error, events=events, executor=executor, cancel=cancel)
