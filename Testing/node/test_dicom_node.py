@@ -166,9 +166,16 @@ def test_refusals_and_the_node_keeps_serving(site, tmp_path):
     wait_for(lambda: [e for e in node.events("series", state="refused") if "truncated" in e["reason"]], 30,
              "the truncated-series refusal")
     wait_for(lambda: len(node.events("series", state="dropped")) >= 2, 30, "the refused series to be dropped")
-    assert set(job_states(site["root"] / "node")) == jobs_before
+    assert set(job_states(site["root"] / "node")) == jobs_before  # refused series never become jobs
     for study in (pydicom.dcmread(str(mr[0])).StudyInstanceUID, pydicom.dcmread(str(truncated[0])).StudyInstanceUID):
         assert not rtstructs_for(orthanc, study)
+
+    # A CT sent to a called AE title that no route names is kept as an unrouted job, reported, not segmented.
+    orthanc.request("PUT", "/modalities/unrouted", {"AET": "HEADSEG_NONE", "Host": "127.0.0.1", "Port": port})
+    orthanc.send(orthanc.store_files(ct_series(tmp_path / "unrouted", seed=3)), modality="unrouted")
+    (unrouted,) = wait_for(lambda: node.events("job", state="unrouted"), 60, "the unrouted job")
+    assert "no route matches" in unrouted["reason"]
+    assert job_states(site["root"] / "node")[unrouted["job"]]["state"] == "unrouted"
 
     # Still serving: C-ECHO from Orthanc's AE title answers.
     assert echo("127.0.0.1", port, "HEADSEG_HAN", calling_ae="ORTHANC")
