@@ -290,7 +290,7 @@ section.case{border-top:2px solid #888;margin-top:1.5em;padding-top:.5em}
 section.case img{margin-right:4px;border:1px solid #444}
 .wide{overflow-x:auto}.legend{font-size:13px}.swatch{display:inline-block;width:12px;height:12px;border:1px solid #444;margin-right:3px;
 vertical-align:middle}
-.note{color:#555;font-size:12px}
+.note{color:#555;font-size:12px}.note.flagged{color:#b00}
 """
 
 _SCRIPT = """
@@ -310,6 +310,18 @@ def _cell(value: Any, klass: str = "", sort_value: Optional[float] = None) -> st
     if sort_value is not None and math.isfinite(sort_value):
         attrs += f' data-v="{sort_value:.6g}"'
     return f"<td{attrs}>{html.escape(str(value))}</td>"
+
+
+def _flags_in_words(rows: Sequence[Dict[str, str]]) -> List[str]:
+    """A case's flags as the end of a run says them (headseg.flag_words), from its CSV rows."""
+    from .flag_words import flag_sentences
+    from .labels import LABEL_SETS
+    from .volumes import VolumeRow
+
+    groups = {g for label_set in LABEL_SETS.values() for g in label_set.groups}  # totals, e.g. of the recti
+    volume_rows = [VolumeRow(r["structure"], r.get("side") or "", int(r["voxels"]), float(r["volume_cm3"]),
+                             derived=r["key"] in groups, key=r["key"], flags=r.get("flags") or "") for r in rows]
+    return flag_sentences(volume_rows)
 
 
 def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch report") -> str:
@@ -362,6 +374,8 @@ def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch repor
             parts.append(case.legend)
         else:
             parts.append("<p class='note'>No picture: the segmentation file was not found.</p>")
+        for sentence in _flags_in_words(case.rows):
+            parts.append(f"<p class='note flagged'>{html.escape(sentence)}</p>")
         columns = [c for c in ("key", "voxels", "volume_cm3", "doubt", "flags") if c in case.rows[0]]
         parts.append("<table class='sortable'><thead><tr>"
                      + "".join(f"<th class='{'name' if c in ('key', 'flags') else ''}'>{c}</th>"

@@ -71,6 +71,10 @@ def test_render_sorts_by_flags_and_outlines_the_outlier(results):
     outlier_rows = [row for row in summary.split("<tr") if "class=\"outlier\"" in row]
     assert len(outlier_rows) == 1 and "case_4" in outlier_rows[0]
     assert not re.search(r"(src|href)=['\"]https?:", page)  # self-contained: nothing from the network
+    # The flags in words, as the end of a run says them.
+    case_2 = page.split("<section class='case' id='case-case_2'>")[1].split("</section>")[0]
+    assert "<p class='note flagged'>right optic nerve: volume below the plausible range (" in case_2
+    assert re.search(r"asymmetric \(\d\.\d\d of the left\)", case_2)
 
 
 def test_chromium_renders_the_page(results, tmp_path):
