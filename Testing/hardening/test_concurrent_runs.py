@@ -140,3 +140,35 @@ def test_three_runs_started_together_keep_every_row(tmp_path, han_package):
     runs = [finish(p, "three runs started together") for p in procs]
     assert [r.code for r in runs] == [0, 0, 0], [r.stderr for r in runs]
     assert cases_in(out / "volumes.csv") == ["case0", "case1", "case2"]
+
+
+def test_an_executor_batch_beside_a_running_cli_run_keeps_both(cts, slow_package, tmp_path):
+    """The path of the Slicer batch and --cluster (headseg.batch with an executor) against a live CLI run:
+    the CLI's case is refused to it, its own case is merged into the CLI run's table."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from headseg.batch import FuturesExecutor, plan_batch, run_batch
+    from headseg.cases import Case
+    from headseg.errors import InputError
+    from headseg.volumes import VolumeRow
+
+    big, small = cts
+    out = tmp_path / "out"
+    a = start(big, slow_package.path, out)
+    try:
+        pause_in_inference(a)
+        with pytest.raises(InputError, match="Another HeadSeg run .* 'big'"):
+            plan_batch([Case("big", big)], out)
+
+        def stand_in(case, outputs):  # what a worker writes for a case
+            outputs.segmentation.write_text(case.name)
+            outputs.volumes_csv.write_text(case.name)
+            return [VolumeRow("brainstem", "", 1, 0.001)]
+
+        with ThreadPoolExecutor(2) as pool:
+            report = run_batch(plan_batch([Case("other", small)], out), stand_in, executor=FuturesExecutor(pool))
+        assert [o.state for o in report.outcomes] == ["succeeded"]
+    finally:
+        a.send_signal(signal.SIGCONT)
+    assert finish(a, "CLI run beside an executor batch").code == 0
+    assert cases_in(out / "volumes.csv") == ["big", "other"]
