@@ -126,3 +126,15 @@ def _write_rtstruct_like(path: Path) -> None:
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_a_series_still_being_delivered_is_not_complete(tmp_path):
+    """However long a sender pauses inside its association, the series stays one job."""
+    queue = JobQueue(tmp_path / "node", 1e9, lambda *a, **k: None)
+    info = queue.start_series(SeriesInfo(uid_hash("1.5"), {"Modality": "CT"}, "HEADSEG_HAN", "ORTHANC"))
+    queue.hold(info.key)
+    queue.store_instance(info.key, "1.5.1", b"DICM")
+    assert queue.complete_series(lambda i: {"send_to": []}, 0.0) == []
+    queue.let_go([info.key])
+    (job,) = queue.complete_series(lambda i: {"send_to": []}, 0.0)
+    assert job.data["instances"] == 1

@@ -130,6 +130,7 @@ class JobQueue:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.series: Dict[str, SeriesInfo] = {}
+        self.open: Dict[str, int] = {}  # series -> associations still delivering it (not complete while any is)
         # Series refused once stay refused for a day: instances a sender goes on sending after the refusal
         # must not become a job of a partial series.
         self.refused: Dict[str, Any] = _read_json(self.folder / "refused.json") or {}
@@ -152,6 +153,19 @@ class JobQueue:
                 self.series[info.key] = info
                 _write_json(self.incoming / info.key / "info.json", info.as_dict())
             return self.series[info.key]
+
+    def hold(self, key: str) -> None:
+        """An association has begun delivering series ``key``: it is not complete before :meth:`let_go`."""
+        with self.lock:
+            self.open[key] = self.open.get(key, 0) + 1
+
+    def let_go(self, keys: List[str]) -> None:
+        """Those associations ended (released or aborted; pynetdicom aborts one that stalls)."""
+        with self.lock:
+            for key in keys:
+                self.open[key] = self.open.get(key, 1) - 1
+                if self.open[key] <= 0:
+                    del self.open[key]
 
     def refuse_series(self, key: str, reason: str) -> bool:
         """Mark the series refused (its files go at completion); True the first time (one log line each)."""
@@ -196,7 +210,7 @@ class JobQueue:
             for key, info in list(self.series.items()):
                 if only is not None and key not in only:
                     continue
-                if only is None and now - info.last < quiet_seconds:
+                if only is None and (now - info.last < quiet_seconds or self.open.get(key)):
                     continue
                 del self.series[key]
                 if info.refused or info.instances == 0:

@@ -1,5 +1,9 @@
 """The node's storage SCP on pynetdicom: C-ECHO, and C-STORE of CT instances into the job queue.
 
+A series is complete after ``quiet_seconds`` without an instance and once no association is still
+delivering it (so a slow sender never splits a series in two), or when that association ends with
+``complete_on_release``.
+
 Refusals, each with one log line (per association or per series, never per patient):
 
 * a host outside ``allow.hosts``: the connection is closed before any association (``verify_request``,
@@ -119,6 +123,7 @@ class Receiver:
         with self._lock:
             series = self._association_series.pop(id(event.assoc), set())
             stored, refused = self._counts.pop(id(event.assoc), [0, 0])
+        self.queue.let_go(sorted(series))
         if stored or refused:
             self.log("association", state="ended", stored=stored, refused=refused, series=len(series))
         if series and self.config.complete_on_release:
@@ -153,10 +158,13 @@ class Receiver:
             self.log("instance", state="refused", reason="its SeriesInstanceUID or SOPInstanceUID is not a UID")
             return STATUS_CANNOT_UNDERSTAND
         key = uid_hash(series_uid)
-        with self._lock:
-            self._association_series.setdefault(id(event.assoc), set()).add(key)
         attributes = {a: str(ds.get(a, "") or "") for a in ROUTING_ATTRIBUTES}
         info = self.queue.start_series(SeriesInfo(key, attributes, called, calling))
+        with self._lock:
+            delivering = self._association_series.setdefault(id(event.assoc), set())
+            if key not in delivering:
+                delivering.add(key)
+                self.queue.hold(key)
         reason = info.refused or self._problem(ds, info, str(event.context.transfer_syntax))
         if reason:
             if self.queue.refuse_series(key, reason):
