@@ -6,11 +6,13 @@ real node, which segments them and C-STOREs each RT Structure Set back. Printed,
 * the segmentation's own seconds per series, and whether the jobs ran in the order their series completed.
 
     python benchmarks/bench_dicom_node.py [--series 20] [--model han-anatomynet-openkbp] [--workers 1]
-                                          [--shape 40,128,128] [--spacing 1.5,1.5,3.0]
+                                          [--synthetic --shape 40,128,128 --spacing 2,2,2.5]
 
-The CTs are synthetic heads (``Testing/hardening/hardening_factory.head_ct``) written as DICOM by
-``headseg.io.write_dicom_series``; Orthanc and the node run as in ``Testing/node`` (loopback ports,
-temporary folders). Needs the Debian package ``orthanc`` and ``pip install 'headseg[node]'``.
+Each series is the real OpenKBP sample CT of the AnatomyNet module (``AnatomyNetHaN/Resources/SampleData``,
+128 x 128 x 128 voxels, CC BY) written as DICOM by ``headseg.io.write_dicom_series`` with new UIDs, or with
+``--synthetic`` a synthetic head (``Testing/hardening/hardening_factory.head_ct``; the shipped model finds
+no organ in it, so use a test model there). Orthanc and the node run as in ``Testing/node`` (loopback
+ports, temporary folders). Needs the Debian package ``orthanc`` and ``pip install 'headseg[node]'``.
 """
 
 from __future__ import annotations
@@ -39,20 +41,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--series", type=int, default=20)
     parser.add_argument("--model", default=None, help="model package name (default: the task's default model)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--synthetic", action="store_true", help="synthetic heads instead of the OpenKBP sample CT")
     parser.add_argument("--shape", default="40,128,128", help="k,j,i voxels of each synthetic CT")
-    parser.add_argument("--spacing", default="1.5,1.5,3.0", help="i,j,k mm")
+    parser.add_argument("--spacing", default="2.0,2.0,2.5", help="i,j,k mm of each synthetic CT")
     args = parser.parse_args(argv)
 
     from hardening_factory import head_ct
     from orthanc_server import NodeProcess, Orthanc, free_port, node_config, orthanc_binary, wait_for
 
-    from headseg.io import write_dicom_series
+    from headseg.io import read_volume, write_dicom_series
     from headseg.packages import find_package
 
     if orthanc_binary() is None:
         raise SystemExit("Orthanc is not installed (apt-get install orthanc).")
     package = find_package(args.model, task="han")
     shape = tuple(int(v) for v in _floats(args.shape))
+    sample = REPO / "AnatomyNetHaN" / "Resources" / "SampleData" / "OpenKBP_pt_286_CT.nii.gz"
+    ct = head_ct(shape, tuple(_floats(args.spacing))) if args.synthetic else read_volume(sample)
+    what = (f"synthetic heads of {shape[2]} x {shape[1]} x {shape[0]} voxels" if args.synthetic
+            else "copies of the OpenKBP sample CT (128 x 128 x 128 voxels)")
     with tempfile.TemporaryDirectory(prefix="headseg_node_bench_") as tmp:
         root = Path(tmp)
         port = free_port()
@@ -64,29 +71,37 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             node.start()
             ids = []
-            for n in range(args.series):
-                files = write_dicom_series(head_ct(shape, tuple(_floats(args.spacing)), seed=n), root / f"ct{n}")
-                ids.append(orthanc.store_files(files))
-            print(f"{args.series} synthetic CT series of {shape[2]} x {shape[1]} x {shape[0]} voxels, model "
-                  f"{package.name}, {args.workers} worker(s); sending all at once from Orthanc")
+            for n in range(args.series):  # each write gives the series new study, series and instance UIDs
+                ids.append(orthanc.store_files(write_dicom_series(ct, root / f"ct{n}")))
+            print(f"{args.series} CT series ({what}), model {package.name}, {args.workers} worker(s); sending all "
+                  "at once from Orthanc")
             start = time.time()
             for series_id in ids:
                 orthanc.send(series_id, asynchronous=True)
-            wait_for(lambda: len(orthanc.rtstructs()) >= args.series, 600 + 300 * args.series,
-                     f"{args.series} RT Structure Sets in Orthanc", interval=1.0)
+            wait_for(lambda: _finished(root / "node", args.series), 600 + 300 * args.series,
+                     f"{args.series} jobs to end", interval=1.0)
+            arrived = len(orthanc.rtstructs())
             wall = time.time() - start
         finally:
             node.stop()
             orthanc.stop()
         jobs = [json.loads(p.read_text()) for p in sorted((root / "node" / "jobs").glob("*/job.json"))]
+    print(f"  RT Structure Sets in Orthanc: {arrived}")
     _report(jobs, wall)
     return 0
+
+
+def _finished(folder: Path, count: int) -> bool:
+    """All ``count`` jobs have ended (sent, failed, send_failed or unrouted)."""
+    states = [json.loads(p.read_text()).get("state") for p in folder.glob("jobs/*/job.json")]
+    return len(states) >= count and all(s in ("sent", "failed", "send_failed", "unrouted") for s in states)
 
 
 def _report(jobs: List[dict], wall: float) -> None:
     sent = [j for j in jobs if j["state"] == "sent"]
     if not sent:
-        raise SystemExit("No job was sent.")
+        reasons = sorted({j.get("reason", "") for j in jobs})
+        raise SystemExit(f"No job was sent ({len(jobs)} ended: {'; '.join(reasons)}).")
     sent_at = [j["sends"]["orthanc"]["sent_at"] for j in sent]
     first = min(j["received_first"] for j in sent)
     span = max(sent_at) - first
