@@ -107,13 +107,13 @@ def test_model_segmentations_report_the_change_on_the_right_muscle(anatomical_pa
     repeatability bound, with the right sign; its twin on the other side does not move."""
     true_pct = anatomical_pair[4]
     rows = {r.key: r for r in model_comparison.rows}
-    assert rows[GROWN].exceeds and 0 < rows[GROWN].change_pct < true_pct + 5  # +36 % for +74 % (measured)
-    assert not rows["inferior_rectus_right"].exceeds  # 3.9 % against its 14 % bound (measured)
+    assert rows[GROWN].exceeds and 0 < rows[GROWN].change_pct < true_pct + 5  # +38 % for +74 % (measured)
+    assert not rows["inferior_rectus_right"].exceeds  # 4.8 % against its 23 % bound (measured)
     unchanged = [r for r in model_comparison.rows if r.key != GROWN and not r.key.startswith("extraocular")]
     assert not [r.key for r in unchanged if r.exceeds]
 
 
-@pytest.mark.xfail(strict=True, reason="the default orbit model reports +36 % for a 74 % thickening of the left "
+@pytest.mark.xfail(strict=True, reason="the default orbit model reports +38 % for a 74 % thickening of the left "
                    "inferior rectus (it finds about half of the new voxels; measured, see README, headseg compare)")
 def test_model_segmentations_find_the_change_within_5_percent(anatomical_pair, model_comparison):
     """Issue 16's accuracy goal for the change as the model reports it: within 5 points of the truth."""
