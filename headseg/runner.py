@@ -89,10 +89,11 @@ def segment_command(inputs: Sequence[Union[str, Path]], task: str, output_dir: U
                     model: Optional[str] = None, device: str = "auto",
                     roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                     structures: Optional[Sequence[str]] = None,
-                    python: Optional[str] = None) -> List[str]:
+                    python: Optional[str] = None, tta: bool = False) -> List[str]:
     """Argument list of ``python -m headseg segment ... --progress-format json``.
 
-    ``roi`` is ``(center_lps, size_mm)``; ``structures`` are label-set keys to keep.
+    ``roi`` is ``(center_lps, size_mm)``; ``structures`` are label-set keys to keep; ``tta`` adds
+    ``--tta`` (test-time augmentation).
     """
     if not inputs:
         raise ValueError("segment_command needs at least one input image.")
@@ -111,6 +112,8 @@ def segment_command(inputs: Sequence[Union[str, Path]], task: str, output_dir: U
         command.append("--roi=" + ",".join(repr(float(v)) for v in values))
     if structures:
         command += ["--structures", ",".join(structures)]
+    if tta:
+        command.append("--tta")
     return command
 
 

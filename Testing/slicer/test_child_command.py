@@ -79,3 +79,21 @@ def test_windows_cancel_survives_a_missing_taskkill():
             launcher.kill()
             launcher.wait()
     assert windows_tree_kill_command(1234) == ["taskkill", "/PID", "1234", "/T", "/F"]
+
+
+def test_the_modules_test_time_augmentation_choice_reaches_the_child():
+    """Both modules' .ui files hold the checkbox, the panel passes it to the logic, and the child command
+    carries ``--tta`` only when it is ticked (read back by the CLI's own parser)."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for module in ("OrbitSegmentation", "AnatomyNetHaN"):
+        assert 'name="ttaCheckBox"' in (repo / module / "Resources" / "UI" / f"{module}.ui").read_text(encoding="utf-8")
+    panel = ast.parse((repo / "headseg" / "slicer" / "panel.py").read_text(encoding="utf-8"))
+    keywords = {k.arg: ast.unparse(k.value) for node in ast.walk(panel) if isinstance(node, ast.Call)
+                for k in node.keywords if k.arg == "tta"}
+    assert keywords == {"tta": "self.ui.ttaCheckBox.checked"}
+    for tta in (False, True):
+        command = segment_command(["ct.nrrd"], "han", "out", tta=tta, python="py")
+        assert build_parser().parse_args(command[3:]).tta is tta

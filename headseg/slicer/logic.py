@@ -101,12 +101,13 @@ class TaskLogic:
 
     def start(self, input_node, model: Optional[str] = None, device: str = "auto", roi_node=None,
               output_node=None, structures: Optional[Sequence[str]] = None, show_3d: bool = False,
-              work_root: Optional[PathLike] = None) -> SegmentationRun:
-        """Start segmenting ``input_node``; poll the returned run until it is finished."""
+              work_root: Optional[PathLike] = None, tta: bool = False) -> SegmentationRun:
+        """Start segmenting ``input_node``; poll the returned run until it is finished. ``tta``: test-time
+        augmentation."""
         name = f"{input_node.GetName()} {self.result_suffix}" if input_node is not None else None
         run = SegmentationRun(self.task, input_node, model=model, device=device, roi_node=roi_node,
                               structures=structures, output_node=output_node, show_3d=show_3d,
-                              result_name=name, work_root=work_root)
+                              result_name=name, work_root=work_root, tta=tta)
         run.start()
         return run
 

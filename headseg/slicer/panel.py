@@ -410,6 +410,7 @@ class SegmentationPanelMixin:
             self._parameterNode.inputVolume,
             model=self.currentModel(),
             device=self.ui.deviceComboBox.currentText,
+            tta=self.ui.ttaCheckBox.checked,
             output_node=self._parameterNode.outputSegmentation,
             show_3d=not slicer.app.commandOptions().noMainWindow,
             work_root=slicer.app.temporaryPath,

@@ -105,13 +105,14 @@ class SegmentationRun:
         output_node: a segmentation node to overwrite; None = create a new one.
         show_3d: create closed surfaces for the 3D view (off in headless runs).
         result_name: name of a new segmentation node.
+        tta: test-time augmentation (``headseg segment --tta``).
     """
 
     def __init__(self, task: str, input_node, model: Optional[str] = None, device: str = "auto",
                  roi_node=None, structures: Optional[Sequence[str]] = None, output_node=None,
                  show_3d: bool = False,
                  result_name: Optional[str] = None, extra_model_dirs: Iterable[PathLike] = (),
-                 work_root: Optional[PathLike] = None, python: Optional[str] = None) -> None:
+                 work_root: Optional[PathLike] = None, python: Optional[str] = None, tta: bool = False) -> None:
         self.task = task
         self.input_node = input_node
         self.model = model
@@ -124,6 +125,7 @@ class SegmentationRun:
         self.extra_model_dirs = list(extra_model_dirs)
         self.work_root = work_root
         self.python = python
+        self.tta = bool(tta)
         self.package: Optional[ModelPackage] = None
         self.label_set: Optional[LabelSet] = None
         self.process: Optional[SegmentationProcess] = None
@@ -167,7 +169,7 @@ class SegmentationRun:
             input_path = write_volume(volume, work_dir / "input" / f"{case}.nrrd", compress=False)
             command = segment_command([input_path], self.task, work_dir / "output",
                                       model=str(package.path), device=self.device, roi=roi,
-                                      structures=self.structures, python=self.python)
+                                      structures=self.structures, python=self.python, tta=self.tta)
             self.process = process = SegmentationProcess(command, work_dir=work_dir, base_env=child_environment())
             process.start()
         except BaseException:
