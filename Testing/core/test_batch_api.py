@@ -109,7 +109,7 @@ def test_overwrite_keeps_files_a_failed_case_never_touched(tmp_path):
         raise InputError("unreadable")
 
     report = run_batch(plan_batch(cases(tmp_path, "a"), out, overwrite=True), fails_before_writing)
-    assert report.failed and (out / "a.seg.nrrd").read_text() == "a"
+    assert report.failed and (out / "a.seg.nrrd").read_text(encoding="utf-8") == "a"
 
 
 def test_cancel_keeps_the_finished_cases_in_volumes_csv(tmp_path):
@@ -128,6 +128,6 @@ def test_combined_volumes_rewrites_earlier_rows_unchanged(tmp_path):
     table.put("new", ROWS[:1])
     # A table written before doubt, flags and key existed is read, and written back with the new columns
     # (an old row's key is its structure and side joined).
-    assert path.read_text().splitlines() == ["case,structure,side,voxels,volume_cm3,doubt,flags,key",
+    assert path.read_text(encoding="utf-8").splitlines() == ["case,structure,side,voxels,volume_cm3,doubt,flags,key",
                                              "old,mandible,,7,0.123456789,,,mandible",
                                              "new,mandible,,10,1.25,,,mandible"]

@@ -53,7 +53,7 @@ def _assert_same_case(a: Path, b: Path, case: str) -> None:
         y, _ = nrrd.read(str(b / name))
         assert np.array_equal(x, y), name
     assert (a / f"{case}_volumes.csv").read_bytes() == (b / f"{case}_volumes.csv").read_bytes()
-    ra, rb = (json.loads((d / f"{case}_run.json").read_text()) for d in (a, b))
+    ra, rb = (json.loads((d / f"{case}_run.json").read_text(encoding="utf-8")) for d in (a, b))
     assert ra.keys() == rb.keys() and ra["model"] == rb["model"] and ra["notes"] == rb["notes"]
 
 
@@ -82,7 +82,7 @@ def test_thread_pool_executor_books_results_in_plan_order_and_leaves_nothing_of_
     assert [r["case"] for r in _rows(out / "volumes.csv")] == ["a", "b", "d"]  # as a serial run writes it
     assert _files(out) == ["a.seg.nrrd", "a_volumes.csv", "b.seg.nrrd", "b_volumes.csv", "d.seg.nrrd",
                            "d_volumes.csv", "volumes.csv"]  # nothing of c, no staging folder
-    assert (out / "a.seg.nrrd").read_text() == "a"
+    assert (out / "a.seg.nrrd").read_text(encoding="utf-8") == "a"
 
     with ThreadPoolExecutor(2) as pool, pytest.raises(InputError, match="e cannot be used"):
         run_batch(plan_batch([Case("e", tmp_path / "e.nrrd")], out), partial(_stand_in, fail=("e",)),
@@ -173,8 +173,8 @@ def _always_dies(case: Case, outputs, settings):
 def _kill_when_marked(mark: Path, killed: list, timeout: float = 240.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if mark.is_file() and mark.read_text():
-            pid = int(mark.read_text())
+        if mark.is_file() and mark.read_text(encoding="utf-8"):
+            pid = int(mark.read_text(encoding="utf-8"))
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
             return

@@ -36,26 +36,26 @@ def _runtime_headseg(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_matplotlib_is_a_runtime_dependency_and_setup_is_lean_by_default():
-    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     runtime = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert '"matplotlib>=' in runtime
-    setup = (REPO / "scripts" / "setup.sh").read_text()
+    setup = (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
     assert 'EXTRAS=""' in setup and '-e ".${EXTRAS}"' in setup and 'EXTRAS="[test,bench,cluster]"' in setup
-    assert "setup.sh --dev" in (REPO / "scripts" / "test.sh").read_text()
-    assert "setup.sh --dev" in (REPO / ".ci" / "run").read_text()
+    assert "setup.sh --dev" in (REPO / "scripts" / "test.sh").read_text(encoding="utf-8")
+    assert "setup.sh --dev" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def test_the_demo_steps_run_on_the_runtime_dependencies_alone(tmp_path):
     """scripts/demo.sh's commands, in order, with every test extra unimportable: phantom, segment,
     evaluate, report; the report page is written and the script's last lines say how to open it."""
-    demo = (REPO / "scripts" / "demo.sh").read_text()
+    demo = (REPO / "scripts" / "demo.sh").read_text(encoding="utf-8")
     steps = [line.split(".venv/bin/headseg ", 1)[1].split() for line in demo.splitlines()
              if line.startswith(".venv/bin/headseg ")]
     assert [s[0] for s in steps] == ["phantom", "segment", "evaluate", "report"]
     for step in steps:
         proc = _runtime_headseg(*step, "--progress-format", "none", cwd=tmp_path)
         assert proc.returncode == 0, f"{step}: {proc.stderr}"
-    page = (tmp_path / "demo_output" / "report.html").read_text()
+    page = (tmp_path / "demo_output" / "report.html").read_text(encoding="utf-8")
     assert page.count("src='data:image/png;base64,") == 3
     assert re.search(r'echo "Open the report .*demo_output/report.html"\n.*file://', demo)
     assert demo.rstrip().splitlines()[-1].startswith('echo "  or paste into a browser:')

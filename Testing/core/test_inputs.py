@@ -71,7 +71,7 @@ def test_a_dicom_fragment_beside_an_image_is_noted_or_refused(tmp_path):
     assert "only the DICOM series of mixed was read; the folder also holds 1 image file(s) (whole.nii.gz) and " \
            "1 other file(s) that are not DICOM" in proc.stderr
     assert "the image is short: 14 slices, 49 mm" in proc.stderr
-    notes = json.loads((out / "mixed_run.json").read_text())["notes"]
+    notes = json.loads((out / "mixed_run.json").read_text(encoding="utf-8"))["notes"]
     assert any("whole.nii.gz" in n for n in notes) and any("14 slices" in n for n in notes)
 
     fragment = tmp_path / "fragment"

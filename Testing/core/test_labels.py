@@ -199,7 +199,7 @@ def test_snomed_codes_have_valid_check_digits():
 def test_codes_agree_with_slicer_terminology_files(slicer_share_dir: Path):
     """Every type that Slicer's DICOM master list has must carry the same code and meaning there."""
     master = json.loads((slicer_share_dir / "terminologies" /
-                         "SegmentationCategoryTypeModifier-DICOM-Master.term.json").read_text())
+                         "SegmentationCategoryTypeModifier-DICOM-Master.term.json").read_text(encoding="utf-8"))
     categories = master["SegmentationCodes"]["Category"]
     anatomical = next(c for c in categories if c["CodeValue"] == "123037004")
     types = {t["CodeValue"]: t for t in anatomical["Type"]}

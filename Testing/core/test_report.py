@@ -103,13 +103,13 @@ def test_segment_report_and_report_command(tmp_path):
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "in"), "--task", "orbit", "-o", str(out), "--report",
                  "--progress-format", "none"]) == 0
-    record = json.loads((out / "phantom_000_run.json").read_text())
+    record = json.loads((out / "phantom_000_run.json").read_text(encoding="utf-8"))
     assert record["model"] and record["device"] == "cpu" and record["seconds"] > 0
     assert Path(record["input"]).is_file()
     assert (out / "phantom_000_uncertainty.nrrd").is_file()
-    header = (out / "phantom_000_volumes.csv").read_text().splitlines()[0]
+    header = (out / "phantom_000_volumes.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header == "structure,side,voxels,volume_cm3,doubt,flags,key"
-    assert "<section class='case' id='case-phantom_000'>" in (out / "report.html").read_text()
+    assert "<section class='case' id='case-phantom_000'>" in (out / "report.html").read_text(encoding="utf-8")
     assert main(["report", str(out), "-o", str(out / "report.html")]) == 2
     assert main(["report", str(out), "-o", str(tmp_path / "again.html")]) == 0
 
@@ -122,7 +122,7 @@ def test_no_uncertainty_leaves_doubt_empty(tmp_path):
     assert main(["segment", str(tmp_path / "in"), "--task", "orbit", "-o", str(out), "--no-uncertainty",
                  "--progress-format", "none"]) == 0
     assert not (out / "phantom_000_uncertainty.nrrd").exists()
-    rows = (out / "phantom_000_volumes.csv").read_text().splitlines()[1:]
+    rows = (out / "phantom_000_volumes.csv").read_text(encoding="utf-8").splitlines()[1:]
     assert rows and all(row.split(",")[4] == "" for row in rows)
 
 
@@ -176,7 +176,7 @@ def test_one_patient_from_nifti_and_from_dicom_gives_the_same_pictures(tmp_path)
         write_segmentation(labels, ORBIT, results / f"{name}.seg.nrrd")
         write_volume_csv(volume_table(labels, ORBIT), results / f"{name}_volumes.csv")
         (results / f"{name}_run.json").write_text(json.dumps({"input": str(source), "model": "truth"}))
-    page = write_report(results, tmp_path / "report.html").read_text()
+    page = write_report(results, tmp_path / "report.html").read_text(encoding="utf-8")
     reference = _pictures(page, "dicom")
     assert len(reference) == 3 and all(p.shape[0] >= 300 and p.shape[1] >= 300 for p in reference)
     for name in ("nifti", "nifti_permuted"):

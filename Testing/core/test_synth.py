@@ -245,7 +245,7 @@ def test_written_cases_are_read_by_training(tmp_path):
 
     folders = write_synthetic_cases(str(tmp_path), 1, seed=21, spacing=(1.0, 1.0, 2.0),
                                     extent_mm=(160.0, 150.0, 60.0))
-    meta = json.loads((tmp_path / "synth_000" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "synth_000" / "meta.json").read_text(encoding="utf-8"))
     assert meta["synthetic"] is True and len(meta["contoured"]) == 10
     records = discover_cases(tmp_path)
     assert [r.case for r in records] == ["synth_000"] and len(folders) == 1

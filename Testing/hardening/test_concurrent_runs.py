@@ -115,7 +115,7 @@ def test_the_same_case_run_twice_at_once_is_refused_for_the_second(cts, slow_pac
         a.send_signal(signal.SIGCONT)
     run_a = finish(a, "concurrent run A (same case)")
     assert run_a.code == 0, run_a.stderr
-    assert json.loads((out / "big_run.json").read_text())["model"] == "slow-han-test"
+    assert json.loads((out / "big_run.json").read_text(encoding="utf-8"))["model"] == "slow-han-test"
     assert cases_in(out / "volumes.csv") == ["big"]
 
 

@@ -57,7 +57,7 @@ def copy_package(han_package, tmp_path) -> Path:
 
 
 def edit_card(folder: Path, **changes) -> None:
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     card.update(changes)
     (folder / "model.json").write_text(json.dumps(card))
 
@@ -71,7 +71,7 @@ def weights_not_torch(folder: Path) -> None:
     from headseg.packages import sha256_of
 
     (folder / "model.pt").write_bytes(b"not a torch file at all")
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     card["weights"]["sha256"] = sha256_of(folder / "model.pt")  # a consistent card, unreadable weights
     (folder / "model.json").write_text(json.dumps(card))
 
@@ -124,7 +124,7 @@ def test_output_folder_under_a_regular_file(han_package, ct_file, tmp_path):
     blocker.write_text("a file, not a folder")
     run = run_cli(segment_args(ct_file, han_package.path, blocker / "out"), "output folder under a file")
     assert run.code == 2 and "Cannot create the output folder" in run.stderr and not run.traceback_shown
-    assert blocker.read_text() == "a file, not a folder"
+    assert blocker.read_text(encoding="utf-8") == "a file, not a folder"
 
 
 def test_read_only_output_folder(han_package, ct_file, tmp_path):
@@ -148,7 +148,7 @@ def test_existing_outputs_are_not_replaced_without_overwrite(han_package, ct_fil
     (out / "case1.seg.nrrd").write_text("precious")
     run = run_cli(segment_args(ct_file, han_package.path, out), "existing output")
     assert run.code == 2 and "--overwrite" in run.stderr
-    assert (out / "case1.seg.nrrd").read_text() == "precious"
+    assert (out / "case1.seg.nrrd").read_text(encoding="utf-8") == "precious"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -74,10 +74,10 @@ def test_a_case_already_in_volumes_csv_is_a_collision(two_cases, han_package, tm
     assert run_cli(segment([a], han_package, out), "first case").code == 0
     for name in ("case_a.seg.nrrd", "case_a_volumes.csv", "case_a_uncertainty.nrrd", "case_a_run.json"):
         (out / name).unlink()
-    before = (out / "volumes.csv").read_text()
+    before = (out / "volumes.csv").read_text(encoding="utf-8")
     run = run_cli(segment([a], han_package, out), "case listed in volumes.csv only")
     assert run.code == 2 and "volumes.csv" in run.stderr and "--overwrite" in run.stderr
-    assert (out / "volumes.csv").read_text() == before and files_in(out) == ["volumes.csv"]
+    assert (out / "volumes.csv").read_text(encoding="utf-8") == before and files_in(out) == ["volumes.csv"]
 
 
 # -- 2 -----------------------------------------------------------------------------------------------

@@ -50,9 +50,9 @@ def test_report_html_is_not_overwritten_without_overwrite(ct_file, han_package, 
     (out / "report.html").write_text("my notes")
     run = segment(ct_file, han_package, out, "--report")
     assert run.code == 2 and "report.html" in run.stderr and "--overwrite" in run.stderr, run.stderr
-    assert files(out) == ["report.html"] and (out / "report.html").read_text() == "my notes"
+    assert files(out) == ["report.html"] and (out / "report.html").read_text(encoding="utf-8") == "my notes"
     run = segment(ct_file, han_package, out, "--report", "--overwrite")
-    assert run.code == 0 and (out / "report.html").read_text() != "my notes"
+    assert run.code == 0 and (out / "report.html").read_text(encoding="utf-8") != "my notes"
 
 
 def test_an_earlier_uncertainty_map_follows_the_no_overwrite_rule(ct_file, han_package, tmp_path):

@@ -55,7 +55,7 @@ def test_a_sheared_image_is_segmented_with_a_note(tmp_path, han_package):
     run = run_cli(["segment", path, "--task", "han", "--model", han_package.path, "-o", tmp_path / "out",
                    "--device", "cpu", "--progress-format", "none"], "sheared direction")
     assert run.code == 0, run.stderr
-    notes = json.loads((tmp_path / "out" / "sheared_run.json").read_text())["notes"]
+    notes = json.loads((tmp_path / "out" / "sheared_run.json").read_text(encoding="utf-8"))["notes"]
     assert any("not perpendicular (sheared by 10.0 degrees" in n for n in notes), notes
 
 
@@ -75,7 +75,7 @@ CARD_EDITS = {
 def test_a_mistyped_model_card_gets_a_sentence_and_exit_3(name, orbit_package, orbit_ct, tmp_path):
     folder = tmp_path / "pkg"
     shutil.copytree(orbit_package.path, folder)
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     CARD_EDITS[name](card)
     (folder / "model.json").write_text(json.dumps(card))
     run = run_cli(["segment", orbit_ct, "--task", "orbit", "--model", folder, "-o", tmp_path / "out", "--device",

@@ -27,7 +27,7 @@ def segment(inputs, package, out, *extra) -> None:
 
 
 def run_record(out: Path, case: str) -> dict:
-    return json.loads((out / f"{case}_run.json").read_text())
+    return json.loads((out / f"{case}_run.json").read_text(encoding="utf-8"))
 
 
 def set_patient(paths, patient_id: str) -> None:
@@ -60,7 +60,7 @@ def test_compare_refuses_two_models_unless_allowed_and_then_says_so_first(tmp_pa
     run = run_cli(["compare", tmp_path / "r1", tmp_path / "r2", "-o", tmp_path / "c", "--allow-different-models",
                    "--no-register", "--progress-format", "none"], "compare two models, allowed")
     assert run.code == 0, run.stderr
-    summary = (tmp_path / "c" / "summary.txt").read_text()
+    summary = (tmp_path / "c" / "summary.txt").read_text(encoding="utf-8")
     assert summary.startswith("DIFFERENT MODELS") and "bounds do not apply" in summary.splitlines()[0]
     rows = list(csv.DictReader(open(tmp_path / "c" / "change.csv")))
     assert rows and {r["exceeds"] for r in rows} == {"not applicable"} and {r["repeatability_pct"] for r in rows} == {""}
@@ -124,7 +124,7 @@ def test_compare_of_one_patient_goes_on(two_patients, han_package):
     run = run_cli(["compare", t / "r_p1", t / "again", "-o", t / "c", "--progress-format", "none"],
                   "compare one patient")
     assert run.code == 0, run.stderr
-    assert "could not be checked" not in (t / "c" / "summary.txt").read_text()
+    assert "could not be checked" not in (t / "c" / "summary.txt").read_text(encoding="utf-8")
 
 
 def test_compare_without_patient_ids_says_it_could_not_check(tmp_path, han_package):
@@ -133,7 +133,7 @@ def test_compare_without_patient_ids_says_it_could_not_check(tmp_path, han_packa
     segment([ct], han_package.path, tmp_path / "r2")
     run = run_cli(["compare", tmp_path / "r1", tmp_path / "r2", "-o", tmp_path / "c", "--no-register"], "compare nrrd")
     assert run.code == 0, run.stderr
-    assert "The patient could not be checked" in (tmp_path / "c" / "summary.txt").read_text()
+    assert "The patient could not be checked" in (tmp_path / "c" / "summary.txt").read_text(encoding="utf-8")
 
 
 # -- every warning on record ------------------------------------------------------------------------

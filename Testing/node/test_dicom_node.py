@@ -78,7 +78,7 @@ def rtstructs_for(orthanc: Orthanc, study_uid: str) -> List[Dict]:
 def job_states(folder: Path) -> Dict[str, Dict]:
     import json
 
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted((folder / "jobs").glob("*/job.json"))}
+    return {p.parent.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted((folder / "jobs").glob("*/job.json"))}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

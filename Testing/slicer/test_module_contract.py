@@ -74,7 +74,7 @@ def ui_widgets(module: str) -> dict:
 
 
 def module_tree(module: str) -> ast.Module:
-    return ast.parse((REPO / module / f"{module}.py").read_text(), feature_version=(3, 9))
+    return ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"), feature_version=(3, 9))
 
 
 def widget_class(tree: ast.Module, module: str) -> ast.ClassDef:
@@ -87,7 +87,7 @@ PANEL_CLASS = "SegmentationPanelMixin"
 
 def panel_class() -> ast.ClassDef:
     """The shared widget behaviour both modules' widgets inherit."""
-    tree = ast.parse(PANEL_FILE.read_text(), feature_version=(3, 9))
+    tree = ast.parse(PANEL_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))
     return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == PANEL_CLASS)
 
 
@@ -264,7 +264,7 @@ def _cmake_list(text: str, variable: str) -> list:
 @pytest.mark.parametrize("module", MODULES)
 def test_module_cmake_lists_every_file_and_only_existing_ones(module):
     folder = REPO / module
-    text = (folder / "CMakeLists.txt").read_text()
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
     assert f"set(MODULE_NAME {module})" in text
     listed = [item.replace("${MODULE_NAME}", module) for item in
               _cmake_list(text, "MODULE_PYTHON_SCRIPTS") + _cmake_list(text, "MODULE_PYTHON_RESOURCES")]
@@ -277,8 +277,8 @@ def test_module_cmake_lists_every_file_and_only_existing_ones(module):
     assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     assert "add_subdirectory(Testing)" in text
-    assert (folder / "Testing" / "CMakeLists.txt").read_text().strip() == "add_subdirectory(Python)"
-    testing = (folder / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    assert (folder / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8").strip() == "add_subdirectory(Python)"
+    testing = (folder / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
     scripts = re.findall(r"slicer_add_python_unittest\(SCRIPT (\S+)\)", testing)
     assert scripts and all((folder / "Testing" / "Python" / s).is_file() for s in scripts)
     python_tests = {p.name for p in (folder / "Testing" / "Python").glob("*.py")}
@@ -286,7 +286,7 @@ def test_module_cmake_lists_every_file_and_only_existing_ones(module):
 
 
 def test_top_level_cmake_describes_the_extension():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "project(HeadSeg)" in text
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
@@ -308,7 +308,7 @@ RAW_PREFIX = "https://raw.githubusercontent.com/headseg/SlicerHeadSeg/main/"
 
 
 def test_every_screenshot_url_names_a_file_of_the_repository():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', text).group(1).split()
     assert urls, "no screenshot listed (then remove EXTENSION_SCREENSHOTURLS instead)"
     for url in urls:
@@ -328,12 +328,12 @@ CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
 def test_extensions_index_entry_matches_the_catalog_schema_and_the_cmake_description():
     import json
 
-    entry = json.loads((REPO / "HeadSeg.json").read_text())
+    entry = json.loads((REPO / "HeadSeg.json").read_text(encoding="utf-8"))
     assert entry["$schema"].startswith(
         "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json")
     assert CATALOG_REQUIRED <= set(entry) <= CATALOG_PROPERTIES
     assert entry["scm_type"] in ("git", "local") and 1 <= entry["tier"] <= 5 and isinstance(entry["enabled"], bool)
-    cmake = (REPO / "CMakeLists.txt").read_text()
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in cmake
     depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', cmake).group(1).split()
     assert entry["build_dependencies"] == depends == ["PyTorch"]
@@ -342,10 +342,10 @@ def test_extensions_index_entry_matches_the_catalog_schema_and_the_cmake_descrip
 
 
 def test_the_licence_file_is_the_apache_2_licence_the_project_declares():
-    text = (REPO / "LICENSE").read_text()
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in text[:200] and "Version 2.0, January 2004" in text[:200]
     assert "END OF TERMS AND CONDITIONS" in text
-    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text()
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("path", [f"{m}/Resources/Icons/{m}.png" for m in MODULES] + ["HeadSeg.png"])
@@ -360,7 +360,7 @@ def test_icons_are_128_pixel_pngs(path):
 def test_module_sources_are_python39_and_independent(module):
     other = next(m for m in MODULES if m != module)
     for path in (REPO / module).rglob("*.py"):
-        tree = ast.parse(path.read_text(), feature_version=(3, 9))
+        tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
         imported = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -384,7 +384,7 @@ def imports_outside_functions(node) -> set:
 
 
 def test_shared_panel_is_python39_and_imports_qt_and_slicer_only_inside_functions():
-    tree = ast.parse(PANEL_FILE.read_text(), feature_version=(3, 9))
+    tree = ast.parse(PANEL_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))
     eager = imports_outside_functions(tree)
     assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, f"headseg/slicer/panel.py imports {eager} at import time"
     code = ("import sys, headseg.slicer.panel as p; "
@@ -406,7 +406,7 @@ def test_module_resources_do_not_collide_in_the_shared_install_folder():
     """Slicer installs every scripted module's resources into one qt-scripted-modules/Resources tree."""
     listed = []
     for module in MODULES:
-        text = (REPO / module / "CMakeLists.txt").read_text()
+        text = (REPO / module / "CMakeLists.txt").read_text(encoding="utf-8")
         listed += [item.replace("${MODULE_NAME}", module) for item in _cmake_list(text, "MODULE_PYTHON_RESOURCES")]
     assert len(listed) == len(set(listed))
 

@@ -69,7 +69,7 @@ def test_the_panel_requirements_cover_what_its_actions_import():
              "headseg/manifest.py", "headseg/volumes.py"]
     needed = set()
     for name in files:
-        for node in ast.walk(ast.parse((REPO / name).read_text())):
+        for node in ast.walk(ast.parse((REPO / name).read_text(encoding="utf-8"))):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
             needed |= {pip_names[m.split(".")[0]] for m in modules if m.split(".")[0] in pip_names}
@@ -103,7 +103,7 @@ def test_the_input_selector_hides_uncertainty_maps():
 def test_modules_declare_the_slicer_modules_they_use():
     from headseg.slicer.panel import MODULE_DEPENDENCIES
 
-    source = ast.unparse(next(n for n in ast.parse((REPO / "headseg/slicer/panel.py").read_text()).body
+    source = ast.unparse(next(n for n in ast.parse((REPO / "headseg/slicer/panel.py").read_text(encoding="utf-8")).body
                               if isinstance(n, ast.FunctionDef) and n.name == "describe_module"))
     assert "parent.dependencies = list(MODULE_DEPENDENCIES)" in source
     assert set(MODULE_DEPENDENCIES) == {"Segmentations", "SegmentEditor", "Terminologies", "SampleData"}
@@ -199,12 +199,12 @@ def test_the_56_index_entry_says_what_the_cmake_and_the_json_entry_say():
             assert keyword not in fields, f"{keyword} twice"
             fields[keyword] = value.strip()
     assert set(fields) == S4EXT_KEYWORDS
-    entry = json.loads((REPO / "HeadSeg.json").read_text())
+    entry = json.loads((REPO / "HeadSeg.json").read_text(encoding="utf-8"))
     assert (fields["scm"], fields["scmurl"], fields["scmrevision"]) == (
         entry["scm_type"], entry["scm_url"], entry["scm_revision"])
     assert fields["depends"].split() == entry["build_dependencies"]
     assert fields["category"] == entry["category"] and fields["enabled"] == "1"
-    cmake = (REPO / "CMakeLists.txt").read_text()
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     for keyword, variable in (("homepage", "HOMEPAGE"), ("contributors", "CONTRIBUTORS"), ("iconurl", "ICONURL"),
                               ("description", "DESCRIPTION"), ("screenshoturls", "SCREENSHOTURLS")):
         assert fields[keyword] == re.search(rf'set\(EXTENSION_{variable} "([^"]*)"\)', cmake).group(1), keyword

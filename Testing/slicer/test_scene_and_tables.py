@@ -256,10 +256,10 @@ def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     labels = small_phantom.labels
     quality = structure_quality(labels, ORBIT, None, body_midline_x(scene.volume_from_node(ct), near=labels.array > 0))
     reference = write_volume_csv(with_quality(volume_table(labels, ORBIT), quality), tmp_path / "cli.csv")
-    assert path.read_text() == reference.read_text()
+    assert path.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
     # the table node's export holds the same lines, most doubtful first
     shown = tables.export_table_csv(table, tmp_path / "shown.csv")
-    assert sorted(shown.read_text().splitlines()) == sorted(reference.read_text().splitlines())
+    assert sorted(shown.read_text(encoding="utf-8").splitlines()) == sorted(reference.read_text(encoding="utf-8").splitlines())
     with open(path, newline="") as f:
         first = next(csv.DictReader(f))
     from headseg.volumes import REVIEW_COLUMNS  # the CLI's columns (structure ... flags, key)
@@ -353,7 +353,7 @@ def test_missing_packages_only_looks():
 def test_requirements_match_pyproject():
     tomllib = pytest.importorskip("tomllib")
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    dependencies = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
     # what the segmentation child needs: all of them but matplotlib, which draws only the pictures of
     # 'headseg report' and 'headseg compare' (imported inside those functions)
     assert sorted(runs.HEADSEG_REQUIREMENTS) == sorted(d for d in dependencies if not d.startswith("matplotlib"))

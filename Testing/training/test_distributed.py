@@ -91,7 +91,7 @@ def test_two_ranks_train_as_one_process_and_resume_on_one(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stderr[-4000:]
     assert launched.stderr.count("Run folder:") == 1  # rank 0 reports
-    log = (tmp_path / "ddp" / "log.txt").read_text()
+    log = (tmp_path / "ddp" / "log.txt").read_text(encoding="utf-8")
     assert log.count("torchrun: 2 processes on cpu, each step's batch of 2 split 2 x 1.") == 1  # one writer
     two_epoch1 = torch.load(checkpoint_path(tmp_path / "ddp"), weights_only=True)
     assert "module." not in next(iter(two_epoch1["model"]))  # the same checkpoint as one process writes

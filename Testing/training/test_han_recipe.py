@@ -130,7 +130,7 @@ def test_cpu_recipe_caches_resumes_exactly_and_splits_parotids(openkbp_subset, t
     a = torch.load(checkpoint_path(tmp_path / "whole"), weights_only=True)["model"]
     b = torch.load(checkpoint_path(tmp_path / "split"), weights_only=True)
     assert b["epoch"] == 3 and longer.epochs_done == 3  # --resume honoured the longer schedule
-    log = (tmp_path / "whole" / "log.txt").read_text()
+    log = (tmp_path / "whole" / "log.txt").read_text(encoding="utf-8")
     precision = "bfloat16 autocast" if autocast_dtype(torch.device("cpu")) is not None else "float32"
     assert precision in log and "marginal" in log
     assert "parotid_right" in log and "parotid_left" in log  # validation is scored per side

@@ -63,9 +63,9 @@ def test_anatomynet_recipe_runs_both_phases_and_exports(openkbp_like, tmp_path):
     ])
     result = train(config, openkbp_like, tmp_path / "run", progress=False)
     assert [h["optimizer"] for h in result.history] == ["rmsprop", "rmsprop", "sgd"]
-    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text(encoding="utf-8"))
     assert report["split"]["validation"] == ["pt_3"] and report["split"]["train"] == ["pt_1", "pt_2"]
-    log = (tmp_path / "run" / "log.txt").read_text()
+    log = (tmp_path / "run" / "log.txt").read_text(encoding="utf-8")
     # w(c) = 1/#annotations over the two training cases: background 1/1, brainstem 1/2, cord 1/1, mandible 1/2.
     assert "[1.0, 0.5, 1.0, 0.5]" in log
     package = load_package(result.package_dir)

@@ -77,7 +77,7 @@ def test_checkpoint_keeps_format_1(tmp_path):
 
 
 def _imports(path: Path) -> set:
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -95,7 +95,7 @@ def test_export_and_checkpoints_do_not_import_the_engine():
 
 def test_the_benchmark_times_the_trainers_step():
     path = REPO / "benchmarks" / "bench_training.py"
-    source = path.read_text()
+    source = path.read_text(encoding="utf-8")
     assert "Trainer(" in source and ".train_step(" in source and ".backward(" not in source
     spec = importlib.util.spec_from_file_location("bench_training", path)
     bench = importlib.util.module_from_spec(spec)

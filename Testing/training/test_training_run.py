@@ -68,7 +68,7 @@ def test_tiny_model_overfits_a_phantom(overfit_run):
     for name in ("config.json", "metrics.csv", "training_curve.png", "data_report.json", "log.txt"):
         assert (run / name).is_file(), name
     assert checkpoint_path(run, "best").is_file() and checkpoint_path(run, "last").is_file()
-    rows = (run / "metrics.csv").read_text().splitlines()
+    rows = (run / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("epoch,phase,optimizer,lr,train_loss,val_mean_dsc,val_dsc_superior_rectus")
     assert len(rows) == 1 + len(result.history)
 
@@ -162,7 +162,7 @@ def test_fine_tuning_starts_from_a_package_and_mirroring_is_refused_for_sided_cl
     extra = [f"init_weights={result.package_dir}", 'optimizer.phases=[{"type": "adam", "lr": 1e-5, "epochs": 1}]']
     tuned = train(_tiny_recipe(extra), phantom_dir, tmp_path / "tuned", progress=False, export=False)
     assert tuned.history[0]["val_mean_dsc"] > 0.85, tuned.history
-    assert "Started from the weights of" in (tmp_path / "tuned" / "log.txt").read_text()
+    assert "Started from the weights of" in (tmp_path / "tuned" / "log.txt").read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="swap the labels of sided classes"):
         train(_tiny_recipe(["augment.enabled=true", "augment.mirror_probability=0.5"]), phantom_dir,
               tmp_path / "mirrored", progress=False, export=False)
