@@ -41,6 +41,22 @@ def write_random_han_package(folder: Path, name: str = "random-han-test"):
     return write_random_package(folder, threshold_han_card(name))
 
 
+def write_slow_han_package(folder: Path):
+    """A wider AnatomyNet run in many small patches: seconds of inference on a 40 x 96 x 96 CT, long
+    enough to cancel or pause a run in the middle."""
+    import torch
+
+    from headseg.models import build_model
+    from headseg.packages import write_package
+
+    card = threshold_han_card("slow-han-test")
+    card["architecture_params"] = {"widths": [16, 16, 16, 16], "blocks_per_stage": 2, "output_block_channels": 16}
+    card["inference"] = {"max_voxels": 16 ** 3, "patch_kji": [16, 32, 32], "batch_size": 1}
+    torch.manual_seed(0)
+    model = build_model(card["architecture"], 1, 2, **card["architecture_params"])
+    return write_package(folder / "slow-han-test", card, model.state_dict())
+
+
 # ----------------------------------------------------------------------------------------------------
 # DICOM series
 # ----------------------------------------------------------------------------------------------------

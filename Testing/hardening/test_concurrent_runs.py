@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import List
 
 import pytest
-import torch
-from hardening_factory import TALLY, CliRun, head_ct, threshold_han_card
+from hardening_factory import TALLY, CliRun, head_ct, write_slow_han_package
 
 from headseg.io import write_volume
-from headseg.packages import write_package
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="pauses processes with SIGSTOP")
@@ -29,14 +27,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="pauses p
 @pytest.fixture(scope="module")
 def slow_package(tmp_path_factory):
     """A wider AnatomyNet in many small patches: seconds of inference, long enough to pause in."""
-    from headseg.models import build_model
-
-    card = threshold_han_card("slow-han-test")
-    card["architecture_params"] = {"widths": [16, 16, 16, 16], "blocks_per_stage": 2, "output_block_channels": 16}
-    card["inference"] = {"max_voxels": 16 ** 3, "patch_kji": [16, 32, 32], "batch_size": 1}
-    torch.manual_seed(0)
-    model = build_model(card["architecture"], 1, 2, **card["architecture_params"])
-    return write_package(tmp_path_factory.mktemp("models") / "slow-han-test", card, model.state_dict())
+    return write_slow_han_package(tmp_path_factory.mktemp("models"))
 
 
 def start(ct: Path, package: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hardening_factory import TALLY, CliRun, ThresholdNet, head_ct, run_cli, threshold_han_card
+from hardening_factory import TALLY, CliRun, ThresholdNet, head_ct, run_cli, write_slow_han_package
 
 from headseg.errors import Cancelled, ModelPackageError
 from headseg.inference import CancelToken, InferenceOutOfMemoryError, run_with_fallback, whole_volume_or_patches
 from headseg.io import read_segmentation, write_segmentation, write_volume
 from headseg.labels import get_label_set
-from headseg.packages import write_package
 from headseg.pipeline import segment_volume
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,14 +237,7 @@ def test_full_disk_during_dicom_export(tmp_path, tmpfs_dir):
 def slow_package(tmp_path_factory):
     """A wider AnatomyNet run in many small patches: ~10 s on one CPU thread for a 40 x 96 x 96 CT, long
     enough to be cancelled in the middle."""
-    from headseg.models import build_model
-
-    card = threshold_han_card("slow-han-test")
-    card["architecture_params"] = {"widths": [16, 16, 16, 16], "blocks_per_stage": 2, "output_block_channels": 16}
-    card["inference"] = {"max_voxels": 16 ** 3, "patch_kji": [16, 32, 32], "batch_size": 1}
-    torch.manual_seed(0)
-    model = build_model(card["architecture"], 1, 2, **card["architecture_params"])
-    return write_package(tmp_path_factory.mktemp("models") / "slow-han-test", card, model.state_dict())
+    return write_slow_han_package(tmp_path_factory.mktemp("models"))
 
 
 def big_ct():
