@@ -36,7 +36,7 @@ def write_random_package(folder: Path, card: Dict[str, Any], seed: int = 0):
     import torch
 
     from headseg.models import build_model
-    from headseg.packages import write_package
+    from headseg.segment.packages import write_package
 
     torch.manual_seed(seed)
     model = build_model(card["architecture"], int(card.get("in_channels", 1)), len(card["classes"]),
@@ -86,6 +86,6 @@ class ThresholdNet:
 
 
 def write_threshold_han_package(folder: Path):
-    from headseg.packages import write_package
+    from headseg.segment.packages import write_package
 
     return write_package(folder, threshold_han_card(), {})

@@ -90,7 +90,7 @@ def random_package(folder: Path, task: str):
     import torch
 
     from headseg.models import build_model
-    from headseg.packages import write_package
+    from headseg.segment.packages import write_package
 
     if task == "han":
         card = {
@@ -129,7 +129,7 @@ def write_cases(folder: Path, n_cases: int, task: str) -> List[Path]:
         path = folder / f"case{n:03d}.nrrd"
         if not path.exists():
             if task == "orbit":
-                from headseg.phantoms import make_head_phantom
+                from headseg.synth.phantoms import make_head_phantom
 
                 image = make_head_phantom(seed=n % 5, spacing=(1.0, 1.0, 2.0)).image
             else:
@@ -151,8 +151,8 @@ def run_batch(case_paths: Sequence[Path], package, out_dir: Path,
     import tracemalloc
 
     from headseg.io import read_volume, write_segmentation
-    from headseg.pipeline import segment_volume
-    from headseg.volumes import volume_table, write_volume_csv
+    from headseg.measure.volumes import volume_table, write_volume_csv
+    from headseg.segment.pipeline import segment_volume
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = package.load_model("cpu")
@@ -212,7 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(1)  # kind to a shared machine; memory, not speed, is measured
     work = Path(args.keep or tempfile.mkdtemp(prefix="headseg_batch_"))
     if args.model:
-        from headseg.packages import load_package
+        from headseg.segment.packages import load_package
 
         package = load_package(args.model)
     else:

@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from orthanc_server import NodeProcess, Orthanc, free_port, node_config, orthanc_binary, wait_for
 
     from headseg.io import read_volume, write_dicom_series
-    from headseg.packages import find_package
+    from headseg.segment.packages import find_package
 
     if orthanc_binary() is None:
         raise SystemExit("Orthanc is not installed (apt-get install orthanc).")

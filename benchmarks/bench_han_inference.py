@@ -74,12 +74,12 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str,
         package_dir: Path = PACKAGE_DIR) -> Dict[str, List[float]]:
     import torch
 
-    from headseg.inference import whole_volume_or_patches
     from headseg.io import read_volume
-    from headseg.packages import load_package
-    from headseg.pipeline import segment_volume
-    from headseg.preprocessing import model_grid_for, normalize
     from headseg.resample import resample_to_grid
+    from headseg.segment.packages import load_package
+    from headseg.segment.pipeline import segment_volume
+    from headseg.segment.preprocessing import model_grid_for, normalize
+    from headseg.segment.windows import whole_volume_or_patches
 
     if threads:
         torch.set_num_threads(threads)

@@ -44,8 +44,8 @@ def clinical_ct(shape_kji: Sequence[int] = (200, 512, 512)):
 def run(threads: int, repeats: int) -> Dict[str, List[float]]:
     import torch
 
-    from headseg.packages import default_package
-    from headseg.pipeline import segment_volume
+    from headseg.segment.packages import default_package
+    from headseg.segment.pipeline import segment_volume
 
     if threads:
         torch.set_num_threads(threads)

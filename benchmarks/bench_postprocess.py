@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from headseg.postprocess import postprocess_labels
+from headseg.segment.postprocess import postprocess_labels
 
 STRUCTURES = 10
 

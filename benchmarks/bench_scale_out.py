@@ -14,7 +14,7 @@ asserted.
                                          [--coarse] [--skip-batch] [--skip-ddp] [--skip-worker] [--rounds 4]
 
 0. One case segmented in this process, in a ``local:1`` worker with Dask's own worker settings, and in one
-   with ``headseg.cluster.local_worker_settings`` (what ``--cluster local:N`` uses), interleaved round by
+   with ``headseg.run.cluster.local_worker_settings`` (what ``--cluster local:N`` uses), interleaved round by
    round: the seconds and the worker / in-process ratio, before and after that fix.
 
 Both sides of each comparison run the same code (``headseg.cli.main``; ``training.trainer.Trainer``).
@@ -66,7 +66,7 @@ def _cluster_start(workers: int) -> float:
 
 
 def bench_batch(n_cases: int, workers: int, model: str, coarse: bool) -> None:
-    from headseg.phantoms import write_phantom_cases
+    from headseg.synth.phantoms import write_phantom_cases
 
     with tempfile.TemporaryDirectory(prefix="headseg_scale_") as tmp:
         cases = Path(tmp) / "cases"
@@ -88,8 +88,8 @@ def bench_batch(n_cases: int, workers: int, model: str, coarse: bool) -> None:
 
 # -- one case inside a Dask worker against the same case in this process ----------------------------------
 def _case_seconds(case, outputs, settings) -> float:
-    """The pipeline's own seconds for one case (``headseg.casework.segment_case_on_worker``), wherever it runs."""
-    from headseg.casework import segment_case_on_worker
+    """The pipeline's own seconds for one case (``headseg.run.segment_case.segment_case_on_worker``), wherever it runs."""
+    from headseg.run.segment_case import segment_case_on_worker
 
     return float(segment_case_on_worker(case, outputs, settings).seconds)
 
@@ -105,16 +105,16 @@ def _local_cluster(settings: Dict):
 
 def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
     """Seconds per case in this process, in a ``local:1`` worker with Dask's own worker settings (as before
-    ``headseg.cluster.local_worker_settings``) and with HeadSeg's, interleaved round by round on one case
+    ``headseg.run.cluster.local_worker_settings``) and with HeadSeg's, interleaved round by round on one case
     so that the load of a shared machine falls on all three alike; the first round (model loads) is dropped."""
     import statistics
 
-    from headseg.batch import case_outputs
-    from headseg.cases import Case, discover_cases
-    from headseg.casework import SegmentSettings
-    from headseg.cluster import local_worker_settings, worker_threads
-    from headseg.packages import find_package
-    from headseg.phantoms import write_phantom_cases
+    from headseg.io.cases import Case, discover_cases
+    from headseg.run.batch import case_outputs
+    from headseg.run.cluster import local_worker_settings, worker_threads
+    from headseg.run.segment_case import SegmentSettings
+    from headseg.segment.packages import find_package
+    from headseg.synth.phantoms import write_phantom_cases
 
     with tempfile.TemporaryDirectory(prefix="headseg_worker_") as tmp:
         grid = {"spacing": (0.8, 0.8, 1.5)} if coarse else {}

@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from headseg.io import write_volume
-    from headseg.phantoms import make_head_phantom
+    from headseg.synth.phantoms import make_head_phantom
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="headseg_bench_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -29,9 +29,9 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from headseg.inference import paper_sliding_window, slab_sliding_window, window_starts
-from headseg.metrics import dice
+from headseg.measure.metrics import dice
 from headseg.models import build_model
+from headseg.segment.windows import paper_sliding_window, slab_sliding_window, window_starts
 
 CLASSES = 6  # SV-net: background + 4 rectus muscles + optic nerve
 
@@ -65,9 +65,9 @@ def compare(a: np.ndarray, b: np.ndarray) -> Dict[str, object]:
 
 def trained_model_and_crop(name: str):
     """A packaged model and the normalised right-orbit crop of phantom seed 0, as the pipeline makes it."""
-    from headseg.packages import default_package, find_package
-    from headseg.phantoms import make_head_phantom
-    from headseg.preprocessing import normalize, orbit_crops
+    from headseg.segment.packages import default_package, find_package
+    from headseg.segment.preprocessing import normalize, orbit_crops
+    from headseg.synth.phantoms import make_head_phantom
 
     package = default_package("orbit") if name == "demo" else find_package(name, task="orbit")
     crop = orbit_crops(make_head_phantom(seed=0).image, package.card, sides=("right",))[0]

@@ -1,5 +1,5 @@
 """Synthetic anatomical head CTs (headseg.synth): generation time, label volumes, and whether the
-orbit search (headseg.orbit.locate_orbits) finds both orbits.
+orbit search (headseg.locate.search.locate_orbits) finds both orbits.
 
 What it prints, per case: voxel size, grid, pose, TED, CPU and wall seconds to generate, recti and
 optic-nerve volumes per side (cm3), and the search result (globe centre error in mm, or why it failed);
@@ -18,7 +18,7 @@ import numpy as np
 
 
 def main() -> None:
-    from headseg.orbit import OrbitNotFoundError, locate_orbits
+    from headseg.locate.search import OrbitNotFoundError, locate_orbits
     from headseg.synth import make_synthetic_head
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

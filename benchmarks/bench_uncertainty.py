@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(volume, package, model, uncertainty: bool, repeats: int) -> float:
-    from headseg.pipeline import segment_volume
+    from headseg.segment.pipeline import segment_volume
 
     times = []
     for _ in range(repeats):
@@ -35,8 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from headseg.errors import ModelPackageError
     from headseg.io import read_volume
-    from headseg.packages import default_package
-    from headseg.phantoms import make_head_phantom
+    from headseg.segment.packages import default_package
+    from headseg.synth.phantoms import make_head_phantom
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)

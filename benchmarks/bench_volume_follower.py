@@ -30,9 +30,9 @@ import numpy as np
 from headseg.geometry import Volume
 from headseg.io import write_segmentation
 from headseg.labels import get_label_set
+from headseg.measure.volumes import VolumeRow, derived_rows, with_quality
 from headseg.slicer import review, scene, segments, tables
 from headseg.slicer.logic import TaskLogic
-from headseg.volumes import VolumeRow, derived_rows, with_quality
 
 ORBIT = get_label_set("orbit")
 

@@ -20,14 +20,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set
 
-from . import __version__
-from .batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
-from .cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, discover_cases
-from .cases import is_image as _is_image
-from .casework import collect_warnings as _collect_warnings
-from .casework import native_stderr_captured as _native_stderr_captured
-from .errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
-from .volumes import VolumeRow
+from headseg import __version__
+from headseg.errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
+from headseg.io.cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, discover_cases
+from headseg.io.cases import is_image as _is_image
+from headseg.measure.volumes import VolumeRow
+from headseg.run.batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
+from headseg.run.segment_case import collect_warnings as _collect_warnings
+from headseg.run.segment_case import native_stderr_captured as _native_stderr_captured
 
 # The codes of headseg.errors.ExitCode under their older names (tests and scripts import them from here).
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = (int(c) for c in ExitCode)
@@ -126,13 +126,13 @@ class _CliBatchEvents(BatchEvents):
 
 
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
-    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.batch``),
-    here or, with ``--cluster``, on Dask workers (``headseg.cluster``)."""
-    from .dicom_export import parse_export_formats
-    from .packages import find_package
+    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.run.batch``),
+    here or, with ``--cluster``, on Dask workers (``headseg.run.cluster``)."""
+    from headseg.dicom_export import parse_export_formats
+    from headseg.segment.packages import find_package
 
     if args.cluster:  # before any work: without Dask, or with a spec that names no cluster, say so
-        from .cluster import parse_cluster, require_dask
+        from headseg.run.cluster import parse_cluster, require_dask
 
         require_dask()
         parse_cluster(args.cluster)
@@ -162,7 +162,7 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
 def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncertainty: bool,
                      export_formats) -> int:
     """The part of :func:`cmd_segment` after planning (the plan holds the claim on its cases)."""
-    from .casework import SegmentSettings, segment_and_write
+    from headseg.run.segment_case import SegmentSettings, segment_and_write
 
     cases = plan.cases
     # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
@@ -174,7 +174,7 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
                       "warning")
     if args.cluster:
-        from .cluster import run_on_cluster
+        from headseg.run.cluster import run_on_cluster
 
         reporter.info(f"Cluster {args.cluster}: each worker chooses its device from '{args.device}' and loads the "
                       "model once")
@@ -183,7 +183,7 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
                                 stop_on_error=len(cases) == 1)
         events.summary(report)
     else:
-        from .inference import select_device
+        from headseg.segment.windows import select_device
 
         device = select_device(args.device)
         reporter.info(f"Device: {device.device} ({device.reason})")
@@ -204,7 +204,7 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
         kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
         raise Cancelled(f"Cancelled; nothing was written for the case in progress.{kept}")
     if args.report and report.succeeded:
-        from .report import write_report
+        from headseg.review.report import write_report
 
         page = write_report(plan.output_dir, plan.output_dir / "report.html", overwrite=args.overwrite)
         reporter.info(f"Batch report: {page}")
@@ -215,7 +215,7 @@ def _report_case(reporter: Reporter, case: Case, outputs: CaseOutputs, result) -
     """What the CLI says about a finished case (the same here and for a case run on a cluster)."""
     for note in result.notes:
         reporter.info(f"{case.name}: {note}", "warning")
-    from .flag_words import flag_sentences
+    from headseg.measure.flag_words import flag_sentences
 
     reporter.flagged.extend(f"{case.name}: {sentence}" for sentence in flag_sentences(result.rows))
     reporter.info(f"{case.name}: wrote {outputs.segmentation.name} and {outputs.volumes_csv.name} "
@@ -229,7 +229,7 @@ def _report_case(reporter: Reporter, case: Case, outputs: CaseOutputs, result) -
 
 def _say_flags(reporter: Reporter) -> None:
     """The end of a run: every flag of every case, in words (the CSVs and run records hold them too)."""
-    from .flag_words import FLAG_INTRO
+    from headseg.measure.flag_words import FLAG_INTRO
 
     reporter.close()
     if reporter.flagged:
@@ -274,7 +274,7 @@ class _CliClusterEvents(_CliBatchEvents):
 
 def cmd_compare(args, reporter: Reporter, cancel) -> int:
     """Two scans of one patient: volume change per structure against the repeatability bound."""
-    from .compare import check_comparison_outputs, compare_timepoints, load_timepoint, write_comparison
+    from headseg.review.compare import check_comparison_outputs, compare_timepoints, load_timepoint, write_comparison
 
     baseline = load_timepoint(args.baseline, args.baseline_ct)
     followup = load_timepoint(args.followup, args.followup_ct)
@@ -289,7 +289,7 @@ def cmd_compare(args, reporter: Reporter, cancel) -> int:
 
 def cmd_report(args, reporter: Reporter, cancel) -> int:
     """One self-contained HTML page for a folder of results."""
-    from .report import write_report
+    from headseg.review.report import write_report
 
     page = write_report(args.results, args.output, overwrite=args.overwrite)
     reporter.info(f"Wrote {page}")
@@ -299,8 +299,8 @@ def cmd_report(args, reporter: Reporter, cancel) -> int:
 def cmd_convert(args, reporter: Reporter, cancel) -> int:
     """One CT (a DICOM series, one of its files, or any image 'segment' takes) written as one file: exactly
     the volume 'segment' would segment (the same reader, the same warnings, e.g. a tilted series regularised)."""
-    from .io import OutputExistsError, read_volume, write_volume
-    from .io.files import check_write_extension
+    from headseg.io import OutputExistsError, read_volume, write_volume
+    from headseg.io.files import check_write_extension
 
     cases = discover_cases([args.input])
     if len(cases) != 1:
@@ -324,8 +324,8 @@ def cmd_convert(args, reporter: Reporter, cancel) -> int:
 
 def cmd_serve(args, reporter: Reporter, cancel) -> int:
     """A DICOM node (``headseg.node``): receive CT, segment, send the RTSTRUCT/SEG back; or its queue."""
-    from .node import load_config
-    from .node.server import serve, status_lines
+    from headseg.node import load_config
+    from headseg.node.server import serve, status_lines
 
     config = load_config(args.config)
     if args.status:
@@ -365,11 +365,11 @@ def contoured_in(reference: Path) -> Optional[List[str]]:
 def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
     import numpy as np
 
-    from .evaluation import prediction_files, read_exclude_list, summary_lines, suspect_structures
-    from .io import read_segmentation
-    from .labels import get_label_set
-    from .metrics import evaluate_labels
-    from .resample import labels_on_common_grid
+    from headseg.io import read_segmentation
+    from headseg.labels import get_label_set
+    from headseg.measure.metrics import evaluate_labels
+    from headseg.resample import labels_on_common_grid
+    from headseg.review.evaluate import prediction_files, read_exclude_list, summary_lines, suspect_structures
 
     label_set = get_label_set(args.label_set or {"orbit": "orbit", "han": "openkbp"}.get(args.task, args.task))
     pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
@@ -475,12 +475,12 @@ def _write_report(path: Path, rows) -> None:
 
 
 def cmd_phantom(args, reporter: Reporter, cancel) -> int:
-    from .phantoms import write_phantom_cases
+    from headseg.synth.phantoms import write_phantom_cases
 
     out = Path(args.output)
     reporter.start(f"Writing {args.cases} phantom case(s)")
     if getattr(args, "kind", "geometric") == "anatomical":
-        from .synth import write_synthetic_cases
+        from headseg.synth import write_synthetic_cases
 
         paths = write_synthetic_cases(str(out), args.cases, seed=args.seed,
                                       progress=lambda done, total: reporter.progress(done / max(total, 1), f"case {done}"))
@@ -493,7 +493,7 @@ def cmd_phantom(args, reporter: Reporter, cancel) -> int:
 
 
 def cmd_models(args, reporter: Reporter, cancel) -> int:
-    from .packages import list_packages, search_dirs
+    from headseg.segment.packages import list_packages, search_dirs
 
     errors: List[str] = []
     packages = list_packages(args.model_dir or (), errors=errors)
@@ -535,7 +535,7 @@ def _describe_package(package) -> List[str]:
 
 def _structures_epilog() -> str:
     """The structures of each task's default label set, for 'segment --help'."""
-    from .labels import get_label_set
+    from headseg.labels import get_label_set
 
     parts = []
     for task, name in (("orbit", "orbit"), ("han", "openkbp")):
@@ -681,7 +681,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reporter = Reporter(args.progress_format)
     cancel = None
     try:
-        from .inference import CancelToken
+        from headseg.segment.windows import CancelToken
 
         cancel = CancelToken()
         previous: Dict[int, Any] = {}

@@ -4,7 +4,7 @@ Every message should name the problem and say what the user can do about it, bec
 errors end up in Slicer message boxes and on the command line, read by people who cannot debug.
 
 The exit codes are a contract: the Slicer modules run ``headseg segment`` as a child process and read
-its code (``headseg.runner``); the CLI (``headseg.cli``) and the training CLI return them. Both take
+its code (``headseg.run.child_process``); the CLI (``headseg.cli``) and the training CLI return them. Both take
 codes and sentences from here, so a code never means two things.
 """
 

@@ -7,8 +7,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Volume
+from headseg.errors import InputError
+from headseg.geometry import Volume
 
 # Refuse before allocating: a CT above this many voxels (about 2.1 billion, e.g. 1024 x 1024 x 2000) is
 # not a head CT and would not fit in memory as float32.

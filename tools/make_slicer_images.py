@@ -78,7 +78,7 @@ def screenshot(phantom_path: Path, work: Path) -> None:
 
     from headseg.io import read_segmentation, read_volume
     from headseg.labels import get_label_set
-    from headseg.metrics import dice
+    from headseg.measure.metrics import dice
 
     orbit = get_label_set("orbit")
     out = work / "result"
@@ -86,8 +86,8 @@ def screenshot(phantom_path: Path, work: Path) -> None:
                     "--device", "cpu", "--progress-format", "none"], check=True, cwd=REPO)
     ct = read_volume(phantom_path)
     result = read_segmentation(out / "HeadSegOrbitPhantom.seg.nrrd", orbit)
-    from headseg.phantoms import make_head_phantom
     from headseg.slicer.sample_data import PHANTOM_SEED, PHANTOM_SPACING
+    from headseg.synth.phantoms import make_head_phantom
 
     truth = make_head_phantom(seed=PHANTOM_SEED, spacing=PHANTOM_SPACING).labels.array
     with open(out / "HeadSegOrbitPhantom_volumes.csv", newline="") as f:  # columns may grow: read them by name
@@ -130,8 +130,8 @@ def screenshot(phantom_path: Path, work: Path) -> None:
 
 def main() -> int:
     from headseg.io import read_volume
-    from headseg.phantoms import make_head_phantom
     from headseg.slicer.sample_data import PHANTOM_SEED, PHANTOM_SPACING, sample_file
+    from headseg.synth.phantoms import make_head_phantom
 
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)

@@ -9,7 +9,7 @@ For each scan and each of ``--motions`` random rigid motions (rotation up to 3 d
 shift up to 2 mm), the scan is resampled (linear), both versions are segmented with the default model,
 and the relative change of every structure's volume is recorded. The bound of a structure is the 95th
 percentile of |change| in percent over scans and motions; it is written with the model name, the
-number of measurements and the method into ``headseg/repeatability.json``.
+number of measurements and the method into ``headseg/review/repeatability.json``.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def measure(task: str, count: int, motions: int, data: Optional[Path], seed: int
     import torch
 
     from headseg.errors import InputError
-    from headseg.packages import default_package
-    from headseg.pipeline import segment_volume
-    from headseg.volumes import volume_table
+    from headseg.measure.volumes import volume_table
+    from headseg.segment.packages import default_package
+    from headseg.segment.pipeline import segment_volume
 
     torch.set_num_threads(2)
     package = default_package(task)

@@ -1,4 +1,4 @@
-"""Does doubt mean something? Measure the review aids of ``headseg.quality`` against reference labels.
+"""Does doubt mean something? Measure the review aids of ``headseg.measure.quality`` against reference labels.
 
     python tools/measure_review_aids.py orbit --cases 12            # held-out synthetic anatomical phantoms
     python tools/measure_review_aids.py han --data ../shared/data/openkbp --cases 33   # OpenKBP validation
@@ -60,10 +60,10 @@ def measure(task: str, cases, near_voxels: int = 3, model_dir: Optional[Path] = 
     import torch
     from scipy import ndimage
 
-    from headseg.metrics import dice
-    from headseg.orbit import OrbitNotFoundError
-    from headseg.packages import default_package, load_package
-    from headseg.pipeline import segment_volume
+    from headseg.locate.search import OrbitNotFoundError
+    from headseg.measure.metrics import dice
+    from headseg.segment.packages import default_package, load_package
+    from headseg.segment.pipeline import segment_volume
 
     torch.set_num_threads(2)
     package = load_package(model_dir) if model_dir is not None else default_package(task)

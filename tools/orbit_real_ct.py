@@ -3,8 +3,8 @@
     python tools/orbit_real_ct.py CT [CT ...] [--model PACKAGE] [--json out.json] [--markdown out.md]
                                   [--png docs/images/orbit_real_ct.png] [--name-as LABEL ...]
 
-Each CT (a DICOM folder or an image file) goes through ``headseg.pipeline.segment_volume`` (orbit search
-included) and ``headseg.scorecard.orbit_scorecard``: plausibility with the bands of ``headseg.bands``,
+Each CT (a DICOM folder or an image file) goes through ``headseg.segment.pipeline.segment_volume`` (orbit search
+included) and ``headseg.review.scorecard.orbit_scorecard``: plausibility with the bands of ``headseg.measure.bands``,
 re-imaging with 2 and 3 mm slices, the mirrored CT, a rectus thickened by 1 mm, and the resolution
 check. ``--markdown`` writes the table that ``docs/orbit_real_ct.md`` shows. The picture shows, per
 CT, an axial slice through both optic nerves and a coronal slice behind the globes, with the predicted
@@ -79,11 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import torch
 
-    from headseg.compare import repeatability_bounds
     from headseg.io import read_volume
-    from headseg.packages import default_package, load_package
-    from headseg.pipeline import segment_volume
-    from headseg.scorecard import orbit_scorecard
+    from headseg.review.compare import repeatability_bounds
+    from headseg.review.scorecard import orbit_scorecard
+    from headseg.segment.packages import default_package, load_package
+    from headseg.segment.pipeline import segment_volume
 
     torch.set_num_threads(2)
     package = load_package(args.model) if args.model else default_package("orbit")

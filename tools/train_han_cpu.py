@@ -8,7 +8,7 @@ through the real inference path:
     headseg-train train --config anatomynet_openkbp_cpu --data ../shared/data/openkbp --out runs/han_cpu
     # 2. copy the package into headseg/packaged_models/han-anatomynet-openkbp
     python tools/train_han_cpu.py ship runs/han_cpu
-    # 3. score it ONCE on the 20 test cases (headseg.pipeline on each CT's own grid) and write the card
+    # 3. score it ONCE on the 20 test cases (headseg.segment.pipeline on each CT's own grid) and write the card
     python tools/train_han_cpu.py test --data ../shared/data/openkbp --run runs/han_cpu
     # 4. the overlay picture of docs/han_model.md
     python tools/train_han_cpu.py overlay --data ../shared/data/openkbp --case pt_246
@@ -85,10 +85,10 @@ def summarise(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional[Path] = None,
                   run_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Score the package on the test split through ``headseg.pipeline`` and write the numbers into its card."""
+    """Score the package on the test split through ``headseg.segment.pipeline`` and write the numbers into its card."""
     import torch
 
-    from headseg.packages import load_package, write_package
+    from headseg.segment.packages import load_package, write_package
     from training.datasets import discover_cases
     from training.evaluate import evaluate_package, write_rows
 
@@ -110,7 +110,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     mean_dsc = float(np.mean([e["dsc"]["mean"] for e in summary.values() if e["dsc"]["mean"] is not None]))
     card["test_metrics"] = {
         "split": "test", "cases": [r.case for r in records],
-        "how": "headseg.pipeline.segment_volume on each test CT's own grid (resampled to the model grid and back, "
+        "how": "headseg.segment.pipeline.segment_volume on each test CT's own grid (resampled to the model grid and back, "
                "post-processed) vs. the clinical contours; organs not contoured in a case are skipped; measured "
                "once, after training and model selection on the validation split",
         "mean_dsc": round(mean_dsc, 4), "per_structure": summary,
@@ -238,8 +238,8 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
     import torch
     from matplotlib.lines import Line2D
 
-    from headseg.packages import load_package
-    from headseg.pipeline import segment_volume
+    from headseg.segment.packages import load_package
+    from headseg.segment.pipeline import segment_volume
     from training.datasets import discover_cases, load_case
 
     torch.set_num_threads(2)
@@ -250,7 +250,7 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
     loaded = load_case(record, package.label_set)
     ct, ref = loaded.image, loaded.labels.array
     pred = segment_volume(ct, package, device="cpu").labelmap.array
-    from headseg.sides import output_classes
+    from headseg.segment.sides import output_classes
 
     structures = [s for s in package.label_set.structures if s.key in output_classes(package.card)]
     colours = plt.get_cmap("tab10")

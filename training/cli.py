@@ -89,7 +89,7 @@ def cmd_validate_data(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from headseg.packages import find_package
+    from headseg.segment.packages import find_package
 
     from .datasets import discover_cases
     from .evaluate import evaluate_package, summarise_rows, write_rows

@@ -34,7 +34,7 @@ DEFAULTS: Dict[str, Any] = {
     "sync_batchnorm": True,
     "init_weights": None,  # fine-tuning: start from a model package (name or folder) or a checkpoint file  # torchrun: BatchNorm statistics of the global batch (training.distributed)
     "model": {"architecture": "svnet", "params": {}},
-    "side_split": None,  # han: {"parotid": {"right": "parotid_right", "left": "parotid_left"}} (headseg.sides)
+    "side_split": None,  # han: {"parotid": {"right": "parotid_right", "left": "parotid_left"}} (headseg.segment.sides)
     "input": {
         "spacing_mm": [0.5, 0.5, 1.0],
         "window_kji": [32, 256, 256],

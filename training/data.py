@@ -2,7 +2,7 @@
 
 An *item* is one model input with its labels: one orbit crop (per side, left mirrored) for ``orbit``
 models, one whole resampled volume for ``han`` models. Items are made by the same functions that
-inference uses (``headseg.preprocessing``), so a model is trained on what it will see.
+inference uses (``headseg.segment.preprocessing``), so a model is trained on what it will see.
 
 A *sample* is a training window cut from an item and augmented. Its randomness is a pure function of
 ``(run seed, epoch, position in the epoch)`` (:func:`sample_seed`), which makes runs repeatable and a
@@ -56,7 +56,7 @@ def make_items(loaded_case, card: Dict[str, Any], crop_source: str = "locate") -
     does), ``"labels"`` a region around the labelled structures, ``"auto"`` the localiser and, where it
     fails on a training case, the labels (logged), so one hard case does not cost its labels."""
     from headseg.errors import InputError
-    from headseg.preprocessing import normalize, orbit_label_crops, whole_volume_labelled
+    from headseg.segment.preprocessing import normalize, orbit_label_crops, whole_volume_labelled
 
     if crop_source not in ("locate", "labels", "auto"):
         raise ValueError(f"data.crop_source must be 'locate', 'labels' or 'auto', got {crop_source!r}.")

@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from headseg.sides import output_classes
+from headseg.segment.sides import output_classes
 
 from .augment import AugmentOptions
 from .checkpoints import (
@@ -154,7 +154,7 @@ def build_card(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _device(spec: str) -> torch.device:
-    from headseg.inference import select_device
+    from headseg.segment.windows import select_device
 
     return torch.device(select_device(spec).device)
 
@@ -220,9 +220,9 @@ def validate_items(model: torch.nn.Module, items: Sequence[Item], card: Dict[str
                    amp: bool = True) -> Dict[str, Any]:
     """DSC per class on the model grid, predicted exactly as the pipeline predicts (sliding window over an
     orbit crop, whole volume or patches for ``han``); missing structures are skipped, NaNs ignored."""
-    from headseg.inference import sliding_window_predict, whole_volume_or_patches
-    from headseg.metrics import dice
-    from headseg.sides import split_classes_by_side
+    from headseg.measure.metrics import dice
+    from headseg.segment.sides import split_classes_by_side
+    from headseg.segment.windows import sliding_window_predict, whole_volume_or_patches
 
     classes = card["classes"]
     names = output_classes(card)
@@ -480,7 +480,7 @@ class _Run:
         """Start from trained weights (fine-tuning): an installed model name or package folder, or a
         checkpoint file. The network must have the same architecture and classes; the optimiser starts
         afresh."""
-        from headseg.packages import find_package
+        from headseg.segment.packages import find_package
 
         path = Path(source).expanduser()
         weights = path if path.suffix == ".pt" and path.is_file() else find_package(source).weights_path

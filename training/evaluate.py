@@ -1,5 +1,5 @@
-"""Evaluate a model package on labelled cases exactly as users run it: ``headseg.pipeline.segment_volume``
-on the original CT grid, then ``headseg.metrics`` against the reference, skipping structures that were
+"""Evaluate a model package on labelled cases exactly as users run it: ``headseg.segment.pipeline.segment_volume``
+on the original CT grid, then ``headseg.measure.metrics`` against the reference, skipping structures that were
 not contoured in a case (missing is not a zero score)."""
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
     A case the pipeline refuses (e.g. orbits not found) is scored as an empty prediction, with the
     reason in the row's ``failure``: a failure to segment is a result, not something to leave out."""
     from headseg.errors import InputError
-    from headseg.metrics import evaluate_labels
-    from headseg.pipeline import segment_volume
+    from headseg.measure.metrics import evaluate_labels
+    from headseg.segment.pipeline import segment_volume
 
     label_set = package.label_set
     if package.task == "orbit":
         predicted = {s.key for s in label_set.structures}
     else:
-        from headseg.sides import output_classes
+        from headseg.segment.sides import output_classes
 
         predicted = set(output_classes(package.card)[1:])
     model = None
@@ -49,7 +49,7 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
     for record in iterator:
         case = load_case(record, label_set)
         if model is None:
-            from headseg.inference import select_device
+            from headseg.segment.windows import select_device
 
             device = str(select_device(device).device)
             model = package.load_model(device)

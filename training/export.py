@@ -1,6 +1,6 @@
 """Export a run's best checkpoint as a ``headseg`` model package, its card filled from the run: data,
 split, training time and hardware, and per-structure metrics of the *packaged* model on the validation
-cases through the same pipeline users run (``headseg.pipeline.segment_volume``)."""
+cases through the same pipeline users run (``headseg.segment.pipeline.segment_volume``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .evaluate import evaluate_package, summarise_rows, write_rows
 
 __all__ = ["export_run", "final_card"]
 
-SYNTHETIC_NOTE = ("Trained on SYNTHETIC head-CT phantoms made by headseg.phantoms (geometric shapes, not patient "
+SYNTHETIC_NOTE = ("Trained on SYNTHETIC head-CT phantoms made by headseg.synth.phantoms (geometric shapes, not patient "
                   "anatomy). A demonstration of the software only: NOT for clinical use, and its metrics say "
                   "nothing about accuracy on real CT.")
 
@@ -40,7 +40,7 @@ def final_card(checkpoint: Dict[str, Any], data_report: Dict[str, Any], command:
     synthetic = _is_synthetic(data_report, config)
     history = checkpoint.get("history", [])
     best = next((h for h in history if h["epoch"] == checkpoint.get("best_epoch")), None)
-    # A recipe trained on another generator than headseg.phantoms says what it learned from instead.
+    # A recipe trained on another generator than headseg.synth.phantoms says what it learned from instead.
     note = export.get("synthetic_note", SYNTHETIC_NOTE)
     card.update({
         "synthetic": synthetic,
@@ -93,7 +93,7 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
 
     ``overrides`` (``export.default=true``, as ``--set`` of ``headseg-train train``) change the run's stored
     recipe for the card only: what a package claims can be decided after the run, not what it learned."""
-    from headseg.packages import write_package
+    from headseg.segment.packages import write_package
 
     from .config import apply_overrides
 
@@ -135,7 +135,7 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
             "summary": text,
             "failed_cases": {c: next(r["failure"] for r in rows if r["case"] == c) for c in failed},
             "evaluated_on": {"split": "validation", "cases": [r.case for r in records],
-                             "how": "headseg.pipeline.segment_volume on the original CT grid, post-processed, "
+                             "how": "headseg.segment.pipeline.segment_volume on the original CT grid, post-processed, "
                                     "vs. the reference label map; structures not contoured are skipped"},
             "mean_dsc": round(mean, 4),
             "per_structure": summary,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+from headseg.measure.volumes import VolumeRow
 from headseg.slicer.logic import TaskLogic
-from headseg.volumes import VolumeRow
 
 __all__ = ["HeadNeckLogic"]
 
@@ -23,7 +23,7 @@ class HeadNeckLogic(TaskLogic):
     def organs(self, model: Optional[str] = None) -> List[Tuple[str, str]]:
         """(structure key, name) of the organs ``model`` segments (None = the default model), for the
         organ checklist. Raises ModelPackageError when no such model is installed."""
-        from headseg.packages import find_package
+        from headseg.segment.packages import find_package
 
         label_set = find_package(model, task=self.task).label_set
         return [(s.key, s.name) for s in label_set]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from headseg.measure.volumes import VolumeRow
 from headseg.slicer.logic import TaskLogic
-from headseg.volumes import VolumeRow
 
 __all__ = ["OrbitLogic"]
 

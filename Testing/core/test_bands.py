@@ -1,4 +1,4 @@
-"""One table of normal adult values (headseg.bands): the volume table's flags, the run's warnings and the
+"""One table of normal adult values (headseg.measure.bands): the volume table's flags, the run's warnings and the
 orbit plausibility checks agree on every structure, just inside and just outside each band."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headseg.bands import ASYMMETRY_RATIO, RECTI_TOTAL_CM3, VOLUME_BANDS_CM3, volume_band
 from headseg.geometry import Volume
 from headseg.labels import get_label_set
-from headseg.pipeline import plausibility_notes
-from headseg.plausibility import orbit_plausibility
-from headseg.quality import structure_quality
+from headseg.measure.bands import ASYMMETRY_RATIO, RECTI_TOTAL_CM3, VOLUME_BANDS_CM3, volume_band
+from headseg.measure.plausibility import orbit_plausibility
+from headseg.measure.quality import structure_quality
+from headseg.segment.pipeline import plausibility_notes
 
 ORBIT = get_label_set("orbit")
 VOXEL_MM = 0.5  # 0.125 mm3 voxels: volumes set to within 0.000125 cm3

@@ -1,4 +1,4 @@
-"""headseg.batch without a model: planning and collisions, volumes.csv assembly, clean-up of failed cases,
+"""headseg.run.batch without a model: planning and collisions, volumes.csv assembly, clean-up of failed cases,
 cancel. The segmentation is a stand-in that writes two small files, as any caller's would."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import List
 
 import pytest
 
-from headseg.batch import BatchEvents, CombinedVolumes, plan_batch, run_batch
-from headseg.cases import Case
 from headseg.errors import Cancelled, InputError, ModelPackageError
-from headseg.volumes import VolumeRow
+from headseg.io.cases import Case
+from headseg.measure.volumes import VolumeRow
+from headseg.run.batch import BatchEvents, CombinedVolumes, plan_batch, run_batch
 
 ROWS = [VolumeRow("mandible", "", 10, 1.25), VolumeRow("parotid", "left", 3, 0.5)]
 

@@ -148,7 +148,8 @@ def test_structures_takes_keys_display_and_tg263_names_in_any_case(phantom_dir, 
 
 def test_a_misspelt_structure_is_refused_with_the_nearest_key_before_the_model_loads(phantom_dir, tmp_path,
                                                                                   monkeypatch, capsys):
-    from headseg import cli, packages
+    from headseg import cli
+    from headseg.segment import packages
 
     package = write_tiny_orbit_package(tmp_path / "models" / "tiny")
     monkeypatch.setattr(packages.ModelPackage, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -163,7 +164,7 @@ def test_a_misspelt_structure_is_refused_with_the_nearest_key_before_the_model_l
 def test_flags_and_warnings_reach_stderr_without_progress(phantom_dir, tmp_path):
     """--progress-format none silences progress, not warnings; the run ends with every flag in words,
     the same flags as the CSV holds."""
-    from headseg.flag_words import FLAG_INTRO
+    from headseg.measure.flag_words import FLAG_INTRO
 
     package = write_tiny_orbit_package(tmp_path / "models" / "tiny")
     out = tmp_path / "out"
@@ -256,5 +257,5 @@ def test_models_lists_each_models_structures_in_plain_words():
     out = headseg("models").stdout
     assert "segments: superior_rectus_right (Musc_RectusSup_R)" in out
     assert "parotid_left (Parotid_L)" in out and "mandible (Bone_Mandible)" in out
-    for jargon in ("seed paper", "seed 00", "headseg.pipeline", "window None", "label set"):
+    for jargon in ("seed paper", "seed 00", "headseg.segment.pipeline", "window None", "label set"):
         assert jargon not in out, jargon

@@ -1,4 +1,4 @@
-"""``headseg segment --cluster``: the batch of ``headseg.batch`` on other executors.
+"""``headseg segment --cluster``: the batch of ``headseg.run.batch`` on other executors.
 
 * a thread pool (no Dask needed): results booked as they arrive, ``volumes.csv`` in the plan's order,
   failed cases leave nothing, the staging folder is gone;
@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 from model_factory import write_tiny_orbit_package
 
-from headseg.batch import FuturesExecutor, plan_batch, run_batch
-from headseg.cases import Case, discover_cases
 from headseg.cli import main
 from headseg.errors import InputError
-from headseg.volumes import VolumeRow
+from headseg.io.cases import Case, discover_cases
+from headseg.measure.volumes import VolumeRow
+from headseg.run.batch import FuturesExecutor, plan_batch, run_batch
 
 PHANTOM_GRID = {"spacing": (0.8, 0.8, 1.5)}  # coarse: quick to write and segment
 
@@ -97,7 +97,7 @@ needs_dask = pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
-    from headseg.phantoms import write_phantom_cases
+    from headseg.synth.phantoms import write_phantom_cases
 
     folder = tmp_path_factory.mktemp("cluster_phantoms")
     write_phantom_cases(str(folder), 3, seed=21, **PHANTOM_GRID)
@@ -155,7 +155,7 @@ def _half_written(outputs) -> None:
 def _kill_first_attempt(case: Case, outputs, settings, victim: str, marks: str):
     """The real per-case task; ``victim``'s first attempt half-writes its files, then waits to be killed
     (the test kills this worker process from outside)."""
-    from headseg.casework import segment_case_on_worker
+    from headseg.run.segment_case import segment_case_on_worker
 
     mark = Path(marks) / f"{case.name}.pid"
     if case.name == victim and not mark.exists():
@@ -184,8 +184,8 @@ def _kill_when_marked(mark: Path, killed: list, timeout: float = 240.0) -> None:
 @needs_dask
 def test_a_killed_worker_case_runs_again_elsewhere_and_a_case_that_always_kills_fails_alone(
         phantoms, package, serial, tmp_path):
-    from headseg.casework import SegmentSettings
-    from headseg.cluster import dask_executor
+    from headseg.run.cluster import dask_executor
+    from headseg.run.segment_case import SegmentSettings
 
     cases = discover_cases([str(phantoms)])
     settings = SegmentSettings(str(package.path), "cpu", torch_threads=1)

@@ -1,5 +1,5 @@
 """``--cluster local:N`` workers start with their share of the cores for OpenMP, MKL and OpenBLAS, wait
-passively and run no profiler (``headseg.cluster.local_worker_settings``: inside a worker with Dask's
+passively and run no profiler (``headseg.run.cluster.local_worker_settings``: inside a worker with Dask's
 own settings a case segmented more slowly than in the ``headseg`` process; ``benchmarks/bench_scale_out.py``)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _worker_view() -> dict:
 
 
 def test_local_workers_get_their_share_of_the_cores_and_no_profiler():
-    from headseg.cluster import dask_executor, local_worker_settings, worker_threads
+    from headseg.run.cluster import dask_executor, local_worker_settings, worker_threads
 
     threads = worker_threads(1)
     assert threads == max(1, os.cpu_count() or 1)

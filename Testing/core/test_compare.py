@@ -1,4 +1,4 @@
-"""Follow-up comparison (headseg.compare) on synthetic pairs with a known change: one muscle enlarged by
+"""Follow-up comparison (headseg.review.compare) on synthetic pairs with a known change: one muscle enlarged by
 a known volume, the follow-up scanned after a small rigid motion. Catches a wrong sign, a side swap, a
 change reported where there is none, and pairs that must be refused."""
 
@@ -11,12 +11,12 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from headseg.compare import TimePoint, compare_timepoints, write_comparison
 from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.io import write_segmentation, write_volume
 from headseg.labels import get_label_set
-from headseg.phantoms import make_head_phantom
+from headseg.review.compare import TimePoint, compare_timepoints, write_comparison
+from headseg.synth.phantoms import make_head_phantom
 
 ORBIT = get_label_set("orbit")
 GROWN = "inferior_rectus_left"
@@ -91,8 +91,8 @@ def test_known_change_with_registration_sign_and_sides(pair):
 @pytest.fixture(scope="module")
 def model_comparison(anatomical_pair):
     """The anatomical pair segmented by the default orbit model and compared (registration included)."""
-    from headseg.packages import default_package
-    from headseg.pipeline import segment_volume
+    from headseg.segment.packages import default_package
+    from headseg.segment.pipeline import segment_volume
 
     base_ct, _, follow_ct, _, _ = anatomical_pair
     package = default_package("orbit")
@@ -128,7 +128,7 @@ def test_files_written_and_never_overwritten(pair, tmp_path):
         folder.mkdir()
         write_volume(ct, folder / f"{name}.nrrd")
         write_segmentation(labels, ORBIT, folder / f"{name}.seg.nrrd")
-    from headseg.compare import load_timepoint
+    from headseg.review.compare import load_timepoint
 
     comparison = compare_timepoints(load_timepoint(tmp_path / "t0"), load_timepoint(tmp_path / "t1" / "t1.seg.nrrd"))
     written = write_comparison(comparison, tmp_path / "out")
@@ -162,8 +162,8 @@ def test_cli_refuses_existing_outputs_before_registering_and_pictures_have_a_leg
     change pictures carry a legend: each structure's colour, and which line is which scan."""
     import matplotlib.figure
 
-    from headseg import compare
     from headseg.cli import main
+    from headseg.review import compare
 
     base_ct, base_labels, follow_ct, follow_labels, _ = pair
     for name, ct, labels in (("t0", base_ct, base_labels), ("t1", follow_ct, follow_labels)):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from headseg.errors import Cancelled, InputError
-from headseg.inference import (
+from headseg.segment.windows import (
     CancelToken,
     DeviceUnavailableError,
     InferenceOutOfMemoryError,

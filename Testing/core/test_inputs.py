@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from headseg.cases import discover_cases
-from headseg.coverage import coverage_notes, head_foot_extent_mm
 from headseg.errors import InputError
 from headseg.io import write_volume
+from headseg.io.cases import discover_cases
+from headseg.io.coverage import coverage_notes, head_foot_extent_mm
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "Testing" / "hardening"))

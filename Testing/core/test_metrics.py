@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from headseg.errors import InputError
-from headseg.metrics import (
+from headseg.measure.metrics import (
     average_symmetric_surface_distance,
     dice,
     evaluate_labels,

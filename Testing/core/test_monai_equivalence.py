@@ -1,5 +1,5 @@
 """What the docstrings say about MONAI, checked against MONAI itself: the sliding-window grid and blending
-(``headseg.inference``) and the 95 % Hausdorff distance (``headseg.metrics.hausdorff95``), each within the
+(``headseg.segment.windows``) and the 95 % Hausdorff distance (``headseg.measure.metrics.hausdorff95``), each within the
 tolerance its docstring states. Skipped only where MONAI is not installed (it is in the test extra)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from headseg.inference import sliding_window_predict, window_starts
-from headseg.metrics import hausdorff95
+from headseg.measure.metrics import hausdorff95
+from headseg.segment.windows import sliding_window_predict, window_starts
 
 monai = pytest.importorskip("monai")
 from monai.data.utils import dense_patch_slices  # noqa: E402

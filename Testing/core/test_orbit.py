@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
-from headseg.orbit import (
+from headseg.locate.search import (
     NOT_FOUND_ADVICE,
     OrbitNotFoundError,
     RegionBox,
@@ -19,7 +19,7 @@ from headseg.orbit import (
     orbit_box,
     orbit_crop_grid,
 )
-from headseg.phantoms import ORBIT_LABELS, Tissue, make_head_phantom, rotation_matrix_deg
+from headseg.synth.phantoms import ORBIT_LABELS, Tissue, make_head_phantom, rotation_matrix_deg
 
 CONFIGS = {
     "seed0": dict(seed=0),
@@ -189,8 +189,8 @@ def test_crop_labels_resample_back_to_the_input_grid(phantom):
 def test_wide_field_of_view_like_a_512_matrix_ct():
     """A 200 mm field (a 512-matrix CT has 200-250 mm): the point between the globes falls on the nose,
     an island of its own in some slices; the globes must still be found."""
-    from headseg.orbit import locate_orbits
-    from headseg.phantoms import make_head_phantom
+    from headseg.locate.search import locate_orbits
+    from headseg.synth.phantoms import make_head_phantom
 
     phantom = make_head_phantom(seed=0, spacing=(0.5, 0.5, 1.0), shape=(150, 400, 400))
     found = {loc.side: loc.globe_center_lps for loc in locate_orbits(phantom.image)}

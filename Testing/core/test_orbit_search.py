@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage
 
 from headseg.geometry import Volume
-from headseg.orbit import (
+from headseg.locate.search import (
     MIN_CONFIDENCE,
     NOT_FOUND_ADVICE,
     OrbitNotFoundError,
@@ -27,7 +27,7 @@ from headseg.orbit import (
     locate_orbits,
     search_orbits,
 )
-from headseg.phantoms import Tissue, make_head_phantom
+from headseg.synth.phantoms import Tissue, make_head_phantom
 
 REPO = Path(__file__).resolve().parents[2]
 OPENKBP = REPO.parent / "shared" / "data" / "openkbp"
@@ -200,7 +200,7 @@ def test_reconstruction_circle_is_told_from_the_image_edge():
     cut by a reconstruction circle written as air, what lies beyond the circle is outside the field (and
     the search still finds both orbits). Seed 6 of the generator, cut at the image's side only, was
     refused for a while because that cut was taken for a circle."""
-    from headseg.orbit import _WorkGrid
+    from headseg.locate.search import _WorkGrid
     from headseg.synth import make_synthetic_head
 
     case = make_synthetic_head(7, spacing=(1.0, 1.0, 2.0), extent_mm=(150.0, 150.0, 80.0),

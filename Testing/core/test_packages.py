@@ -10,7 +10,7 @@ import torch
 from model_factory import tiny_orbit_card, write_tiny_orbit_package
 
 from headseg.errors import ModelPackageError
-from headseg.packages import (
+from headseg.segment.packages import (
     SHIPPED_DIR,
     default_package,
     find_package,

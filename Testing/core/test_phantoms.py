@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from headseg.geometry import Volume
-from headseg.phantoms import (
+from headseg.synth.phantoms import (
     ORBIT_LABELS,
     TISSUE_HU,
     Tissue,

@@ -7,12 +7,12 @@ import pytest
 from geometry_asserts import centroid_lps
 
 from headseg.errors import Cancelled
-from headseg.inference import CancelToken
-from headseg.metrics import dice
-from headseg.packages import default_package
-from headseg.phantoms import make_head_phantom
-from headseg.pipeline import segment_volume
-from headseg.volumes import volume_table
+from headseg.measure.metrics import dice
+from headseg.measure.volumes import volume_table
+from headseg.segment.packages import default_package
+from headseg.segment.pipeline import segment_volume
+from headseg.segment.windows import CancelToken
+from headseg.synth.phantoms import make_head_phantom
 
 RIGHT, LEFT = range(1, 6), range(6, 11)
 

@@ -1,4 +1,4 @@
-"""headseg.plausibility: the label-free checks of an orbit segmentation pass on true anatomy and name
+"""headseg.measure.plausibility: the label-free checks of an orbit segmentation pass on true anatomy and name
 what is wrong otherwise."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from headseg.labels import get_label_set
-from headseg.plausibility import orbit_plausibility
+from headseg.measure.plausibility import orbit_plausibility
 
 
 @pytest.fixture(scope="module")

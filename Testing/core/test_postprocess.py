@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from headseg.errors import InputError
-from headseg.postprocess import (
+from headseg.segment.postprocess import (
     fill_holes_per_class,
     keep_largest_component_per_class,
     postprocess_labels,
@@ -158,7 +158,7 @@ def test_noisy_map_with_countless_touching_pieces_keeps_one_component_per_class(
 
     from scipy import ndimage
 
-    from headseg.postprocess import keep_largest_component_per_class
+    from headseg.segment.postprocess import keep_largest_component_per_class
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 6, (48, 48, 48)).astype(np.uint8)

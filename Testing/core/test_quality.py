@@ -1,4 +1,4 @@
-"""Review aids (headseg.quality): the uncertainty map, each structure's doubt, and every flag code."""
+"""Review aids (headseg.measure.quality): the uncertainty map, each structure's doubt, and every flag code."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from headseg.geometry import Volume
 from headseg.labels import get_label_set
-from headseg.quality import (
+from headseg.measure.quality import (
     FLAG_CODES,
     body_midline_x,
     normalized_entropy,
@@ -83,7 +83,7 @@ def test_every_flag_code_is_raised_where_it_should_be():
     flags = _flags(labelmap.with_array(array), midline_x=0.0, removed={"superior_rectus_right": 0.3})
     assert flags["optic_nerve_right"] == ["empty"]
     assert "volume_low" in flags["medial_rectus_right"] and "asymmetric" in flags["medial_rectus_left"]
-    assert "volume_high" in flags["inferior_rectus_right"]  # 2.4 cm3 > 1.2 (headseg.bands)
+    assert "volume_high" in flags["inferior_rectus_right"]  # 2.4 cm3 > 1.2 (headseg.measure.bands)
     assert "wrong_side" in flags["lateral_rectus_right"] and not flags["lateral_rectus_left"]
     assert flags["superior_rectus_right"] == ["fragmented"]
     raised = {f for fs in flags.values() for f in fs}
@@ -119,7 +119,7 @@ def test_the_uncertainty_map_is_stored_on_255_steps_and_weighs_far_less(tmp_path
     still float in [0, 1] for every reader, and a fraction of the size."""
     from headseg.geometry import Volume
     from headseg.io import read_volume, write_volume
-    from headseg.quality import UNCERTAINTY_LEVELS, normalized_entropy, stored_uncertainty
+    from headseg.measure.quality import UNCERTAINTY_LEVELS, normalized_entropy, stored_uncertainty
 
     rng = np.random.default_rng(0)
     k, j, i = np.mgrid[0:40, 0:64, 0:64].astype(np.float32)

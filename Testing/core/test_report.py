@@ -1,4 +1,4 @@
-"""The batch report (headseg.report, ``headseg report``, ``segment --report``) rendered by a real browser:
+"""The batch report (headseg.review.report, ``headseg report``, ``segment --report``) rendered by a real browser:
 headless Chromium opens the page from a file, its script runs, a screenshot is not blank, the DOM has one
 section per case, the summary is sorted by flag count and the outlier is outlined."""
 
@@ -16,9 +16,9 @@ import pytest
 from headseg.cli import main
 from headseg.io import write_segmentation, write_volume
 from headseg.labels import get_label_set
-from headseg.phantoms import make_head_phantom
-from headseg.report import collect_cases, render_report
-from headseg.volumes import volume_table, write_volume_csv
+from headseg.measure.volumes import volume_table, write_volume_csv
+from headseg.review.report import collect_cases, render_report
+from headseg.synth.phantoms import make_head_phantom
 
 ORBIT = get_label_set("orbit")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -78,7 +78,7 @@ def test_render_sorts_by_flags_and_outlines_the_outlier(results):
 
 
 def test_chromium_renders_the_page(results, tmp_path):
-    from headseg.report import write_report
+    from headseg.review.report import write_report
 
     page = write_report(results, tmp_path / "report.html")
     dom = _browser("--dump-dom", page.as_uri(), profile=tmp_path / "p1").stdout
@@ -97,7 +97,7 @@ def test_chromium_renders_the_page(results, tmp_path):
 def test_segment_report_and_report_command(tmp_path):
     """Through the CLI: segment --report writes report.html and a run record; 'headseg report' refuses
     to overwrite it and writes another file on request."""
-    from headseg.phantoms import write_phantom_cases
+    from headseg.synth.phantoms import write_phantom_cases
 
     write_phantom_cases(str(tmp_path / "in"), 1, seed=4, spacing=(0.8, 0.8, 1.5))
     out = tmp_path / "out"
@@ -115,7 +115,7 @@ def test_segment_report_and_report_command(tmp_path):
 
 
 def test_no_uncertainty_leaves_doubt_empty(tmp_path):
-    from headseg.phantoms import write_phantom_cases
+    from headseg.synth.phantoms import write_phantom_cases
 
     write_phantom_cases(str(tmp_path / "in"), 1, seed=4, spacing=(0.8, 0.8, 1.5))
     out = tmp_path / "out"
@@ -156,7 +156,7 @@ def test_one_patient_from_nifti_and_from_dicom_gives_the_same_pictures(tmp_path)
 
     from headseg.io import read_volume
     from headseg.io.dicom_series import write_dicom_series
-    from headseg.report import write_report
+    from headseg.review.report import write_report
 
     phantom = make_head_phantom(seed=3, spacing=(1.0, 1.0, 2.0))
     results = tmp_path / "results"
@@ -195,7 +195,7 @@ def test_patient_axes_puts_head_back_and_left_on_growing_indices(code):
     import numpy as np
 
     from headseg.geometry import Volume
-    from headseg.report import patient_axes
+    from headseg.review.report import patient_axes
 
     array = np.zeros((6, 8, 10), np.int16)
     array[5, 7, 9] = 1  # k, j, i at their ends: on an identity grid, the patient's top, back and left corner

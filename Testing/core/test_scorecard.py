@@ -1,4 +1,4 @@
-"""The label-free scorecard's transformed copies of a CT (headseg.scorecard): thick-slice re-imaging keeps
+"""The label-free scorecard's transformed copies of a CT (headseg.review.scorecard): thick-slice re-imaging keeps
 what the scanner would keep, mirroring swaps the patient's sides whatever the direction matrix, and an
 inserted thickening adds fat-replacing muscle of the stated volume. The scorecard itself runs through
 the real orbit model in Testing/orbit_model/test_orbit_scorecard.py."""
@@ -12,8 +12,8 @@ from geometry_asserts import centroid_lps
 from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.labels import get_label_set
-from headseg.phantoms import make_head_phantom
-from headseg.scorecard import insert_growth, mirror_left_right, reimage_thick_slices
+from headseg.review.scorecard import insert_growth, mirror_left_right, reimage_thick_slices
+from headseg.synth.phantoms import make_head_phantom
 from headseg.validation import orbit_resolution_note
 
 ORBIT = get_label_set("orbit")

@@ -1,4 +1,4 @@
-"""Paired organs predicted as one class and split into sides in patient space (headseg.sides).
+"""Paired organs predicted as one class and split into sides in patient space (headseg.segment.sides).
 
 The phantom is asymmetric on purpose: the right gland is larger than the left, and the midline
 structure sits off the grid's centre, so a swap of sides, a split about the grid centre instead of the
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from headseg.geometry import Volume
-from headseg.packages import write_package
-from headseg.pipeline import segment_volume
-from headseg.sides import midline_x, network_class_of, output_classes, split_classes_by_side
+from headseg.segment.packages import write_package
+from headseg.segment.pipeline import segment_volume
+from headseg.segment.sides import midline_x, network_class_of, output_classes, split_classes_by_side
 
 SPLIT = {"parotid": {"right": "parotid_right", "left": "parotid_left"}}
 CARD = {"classes": ["background", "brainstem", "parotid", "mandible"], "side_split": SPLIT}
@@ -114,7 +114,7 @@ def test_pipeline_splits_sides_before_keeping_the_largest_component(tmp_path, or
     ls = result.label_set
     got_right = result.labelmap.array == ls.by_key("parotid_right").label
     got_left = result.labelmap.array == ls.by_key("parotid_left").label
-    from headseg.metrics import dice
+    from headseg.measure.metrics import dice
 
     assert dice(got_right, right) > 0.9 and dice(got_left, left) > 0.9
     assert got_right.sum() > 1.5 * got_left.sum()  # the larger gland is the right one

@@ -155,7 +155,7 @@ def test_noise_and_artefacts_change_the_look_not_the_labels(normal_case):
 
 @pytest.mark.parametrize("direction", ["lps", "ras", "oblique"])
 def test_left_structures_lie_at_larger_lps_x(direction):
-    from headseg.phantoms import rotation_matrix_deg
+    from headseg.synth.phantoms import rotation_matrix_deg
 
     matrix = {"lps": np.eye(3), "ras": np.diag([-1.0, -1.0, 1.0]), "oblique": rotation_matrix_deg((8.0, -6.0, 15.0))}[direction]
     case = make_synthetic_head(7, direction=matrix, spacing=(1.2, 1.2, 2.5), extent_mm=(170.0, 150.0, 100.0),
@@ -220,7 +220,7 @@ def test_field_of_view_cuts_the_head_but_keeps_both_orbits():
         geom = build_geometry(an)
         acq = draw_acquisition(rng, an, geom)
         grid = choose_grid(acq, an, geom, None, None, None, None, 8e6)
-        from headseg.phantoms import rotation_matrix_deg
+        from headseg.synth.phantoms import rotation_matrix_deg
 
         rot = rotation_matrix_deg(acq["pose_deg"])
         spacing = np.array(grid["spacing"])
@@ -276,9 +276,9 @@ def test_cli_writes_anatomical_phantoms(tmp_path, monkeypatch):
 
 
 def test_orbit_search_finds_both_orbits_on_generated_cases():
-    """The existing search (headseg.orbit.locate_orbits) on drawn cases (voxel size, pose, field of
+    """The existing search (headseg.locate.search.locate_orbits) on drawn cases (voxel size, pose, field of
     view, headrest, noise, streaks all random). benchmarks/bench_synth.py measures the rate on more."""
-    from headseg.orbit import OrbitNotFoundError, locate_orbits
+    from headseg.locate.search import OrbitNotFoundError, locate_orbits
 
     found = 0
     seeds = (2, 3)

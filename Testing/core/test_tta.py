@@ -1,4 +1,4 @@
-"""Test-time augmentation (headseg.pipeline, ``tta=True``): the orbit's shifted crops and the head-and-neck
+"""Test-time augmentation (headseg.segment.pipeline, ``tta=True``): the orbit's shifted crops and the head-and-neck
 mirror keep every structure on its own side of an asymmetric phantom, agree with the single prediction,
 and the mirror maps each sided class onto its twin."""
 
@@ -9,10 +9,10 @@ import pytest
 from geometry_asserts import centroid_lps
 
 from headseg.labels import get_label_set
-from headseg.metrics import dice
-from headseg.packages import default_package
-from headseg.phantoms import make_head_phantom
-from headseg.pipeline import ORBIT_TTA_SHIFTS_KJI, _mirror_channels, segment_volume, tta_variants
+from headseg.measure.metrics import dice
+from headseg.segment.packages import default_package
+from headseg.segment.pipeline import ORBIT_TTA_SHIFTS_KJI, _mirror_channels, segment_volume, tta_variants
+from headseg.synth.phantoms import make_head_phantom
 
 ORBIT = get_label_set("orbit")
 

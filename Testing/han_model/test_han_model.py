@@ -22,9 +22,9 @@ import pytest
 from headseg.geometry import Volume
 from headseg.io import read_segmentation, read_volume
 from headseg.labels import get_label_set
-from headseg.packages import default_package
-from headseg.pipeline import segment_volume
 from headseg.resample import Grid, resample_labels_to_grid, resample_to_grid
+from headseg.segment.packages import default_package
+from headseg.segment.pipeline import segment_volume
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "openkbp"

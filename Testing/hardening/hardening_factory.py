@@ -47,7 +47,7 @@ def write_slow_han_package(folder: Path):
     import torch
 
     from headseg.models import build_model
-    from headseg.packages import write_package
+    from headseg.segment.packages import write_package
 
     card = threshold_han_card("slow-han-test")
     card["architecture_params"] = {"widths": [16, 16, 16, 16], "blocks_per_stage": 2, "output_block_channels": 16}

@@ -2,7 +2,7 @@
 ``volumes.csv`` is lost, a case is never written by two runs, and a killed run blocks nothing.
 
 To make "at the same time" exact, run A is paused (SIGSTOP) in the middle of its inference, after it
-planned, while run B plans and finishes; then A goes on and writes (see headseg/outputlock.py)."""
+planned, while run B plans and finishes; then A goes on and writes (see headseg/run/outputlock.py)."""
 
 from __future__ import annotations
 
@@ -134,14 +134,14 @@ def test_three_runs_started_together_keep_every_row(tmp_path, han_package):
 
 
 def test_an_executor_batch_beside_a_running_cli_run_keeps_both(cts, slow_package, tmp_path):
-    """The path of the Slicer batch and --cluster (headseg.batch with an executor) against a live CLI run:
+    """The path of the Slicer batch and --cluster (headseg.run.batch with an executor) against a live CLI run:
     the CLI's case is refused to it, its own case is merged into the CLI run's table."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from headseg.batch import FuturesExecutor, plan_batch, run_batch
-    from headseg.cases import Case
     from headseg.errors import InputError
-    from headseg.volumes import VolumeRow
+    from headseg.io.cases import Case
+    from headseg.measure.volumes import VolumeRow
+    from headseg.run.batch import FuturesExecutor, plan_batch, run_batch
 
     big, small = cts
     out = tmp_path / "out"

@@ -20,10 +20,10 @@ import torch
 from hardening_factory import TALLY, CliRun, ThresholdNet, head_ct, run_cli, write_slow_han_package
 
 from headseg.errors import Cancelled, ModelPackageError
-from headseg.inference import CancelToken, InferenceOutOfMemoryError, run_with_fallback, whole_volume_or_patches
 from headseg.io import read_segmentation, write_segmentation, write_volume
 from headseg.labels import get_label_set
-from headseg.pipeline import segment_volume
+from headseg.segment.pipeline import segment_volume
+from headseg.segment.windows import CancelToken, InferenceOutOfMemoryError, run_with_fallback, whole_volume_or_patches
 
 REPO = Path(__file__).resolve().parents[2]
 OPENKBP = get_label_set("openkbp")
@@ -67,7 +67,7 @@ def corrupt_weights(folder: Path) -> None:
 
 
 def weights_not_torch(folder: Path) -> None:
-    from headseg.packages import sha256_of
+    from headseg.segment.packages import sha256_of
 
     (folder / "model.pt").write_bytes(b"not a torch file at all")
     card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
@@ -342,7 +342,7 @@ def test_oom_with_large_batches_retries_smaller_inside_segment_volume(threshold_
 
 
 def test_oom_everywhere_gives_exit_4_without_traceback(han_package, ct_file, tmp_path, monkeypatch):
-    from headseg.packages import ModelPackage
+    from headseg.segment.packages import ModelPackage
 
     real_load = ModelPackage.load_model
 
@@ -360,7 +360,7 @@ def test_oom_everywhere_gives_exit_4_without_traceback(han_package, ct_file, tmp
 def test_unreadable_weights_are_a_model_package_error(han_package, tmp_path):
     folder = copy_package(han_package, tmp_path)
     weights_not_torch(folder)
-    from headseg.packages import load_package
+    from headseg.segment.packages import load_package
 
     with pytest.raises(ModelPackageError, match="Could not read the weights"):
         load_package(folder).load_model()

@@ -145,9 +145,9 @@ def test_one_slice_file_names_the_outputs_after_its_series_folder(tmp_path, han_
 
 # -- 7 -----------------------------------------------------------------------------------------------
 def test_a_cancelled_batch_keeps_the_finished_cases_in_volumes_csv(two_cases, han_package, tmp_path, monkeypatch):
-    import headseg.pipeline
+    import headseg.segment.pipeline
 
-    real = headseg.pipeline.segment_volume
+    real = headseg.segment.pipeline.segment_volume
     calls = []
 
     def cancelled_on_the_second_case(*args, **kwargs):
@@ -156,7 +156,7 @@ def test_a_cancelled_batch_keeps_the_finished_cases_in_volumes_csv(two_cases, ha
             raise Cancelled("Segmentation was cancelled.")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(headseg.pipeline, "segment_volume", cancelled_on_the_second_case)
+    monkeypatch.setattr(headseg.segment.pipeline, "segment_volume", cancelled_on_the_second_case)
     out = tmp_path / "out"
     run = run_cli(segment([tmp_path / "in"], han_package, out), "batch cancelled in the second case")
     assert run.code == 5 and not run.traceback_shown

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hardening_factory import head_ct, run_cli
 
-from headseg.batch import CombinedVolumes
 from headseg.io import write_volume
+from headseg.run.batch import CombinedVolumes
 
 
 @pytest.fixture

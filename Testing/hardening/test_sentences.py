@@ -16,7 +16,7 @@ from hardening_factory import head_ct, run_cli
 from model_factory import write_tiny_orbit_package
 
 from headseg.io import write_volume
-from headseg.phantoms import make_head_phantom
+from headseg.synth.phantoms import make_head_phantom
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The shipped orbit models: the default one, trained on headseg.synth heads and fine-tuned with thickened
 muscles, and the older demonstration model trained on geometric phantoms. Honest cards; the README's
 first run; a synthetic head the default model never saw; and two real head CTs without muscle labels,
-judged by the label-free scorecard (headseg.scorecard): the gantry-tilted GE head CT of Testing/data
+judged by the label-free scorecard (headseg.review.scorecard): the gantry-tilted GE head CT of Testing/data
 (BSD-2) and, where ../shared is beside the checkout, the Stanford CThead. Neither chose the model (8
 synthetic validation heads did). Floors are the measured values minus a margin; what the model does
 not yet do is a strict xfail, so that it is noticed when it does. Measured values: MEASURED below and
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from geometry_asserts import centroid_lps
 
-from headseg.packages import SHIPPED_DIR, default_package, find_package, load_package
+from headseg.segment.packages import SHIPPED_DIR, default_package, find_package, load_package
 
 SYNTH = SHIPPED_DIR / "orbit-svnet-synth"
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -35,7 +35,7 @@ def test_default_orbit_card_says_what_it_learned_from(default_orbit):
     assert package.path.resolve() == SYNTH.resolve()
     card = package.card
     assert card["default"] is True and card["synthetic"] is True and card["task"] == "orbit"
-    assert "headseg.synth" in card["description"] and "headseg.phantoms" not in card["description"]
+    assert "headseg.synth" in card["description"] and "headseg.synth.phantoms" not in card["description"]
     assert "not for clinical use" in card["intended_use"].lower() and "scorecard" in card["intended_use"]
     assert "real CT chose nothing" in card["description"] and "superior muscle group" in card["description"]
     assert card["training"]["recipe"] == "orbit_synth_cpu_ft" and card["training"]["hardware"]["device"] == "cpu"
@@ -49,13 +49,13 @@ def test_default_orbit_card_says_what_it_learned_from(default_orbit):
 def test_demo_model_stays_installed_but_is_not_the_default():
     demo = load_package(DEMO)
     assert demo.card["default"] is False and demo.card["synthetic"] is True
-    assert "headseg.phantoms" in demo.card["description"] and "not for clinical use" in demo.card["intended_use"].lower()
+    assert "headseg.synth.phantoms" in demo.card["description"] and "not for clinical use" in demo.card["intended_use"].lower()
     assert find_package("orbit-svnet-demo", task="orbit").path.resolve() == DEMO.resolve()
     demo.verify()
 
 
 def _scores(labelmap, truth) -> list:
-    from headseg.metrics import dice
+    from headseg.measure.metrics import dice
 
     return [dice(labelmap.array == v, truth.array == v) for v in range(1, 11)]
 
@@ -63,8 +63,8 @@ def _scores(labelmap, truth) -> list:
 def test_readme_first_run_segments_a_geometric_phantom(default_orbit):
     """What `bash scripts/demo.sh` segments (`headseg phantom`, seed 0): shapes the model never saw in
     training, so lower than on its own kind of head, but every structure found on its own side."""
-    from headseg.phantoms import make_head_phantom
-    from headseg.pipeline import segment_volume
+    from headseg.segment.pipeline import segment_volume
+    from headseg.synth.phantoms import make_head_phantom
 
     package, model = default_orbit
     phantom = make_head_phantom(seed=0)
@@ -76,7 +76,7 @@ def test_readme_first_run_segments_a_geometric_phantom(default_orbit):
 
 def test_a_synthetic_head_it_never_saw(default_orbit):
     """headseg.synth seed 7 (training used seeds 5000-5194) on 0.6 x 0.6 x 1.0 mm."""
-    from headseg.pipeline import segment_volume
+    from headseg.segment.pipeline import segment_volume
     from headseg.synth import make_synthetic_head
 
     package, model = default_orbit
@@ -87,7 +87,7 @@ def test_a_synthetic_head_it_never_saw(default_orbit):
 
 
 def _segment(default_orbit):
-    from headseg.pipeline import segment_volume
+    from headseg.segment.pipeline import segment_volume
 
     package, model = default_orbit
     return lambda ct: segment_volume(ct, package, device="cpu", model=model, uncertainty=False)
@@ -104,7 +104,7 @@ def ge_result(default_orbit, ge_tilted_series):
 def test_the_real_tilted_ge_head_ct(ge_result):
     """Each side's structures on that side, the four recti of each side in their normal band, and the one
     warning that 4 mm slices are too coarse for trustworthy muscle volumes."""
-    from headseg.plausibility import orbit_plausibility
+    from headseg.measure.plausibility import orbit_plausibility
 
     ct, result = ge_result
     x = {side: centroid_lps(result.labelmap, np.isin(result.labelmap.array, [
@@ -118,7 +118,7 @@ def test_the_real_tilted_ge_head_ct(ge_result):
 @pytest.mark.xfail(strict=True, reason="the right optic nerve comes out at 0.16 cm3 on the GE scan (left/right "
                    "2.68, measured; docs/orbit_real_ct.md)")
 def test_the_real_tilted_ge_head_ct_is_plausible(ge_result):
-    from headseg.plausibility import orbit_plausibility
+    from headseg.measure.plausibility import orbit_plausibility
 
     ct, result = ge_result
     check = orbit_plausibility(ct, result.labelmap, result.label_set)
@@ -128,9 +128,9 @@ def test_the_real_tilted_ge_head_ct_is_plausible(ge_result):
 @pytest.fixture(scope="module")
 def stanford_scorecard(default_orbit):
     """The scorecard of the Stanford CThead (public domain, in ../shared, never in the repository)."""
-    from headseg.compare import repeatability_bounds
     from headseg.io import read_volume
-    from headseg.scorecard import orbit_scorecard
+    from headseg.review.compare import repeatability_bounds
+    from headseg.review.scorecard import orbit_scorecard
 
     path = SHARED / "data" / "real_head_ct" / "stanford_cthead" / "ct.nrrd"
     if not path.is_file():

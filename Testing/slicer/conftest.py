@@ -16,7 +16,7 @@ from model_factory import tiny_orbit_card, write_random_package
 @pytest.fixture(scope="session")
 def small_phantom():
     """A synthetic head CT with orbit labels, 100 x 100 x 40 voxels of 1.5 x 1.5 x 2 mm (LPS aligned)."""
-    from headseg.phantoms import make_head_phantom
+    from headseg.synth.phantoms import make_head_phantom
 
     return make_head_phantom(seed=1, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
 
@@ -24,7 +24,7 @@ def small_phantom():
 @pytest.fixture(scope="session")
 def oblique_phantom():
     """The same anatomy on an oblique grid (rotated 20 degrees about the z axis)."""
-    from headseg.phantoms import make_head_phantom, rotation_matrix_deg
+    from headseg.synth.phantoms import make_head_phantom, rotation_matrix_deg
 
     return make_head_phantom(seed=1, spacing=(1.5, 1.5, 2.0), direction=rotation_matrix_deg((0.0, 0.0, 20.0)),
                              noise_hu=5.0)

@@ -20,8 +20,8 @@ pytest.importorskip("torch", reason="torch is needed by the headseg segment chil
 from headseg.errors import InputError  # noqa: E402
 from headseg.io import read_segmentation, read_volume, write_volume  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.measure.volumes import REVIEW_COLUMNS, volume_table  # noqa: E402
 from headseg.slicer import batch, runs, scene, segments  # noqa: E402
-from headseg.volumes import REVIEW_COLUMNS, volume_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ORBIT = get_label_set("orbit")

@@ -9,7 +9,12 @@ import sys
 import pytest
 
 from headseg.cli import build_parser, parse_roi
-from headseg.runner import SegmentationProcess, _kill_tree_windows, segment_command, windows_tree_kill_command
+from headseg.run.child_process import (
+    SegmentationProcess,
+    _kill_tree_windows,
+    segment_command,
+    windows_tree_kill_command,
+)
 
 BOXES = [
     ((-10.0, -20.5, -300.25), (40.0, 50.0, 60.0)),  # a box centre right of and behind the origin (LPS)

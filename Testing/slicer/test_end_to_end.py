@@ -16,8 +16,8 @@ pytest.importorskip("torch", reason="torch is needed by the headseg segment chil
 
 from headseg.errors import InputError, ModelPackageError  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.measure.volumes import volume_table  # noqa: E402
 from headseg.slicer import review, runs, scene, segments, tables  # noqa: E402
-from headseg.volumes import volume_table  # noqa: E402
 
 ORBIT = get_label_set("orbit")
 

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from headseg.compare import CHANGE_COLUMNS  # noqa: E402
 from headseg.errors import InputError  # noqa: E402
 from headseg.io import write_segmentation  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
+from headseg.review.compare import CHANGE_COLUMNS  # noqa: E402
 from headseg.slicer.logic import TaskLogic  # noqa: E402
 from headseg.slicer.scene import node_from_volume  # noqa: E402
 from headseg.slicer.segments import import_segmentation_file  # noqa: E402

@@ -65,8 +65,8 @@ def test_the_panel_requirements_cover_what_its_actions_import():
 
     pip_names = {"nrrd": "pynrrd", "SimpleITK": "SimpleITK", "scipy": "scipy", "numpy": "numpy"}
     files = ["headseg/io/segmentation.py", "headseg/io/images.py", "headseg/slicer/training_set.py",
-             "headseg/slicer/measures.py", "headseg/quality.py", "headseg/slicer/followup.py", "headseg/compare.py",
-             "headseg/manifest.py", "headseg/volumes.py"]
+             "headseg/slicer/measures.py", "headseg/measure/quality.py", "headseg/slicer/followup.py", "headseg/review/compare.py",
+             "headseg/manifest.py", "headseg/measure/volumes.py"]
     needed = set()
     for name in files:
         for node in ast.walk(ast.parse((REPO / name).read_text(encoding="utf-8"))):

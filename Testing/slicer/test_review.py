@@ -94,8 +94,8 @@ def test_volume_table_has_doubt_and_flags_most_doubtful_first(reviewed, small_ph
     by_key = {(r.structure, r.side): r for r in shown}
     for row in update.rows:
         assert by_key[(row.structure, row.side)].flags == row.flags
-    # doubt is headseg.quality's number on the label map the scene holds
-    from headseg.quality import structure_quality
+    # doubt is headseg.measure.quality's number on the label map the scene holds
+    from headseg.measure.quality import structure_quality
 
     expected = structure_quality(labelmap_of_segmentation(segmentation, ORBIT, ct), ORBIT, uncertainty)
     assert by_key[("inferior_rectus", "left")].doubt == pytest.approx(expected["inferior_rectus_left"].doubt)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from headseg.runner import RunState, SegmentationProcess, segment_command
+from headseg.run.child_process import RunState, SegmentationProcess, segment_command
 
 
 def child(code: str) -> list:
@@ -152,7 +152,7 @@ def test_segment_command_arguments():
 
 
 def test_python_executable_inside_slicer_is_the_pythonslicer_launcher(tmp_path, monkeypatch):
-    from headseg.runner import python_executable
+    from headseg.run.child_process import python_executable
 
     bin_dir = tmp_path / "Slicer-5.8" / "bin"
     bin_dir.mkdir(parents=True)

@@ -58,7 +58,7 @@ def test_the_head_and_neck_sample_is_the_shipped_openkbp_ct_with_its_attribution
 
 def test_the_orbit_phantom_is_made_on_first_use_and_then_reused(tmp_path):
     from headseg.io import read_volume
-    from headseg.phantoms import make_head_phantom
+    from headseg.synth.phantoms import make_head_phantom
 
     cache = tmp_path / "cache"
     path = sample_data.sample_file("orbit", DATA_DIRS["orbit"], cache)

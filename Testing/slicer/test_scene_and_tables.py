@@ -25,8 +25,8 @@ from headseg.geometry import Volume  # noqa: E402
 from headseg.io import read_segmentation, read_volume, write_segmentation  # noqa: E402
 from headseg.labels import get_label_set  # noqa: E402
 from headseg.manifest import MANIFEST_COLUMNS  # noqa: E402
+from headseg.measure.volumes import volume_table, write_volume_csv  # noqa: E402
 from headseg.slicer import runs, scene, segments, tables, training_set  # noqa: E402
-from headseg.volumes import volume_table, write_volume_csv  # noqa: E402
 
 ORBIT = get_label_set("orbit")
 REPO = Path(__file__).resolve().parents[2]
@@ -245,8 +245,8 @@ def test_unknown_segments_get_rows_under_their_names(mrml_scene, small_phantom):
 
 def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     _, node, _ = imported
-    from headseg.quality import body_midline_x, structure_quality
-    from headseg.volumes import with_quality
+    from headseg.measure.quality import body_midline_x, structure_quality
+    from headseg.measure.volumes import with_quality
 
     ct, node, _ = imported
     table = tables.volume_table_node(node, ORBIT)
@@ -262,7 +262,7 @@ def test_csv_export_matches_the_cli_format(imported, small_phantom, tmp_path):
     assert sorted(shown.read_text(encoding="utf-8").splitlines()) == sorted(reference.read_text(encoding="utf-8").splitlines())
     with open(path, newline="") as f:
         first = next(csv.DictReader(f))
-    from headseg.volumes import REVIEW_COLUMNS  # the CLI's columns (structure ... flags, key)
+    from headseg.measure.volumes import REVIEW_COLUMNS  # the CLI's columns (structure ... flags, key)
 
     assert list(first) == list(REVIEW_COLUMNS)
     (tmp_path / "a_file").write_text("")

@@ -61,7 +61,7 @@ def test_phantom_layout_and_presence_defines_annotation(tmp_path):
 
 
 def test_manifest_reviewed_masks_the_other_structures(tmp_path):
-    from headseg.preprocessing import _class_mask
+    from headseg.segment.preprocessing import _class_mask
 
     image, labels = _ct_and_labels()
     _write_case(tmp_path / "cases" / "p1", image, labels, seg=True)

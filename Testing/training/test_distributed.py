@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from headseg.phantoms import write_phantom_cases
+from headseg.synth.phantoms import write_phantom_cases
 from training.config import load_config
 from training.distributed import Distributed
 from training.engine import checkpoint_path, train

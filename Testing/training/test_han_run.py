@@ -10,7 +10,7 @@ import pytest
 
 from headseg.geometry import Volume
 from headseg.io import write_labelmap, write_volume
-from headseg.packages import load_package
+from headseg.segment.packages import load_package
 from training.config import load_config
 from training.engine import train
 
@@ -53,7 +53,7 @@ def openkbp_like(tmp_path_factory):
 
 
 def test_anatomynet_recipe_runs_both_phases_and_exports(openkbp_like, tmp_path):
-    from headseg.pipeline import segment_volume
+    from headseg.segment.pipeline import segment_volume
 
     config = load_config("anatomynet_seed004", [
         "label_set=openkbp", 'data.structures=["brainstem","spinal_cord","mandible"]',

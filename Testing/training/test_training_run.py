@@ -1,6 +1,6 @@
 """The training loop end to end on synthetic phantoms (CPU, small): a tiny SV-net overfits a phantom,
 a resumed run repeats an uninterrupted one exactly, and the exported package segments a new phantom
-through ``headseg.pipeline``."""
+through ``headseg.segment.pipeline``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from headseg.packages import load_package
-from headseg.phantoms import make_head_phantom, write_phantom_cases
+from headseg.segment.packages import load_package
+from headseg.synth.phantoms import make_head_phantom, write_phantom_cases
 from training.cli import main as train_main
 from training.config import load_config
 from training.engine import checkpoint_path, train
@@ -74,8 +74,8 @@ def test_tiny_model_overfits_a_phantom(overfit_run):
 
 
 def test_exported_package_loads_and_segments_a_new_phantom(overfit_run):
-    from headseg.metrics import dice
-    from headseg.pipeline import segment_volume
+    from headseg.measure.metrics import dice
+    from headseg.segment.pipeline import segment_volume
 
     result, _ = overfit_run
     package = load_package(result.package_dir)
@@ -110,7 +110,7 @@ def test_export_can_change_what_the_card_claims_not_the_weights(overfit_run, tmp
     original = load_package(result.package_dir).card
     assert card["default"] is True and original["default"] is False
     assert card["intended_use"] == note and note in card["description"]
-    assert "headseg.phantoms" not in card["description"]  # not the geometric phantoms' note
+    assert "headseg.synth.phantoms" not in card["description"]  # not the geometric phantoms' note
     assert card["weights"]["sha256"] == original["weights"]["sha256"]
 
 

@@ -34,14 +34,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from headseg.dicom_export.contours import SADDLE_CUT, mask_to_polygons, rasterize_polygons
+from headseg.dicom_export.dicom_seg import read_dicom_seg, write_dicom_seg
+from headseg.dicom_export.rtstruct import ROI_NAMINGS, RT_STRUCTURE_SET_STORAGE, read_rtstruct, write_rtstruct
+from headseg.dicom_export.source import (
+    GRID_TOLERANCE_MM,
+    DicomSource,
+    SourceLike,
+    _require_highdicom,
+    _require_pydicom,
+    load_dicom_source,
+)
 from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.labels import LabelSet
-
-from .contours import SADDLE_CUT, mask_to_polygons, rasterize_polygons
-from .dicom_seg import read_dicom_seg, write_dicom_seg
-from .rtstruct import ROI_NAMINGS, RT_STRUCTURE_SET_STORAGE, read_rtstruct, write_rtstruct
-from .source import GRID_TOLERANCE_MM, DicomSource, SourceLike, _require_highdicom, _require_pydicom, load_dicom_source
 
 __all__ = [
     "DicomSource",

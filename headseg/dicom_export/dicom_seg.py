@@ -12,12 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from headseg import __version__
-from headseg.errors import InputError
-from headseg.geometry import Volume
-from headseg.io import labelmap_dtype, write_atomically
-from headseg.labels import Code, LabelSet
-
-from .source import (
+from headseg.dicom_export.source import (
     PathLike,
     SourceLike,
     _present_structures,
@@ -26,6 +21,10 @@ from .source import (
     _segment_structure,
     load_dicom_source,
 )
+from headseg.errors import InputError
+from headseg.geometry import Volume
+from headseg.io import labelmap_dtype, write_atomically
+from headseg.labels import Code, LabelSet
 
 __all__ = ["write_dicom_seg", "read_dicom_seg"]
 

@@ -14,13 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from headseg import __version__
-from headseg.errors import InputError
-from headseg.geometry import Volume
-from headseg.io import labelmap_dtype, write_atomically
-from headseg.labels import Code, LabelSet, Structure
-
-from .contours import mask_to_polygons, rasterize_polygons
-from .source import (
+from headseg.dicom_export.contours import mask_to_polygons, rasterize_polygons
+from headseg.dicom_export.source import (
     PathLike,
     SourceLike,
     _now,
@@ -30,6 +25,10 @@ from .source import (
     _segment_structure,
     load_dicom_source,
 )
+from headseg.errors import InputError
+from headseg.geometry import Volume
+from headseg.io import labelmap_dtype, write_atomically
+from headseg.labels import Code, LabelSet, Structure
 
 __all__ = ["write_rtstruct", "read_rtstruct", "RT_STRUCTURE_SET_STORAGE", "ROI_NAMINGS"]
 

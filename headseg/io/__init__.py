@@ -14,7 +14,7 @@ atomic and replace existing files only with ``overwrite=True``.
 
 from __future__ import annotations
 
-from .dicom_series import (
+from headseg.io.dicom_series import (
     DicomSeries,
     DicomSliceGeometry,
     dicom_slice_geometry,
@@ -24,7 +24,7 @@ from .dicom_series import (
     slice_stack_geometry,
     write_dicom_series,
 )
-from .files import (
+from headseg.io.files import (
     READ_EXTENSIONS,
     WRITE_EXTENSIONS,
     InputFileNotFoundError,
@@ -34,9 +34,9 @@ from .files import (
     is_dicom_file,
     write_atomically,
 )
-from .images import as_label_array, labelmap_dtype, read_volume, write_labelmap, write_volume
-from .regularise import RegularGrid, describe_regularisation, regular_grid, regularise_stack
-from .segmentation import read_segmentation, write_segmentation
+from headseg.io.images import as_label_array, labelmap_dtype, read_volume, write_labelmap, write_volume
+from headseg.io.regularise import RegularGrid, describe_regularisation, regular_grid, regularise_stack
+from headseg.io.segmentation import read_segmentation, write_segmentation
 
 # Older private names, still imported by callers outside this package.
 _write_atomically = write_atomically

@@ -18,9 +18,8 @@ import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
-
-from .files import InputFileNotFoundError, PathLike, is_dicom_file
-from .images import _check_image_shape, _check_size_before_reading, _unreadable, _volume_from_image
+from headseg.io.files import InputFileNotFoundError, PathLike, is_dicom_file
+from headseg.io.images import _check_image_shape, _check_size_before_reading, _unreadable, _volume_from_image
 
 __all__ = [
     "DicomSeries",
@@ -492,7 +491,7 @@ def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None, allo
     if geometry is not None:
         _check_size_before_reading(label, (geometry.columns, geometry.rows, chosen.n_slices), None)
         if not geometry.is_regular:
-            from .regularise import regular_grid
+            from headseg.io.regularise import regular_grid
 
             _check_size_before_reading(label, regular_grid(geometry).shape[::-1], None)
     reader = sitk.ImageSeriesReader()
@@ -504,7 +503,7 @@ def read_dicom_folder(folder: Path, containing_file: Optional[Path] = None, allo
     _check_image_shape(label, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
     volume = _volume_from_image(image)
     if geometry is not None and not geometry.is_regular:
-        from .regularise import describe_regularisation, regularise_stack
+        from headseg.io.regularise import describe_regularisation, regularise_stack
 
         volume = regularise_stack(volume.array, geometry)
         name = f"DICOM series '{chosen.description}'" if chosen.description else "DICOM series"

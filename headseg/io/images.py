@@ -16,8 +16,7 @@ import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
-
-from .files import (
+from headseg.io.files import (
     READ_EXTENSIONS,
     InputFileNotFoundError,
     PathLike,
@@ -44,12 +43,12 @@ def read_volume(path: PathLike, allow_non_ct: bool = False) -> Volume:
             f"Input image {str(path)!r} does not exist. Check the path (and that the drive is mounted)."
         )
     if path.is_dir():
-        from .dicom_series import read_dicom_folder
+        from headseg.io.dicom_series import read_dicom_folder
 
         return read_dicom_folder(path, allow_non_ct=allow_non_ct)
     ext = extension(path)
     if ext == ".dcm" or (ext not in READ_EXTENSIONS and is_dicom_file(path)):
-        from .dicom_series import read_dicom_folder
+        from headseg.io.dicom_series import read_dicom_folder
 
         return read_dicom_folder(path.parent, containing_file=path, allow_non_ct=allow_non_ct)
     if ext not in READ_EXTENSIONS:

@@ -15,10 +15,9 @@ import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
+from headseg.io.files import InputFileNotFoundError, PathLike, extension, write_atomically
+from headseg.io.images import _unreadable, as_label_array, labelmap_dtype, read_volume
 from headseg.labels import LabelSet, Structure, Terminology
-
-from .files import InputFileNotFoundError, PathLike, extension, write_atomically
-from .images import _unreadable, as_label_array, labelmap_dtype, read_volume
 
 __all__ = ["write_segmentation", "read_segmentation"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import InputError
+from headseg.errors import InputError
 
 __all__ = ["NodeConfig", "Route", "Destination", "load_config", "parse_config"]
 

@@ -24,8 +24,8 @@ import threading
 from io import BytesIO
 from typing import Any, Callable, Dict, List, Set, Tuple
 
-from .config import NodeConfig
-from .queue import DiskFull, JobQueue, SeriesInfo, uid_hash
+from headseg.node.config import NodeConfig
+from headseg.node.queue import DiskFull, JobQueue, SeriesInfo, uid_hash
 
 __all__ = ["Receiver"]
 

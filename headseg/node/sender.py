@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Callable, List, Sequence
 
-from .config import Destination, NodeConfig
-from .queue import Job, JobQueue
+from headseg.node.config import Destination, NodeConfig
+from headseg.node.queue import Job, JobQueue
 
 __all__ = ["Sender", "store_files"]
 

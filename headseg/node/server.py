@@ -18,10 +18,10 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, TextIO
 
-from ..errors import InputError
-from .config import NodeConfig, describe
-from .queue import JobQueue, SeriesInfo
-from .worker import Worker, executor_for, route_dict
+from headseg.errors import InputError
+from headseg.node.config import NodeConfig, describe
+from headseg.node.queue import JobQueue, SeriesInfo
+from headseg.node.worker import Worker, executor_for, route_dict
 
 __all__ = ["Node", "serve", "status_lines"]
 
@@ -46,7 +46,7 @@ class Node:
 
     def _find_packages(self) -> Dict[int, str]:
         """Each route's model package, found before listening (a missing model is a config error)."""
-        from ..packages import find_package
+        from headseg.segment.packages import find_package
 
         found = {}
         for n, route in enumerate(self.config.routes):
@@ -83,7 +83,7 @@ class Node:
                 self.queue.wait_for_change(0.5)
 
     def _send(self) -> None:
-        from .sender import Sender
+        from headseg.node.sender import Sender
 
         sender = Sender(self.config, self.queue, self.log)
         while not self.stopping.is_set():
@@ -91,7 +91,7 @@ class Node:
                 self.queue.wait_for_change(0.5)
 
     def run(self) -> int:
-        from .receiver import Receiver
+        from headseg.node.receiver import Receiver
 
         for line in describe(self.config):
             self.log("start", detail=line)

@@ -1,6 +1,6 @@
 """Segmenting a job: the series in its folder through the same batch as ``headseg segment``
-(``headseg.batch.plan_batch`` / ``run_batch`` with ``headseg.casework.segment_case_on_worker``, so a job
-gives exactly the files the command line gives), here or on the Dask cluster of ``headseg.cluster``.
+(``headseg.run.batch.plan_batch`` / ``run_batch`` with ``headseg.run.segment_case.segment_case_on_worker``, so a job
+gives exactly the files the command line gives), here or on the Dask cluster of ``headseg.run.cluster``.
 
 The case is named after the job id, so the outputs are ``out/<job>.seg.nrrd``, ``out/<job>_volumes.csv``,
 ``out/<job>_run.json`` and ``out/<job>_rtstruct.dcm`` / ``out/<job>_seg.dcm``."""
@@ -15,11 +15,11 @@ import time
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from ..batch import plan_batch, run_batch
-from ..casework import SegmentSettings, segment_case_on_worker
-from ..errors import HeadSegError, error_message
-from .config import NodeConfig, Route
-from .queue import Job, JobQueue
+from headseg.errors import HeadSegError, error_message
+from headseg.node.config import NodeConfig, Route
+from headseg.node.queue import Job, JobQueue
+from headseg.run.batch import plan_batch, run_batch
+from headseg.run.segment_case import SegmentSettings, segment_case_on_worker
 
 __all__ = ["Worker", "settings_for", "executor_for"]
 
@@ -41,7 +41,7 @@ def executor_for(config: NodeConfig) -> Iterator[Any]:
     if not config.cluster:
         yield None
         return
-    from ..cluster import dask_executor
+    from headseg.run.cluster import dask_executor
 
     with dask_executor(config.cluster) as executor:
         yield executor

@@ -13,9 +13,9 @@ Modules, by job:
 * ``runs``         -- one segmentation run in a ``headseg segment`` child process;
 * ``review``       -- the uncertainty map as the slice views' foreground, doubt and flags on the segmentation
   as edited, a structure's most uncertain region (issue 15);
-* ``followup``     -- "Compare with earlier scan": two segmentations of the scene through ``headseg.compare``;
+* ``followup``     -- "Compare with earlier scan": two segmentations of the scene through ``headseg.review.compare``;
 * ``logic``        -- :class:`~headseg.slicer.logic.TaskLogic`, the Qt-free logic both modules subclass;
-* ``batch``        -- the modules' headless batch scripts, on ``headseg.batch``;
+* ``batch``        -- the modules' headless batch scripts, on ``headseg.run.batch``;
 * ``sample_data``  -- the samples both modules register with Slicer's Sample Data module;
 * ``panel``        -- the widget behaviour both modules share (imports Qt only inside its methods).
 

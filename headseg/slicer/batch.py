@@ -2,7 +2,7 @@
 folder, each case saved with Slicer's own writers.
 
 The batch itself -- the outputs planned and refused before any work, a failed case leaving nothing
-behind, ``volumes.csv`` kept up to date after every case -- is :mod:`headseg.batch`, the one the command
+behind, ``volumes.csv`` kept up to date after every case -- is :mod:`headseg.run.batch`, the one the command
 line runs; only the segmentation of one case (:func:`_segment_case`: the module's child process, the
 result imported into the scene, saved, its nodes removed) is written here.
 """
@@ -15,15 +15,22 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from ..batch import BatchEvents, BatchReport, CaseOutputs, plan_batch
-from ..batch import run_batch as run_planned_batch
-from ..cases import Case
-from ..errors import HeadSegError
-from ..volumes import REVIEW_COLUMNS, VolumeRow
-from .review import COLOR_NODE_TAG
-from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
-from .scene import PathLike, in_slicer_app, init_scene, node_from_volume, remove_nodes, write_segmentation_node
-from .tables import export_rows_csv
+from headseg.errors import HeadSegError
+from headseg.io.cases import Case
+from headseg.measure.volumes import REVIEW_COLUMNS, VolumeRow
+from headseg.run.batch import BatchEvents, BatchReport, CaseOutputs, plan_batch
+from headseg.run.batch import run_batch as run_planned_batch
+from headseg.slicer.review import COLOR_NODE_TAG
+from headseg.slicer.runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
+from headseg.slicer.scene import (
+    PathLike,
+    in_slicer_app,
+    init_scene,
+    node_from_volume,
+    remove_nodes,
+    write_segmentation_node,
+)
+from headseg.slicer.tables import export_rows_csv
 
 __all__ = ["run_batch", "batch_main", "batch_self_test"]
 
@@ -34,11 +41,11 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
               timeout_per_case: Optional[float] = None) -> BatchReport:
     """Segment every CT in ``input_dir`` exactly as the module does, writing ``<case>.seg.nrrd``,
     ``<case>_volumes.csv`` (with doubt and flags) and ``<case>_uncertainty.nrrd`` (when the run made a
-    map) per case, plus ``volumes.csv`` for all cases, into ``output_dir`` (:func:`headseg.batch.run_batch`).
+    map) per case, plus ``volumes.csv`` for all cases, into ``output_dir`` (:func:`headseg.run.batch.run_batch`).
 
     One case failing does not stop the others; the report says what happened to each. Existing outputs
     are refused before any work unless ``overwrite``."""
-    from ..cases import discover_cases
+    from headseg.io.cases import discover_cases
 
     plan = plan_batch(discover_cases([str(input_dir)]), output_dir, overwrite=overwrite, uncertainty=True)
     segment = partial(_segment_case, task=task, model=model, device=device, structures=structures, log=log,
@@ -50,7 +57,7 @@ def _segment_case(case: Case, outputs: CaseOutputs, task: str, model: Optional[s
                   structures: Optional[Sequence[str]], log: Callable[[str], None],
                   timeout: Optional[float]) -> List[VolumeRow]:
     """One case as the panel segments it, saved with Slicer's writers; every node it adds is removed."""
-    from ..io import read_volume
+    from headseg.io import read_volume
 
     created = []
     try:
@@ -142,8 +149,8 @@ def batch_self_test(task: str, seed: int = 1, model: Optional[str] = None) -> No
     """
     import unittest
 
-    from ..io import write_volume
-    from ..phantoms import make_head_phantom
+    from headseg.io import write_volume
+    from headseg.synth.phantoms import make_head_phantom
 
     if (model is None and not model_choices(task)) or missing_packages():
         raise unittest.SkipTest(f"no {task} model package or Python packages installed")

@@ -1,5 +1,5 @@
 """"Compare with earlier scan" in the scene: two segmentations the user already has (a baseline and a
-follow-up of one patient), compared by :func:`headseg.compare.compare_timepoints`, the same numbers and
+follow-up of one patient), compared by :func:`headseg.review.compare.compare_timepoints`, the same numbers and
 refusals as ``headseg compare``, into a change table node and a CSV.
 
 Each segmentation is read as a label map on its reference volume's grid (the CT it was made on) or, when
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import InputError
-from .review import reference_volume_of
-from .scene import PathLike, place_next_to, volume_from_node
-from .segments import label_set_of, labelmap_of_segmentation
+from headseg.errors import InputError
+from headseg.slicer.review import reference_volume_of
+from headseg.slicer.scene import PathLike, place_next_to, volume_from_node
+from headseg.slicer.segments import label_set_of, labelmap_of_segmentation
 
 if TYPE_CHECKING:  # annotations only
-    from ..compare import Comparison, TimePoint
+    from headseg.review.compare import Comparison, TimePoint
 
 __all__ = ["CHANGE_TABLE_BASELINE", "CHANGE_TABLE_FOLLOWUP", "ChangeResult", "timepoint_of",
            "compare_segmentations", "fill_change_table", "change_table_node", "export_change_csv"]
@@ -29,7 +29,7 @@ __all__ = ["CHANGE_TABLE_BASELINE", "CHANGE_TABLE_FOLLOWUP", "ChangeResult", "ti
 #: Node references from a change table to the two segmentations it compares (saved with the scene).
 CHANGE_TABLE_BASELINE = "HeadSeg.baseline"
 CHANGE_TABLE_FOLLOWUP = "HeadSeg.followup"
-# vtk array type of each headseg.compare.CHANGE_COLUMNS column
+# vtk array type of each headseg.review.compare.CHANGE_COLUMNS column
 _KINDS = {"structure": "string", "side": "string", "exceeds": "string"}
 
 
@@ -46,8 +46,8 @@ class ChangeResult:
 
 
 def timepoint_of(segmentation_node, default_label_set: Optional[str] = None) -> TimePoint:
-    """A :class:`headseg.compare.TimePoint` of a segmentation node: its label map, label set and CT."""
-    from ..compare import TimePoint
+    """A :class:`headseg.review.compare.TimePoint` of a segmentation node: its label map, label set and CT."""
+    from headseg.review.compare import TimePoint
 
     if segmentation_node is None:
         raise InputError("Choose both segmentations to compare: the earlier scan's and the later one's.")
@@ -66,7 +66,7 @@ def compare_segmentations(baseline_node, followup_node, default_label_set: Optio
                           register: bool = True, table_node=None) -> ChangeResult:
     """Compare two segmentations of the scene (see the module docstring) into ``table_node`` or the
     change table made before for this pair, or a new ``<baseline> -> <follow-up> change`` table."""
-    from ..compare import compare_timepoints
+    from headseg.review.compare import compare_timepoints
 
     if baseline_node is not None and baseline_node is followup_node:
         raise InputError("The earlier and the later segmentation are the same node; choose two scans.")
@@ -102,12 +102,12 @@ def change_table_node(baseline_node, followup_node):
 
 def fill_change_table(table_node, comparison: Comparison) -> None:
     """Replace the table's content with the comparison's rows, columns as in ``change.csv``
-    (:data:`headseg.compare.CHANGE_COLUMNS`); the changes beyond the bound first, largest first."""
+    (:data:`headseg.review.compare.CHANGE_COLUMNS`); the changes beyond the bound first, largest first."""
     import math
 
     import vtk
 
-    from ..compare import CHANGE_COLUMNS
+    from headseg.review.compare import CHANGE_COLUMNS
 
     rows = sorted(comparison.rows, key=lambda r: (not r.exceeds,
                                                   -abs(r.change_pct) if math.isfinite(r.change_pct) else 0.0))
@@ -140,7 +140,7 @@ def fill_change_table(table_node, comparison: Comparison) -> None:
 
 def export_change_csv(comparison: Comparison, path: PathLike) -> Path:
     """``change.csv`` of the comparison at ``path`` (``.csv`` added), as ``headseg compare`` writes it."""
-    from ..compare import write_change_csv
+    from headseg.review.compare import write_change_csv
 
     path = Path(path)
     if path.suffix.lower() != ".csv":

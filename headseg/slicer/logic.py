@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
-from ..errors import InputError
-from .followup import ChangeResult, compare_segmentations, export_change_csv
-from .review import (
+from headseg.errors import InputError
+from headseg.slicer.followup import ChangeResult, compare_segmentations, export_change_csv
+from headseg.slicer.review import (
     UNCERTAINTY_ATTRIBUTE,
     jump_slices_to,
     most_uncertain_point,
@@ -18,10 +18,10 @@ from .review import (
     show_uncertainty,
     uncertainty_node_of,
 )
-from .runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
-from .scene import PathLike
-from .segments import label_set_of, structure_of_segment
-from .tables import (
+from headseg.slicer.runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
+from headseg.slicer.scene import PathLike
+from headseg.slicer.segments import label_set_of, structure_of_segment
+from headseg.slicer.tables import (
     VolumeFollower,
     export_rows_csv,
     find_volume_table,
@@ -30,10 +30,10 @@ from .tables import (
     update_volume_table,
     volume_table_node,
 )
-from .training_set import TrainingCase, add_to_training_set
+from headseg.slicer.training_set import TrainingCase, add_to_training_set
 
 if TYPE_CHECKING:  # annotations only
-    from ..volumes import VolumeRow
+    from headseg.measure.volumes import VolumeRow
 
 __all__ = ["TaskLogic", "VolumeUpdate"]
 
@@ -64,8 +64,8 @@ class TaskLogic:
 
     def add_model_folder(self, folder: PathLike) -> Tuple[str, str]:
         """Validate a model folder chosen by the user; returns its (label, folder) menu entry."""
-        from ..errors import ModelPackageError
-        from ..packages import load_package
+        from headseg.errors import ModelPackageError
+        from headseg.segment.packages import load_package
 
         package = load_package(Path(folder))
         if package.task != self.task:

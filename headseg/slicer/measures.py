@@ -15,7 +15,7 @@ result, and after an edit re-measures only:
   takes is what the edited segment gained (each segment's voxels on its box are kept to compare).
 
 An event without a segment ID (undo, a layer rewritten by a save) means "anything may have changed": a
-full measure. The numbers are those of :func:`headseg.quality.structure_quality` on the segment's box,
+full measure. The numbers are those of :func:`headseg.measure.quality.structure_quality` on the segment's box,
 which equal those on the whole grid (its doubt shell and centroid never look beyond the box);
 ``asymmetric`` is decided afterwards from the cached volumes. Overlapping segments each keep their own
 voxels.
@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tupl
 
 import numpy as np
 
-from ..geometry import Volume, bounding_box
+from headseg.geometry import Volume, bounding_box
 
 if TYPE_CHECKING:  # annotations only
-    from ..quality import StructureQuality
-    from ..volumes import VolumeRow
+    from headseg.measure.quality import StructureQuality
+    from headseg.measure.volumes import VolumeRow
 
 __all__ = ["Box", "SegmentMeasure", "SegmentMeasures", "mask_digest"]
 
@@ -134,7 +134,7 @@ class SegmentMeasures:
     """
 
     def __init__(self, segmentation_node, label_set, reference_volume_node=None) -> None:
-        from .review import reference_volume_of
+        from headseg.slicer.review import reference_volume_of
 
         self.node = segmentation_node
         self.label_set = label_set
@@ -147,7 +147,7 @@ class SegmentMeasures:
     # -- what the panel calls ---------------------------------------------------------------------------
     def measure_all(self) -> SegmentMeasures:
         """Measure every segment (a new segmentation, an undo, anything the follower could not name)."""
-        from .segments import binary_labelmap_name
+        from headseg.slicer.segments import binary_labelmap_name
 
         segmentation = self.node.GetSegmentation()
         binary = binary_labelmap_name()
@@ -184,7 +184,7 @@ class SegmentMeasures:
     def rows(self, quality: bool = True) -> List[VolumeRow]:
         """Volume rows: label-set structures in label order, other segments by name, the totals, and doubt
         and flags (``asymmetric`` decided here, from the cached volumes) unless ``quality`` is off."""
-        from ..volumes import VolumeRow, derived_rows, with_quality
+        from headseg.measure.volumes import VolumeRow, derived_rows, with_quality
 
         known: List[Tuple[int, VolumeRow]] = []
         others: List[VolumeRow] = []
@@ -208,15 +208,15 @@ class SegmentMeasures:
         own geometry (:func:`headseg.slicer.review.segment_quality`)."""
         from dataclasses import replace
 
-        from ..quality import _flag_asymmetry
-        from .review import segment_quality
+        from headseg.measure.quality import _flag_asymmetry
+        from headseg.slicer.review import segment_quality
 
         if self._grid is None:
             return segment_quality(self.node, self.label_set)
         structured = [e for e in self.entries.values() if e.structure is not None and e.quality is not None]
         keys = [e.structure.key for e in structured]
         for key in {k for k in keys if keys.count(k) > 1}:
-            from ..errors import InputError
+            from headseg.errors import InputError
 
             names = [e.name for e in structured if e.structure.key == key]
             raise InputError(f"Segments '{names[0]}' and '{names[1]}' both stand for "
@@ -238,7 +238,7 @@ class SegmentMeasures:
     def _measure(self, segment_id: str, within: Optional[Box]) -> Optional[np.ndarray]:
         """Count one segment (only inside ``within`` when given), keep its entry; returns its voxels on its
         box (for its quality)."""
-        from .segments import binary_labelmap_name, structure_of_segment
+        from headseg.slicer.segments import binary_labelmap_name, structure_of_segment
 
         self.measured += 1
         segment = self.node.GetSegmentation().GetSegment(segment_id)
@@ -256,7 +256,7 @@ class SegmentMeasures:
         a reference grid: its voxels on its own labelmap, and no box."""
         import vtk
 
-        from .segments import segment_mask
+        from headseg.slicer.segments import segment_mask
 
         voxels = _voxels_view(image)
         if voxels is None:
@@ -282,9 +282,9 @@ class SegmentMeasures:
 
     def _set_quality(self, entry: SegmentMeasure, crop: Optional[np.ndarray]) -> None:
         """Doubt and flags of a label-set structure, from its box with structure_quality's margin."""
-        from ..quality import structure_quality
-        from .review import FRAGMENTED_TAG, uncertainty_node_of
-        from .segments import vtk_string_tag
+        from headseg.measure.quality import structure_quality
+        from headseg.slicer.review import FRAGMENTED_TAG, uncertainty_node_of
+        from headseg.slicer.segments import vtk_string_tag
 
         s = entry.structure
         entry.quality = None
@@ -331,7 +331,7 @@ class SegmentMeasures:
 
     def _body_midline(self) -> Optional[float]:
         """The CT's body midline near the structures (what review.segment_quality uses), once per CT."""
-        from .review import UNCERTAINTY_ATTRIBUTE, _midline
+        from headseg.slicer.review import UNCERTAINTY_ATTRIBUTE, _midline
 
         ref = self.reference
         if ref is None or ref.IsA("vtkMRMLLabelMapVolumeNode") or ref.GetAttribute(UNCERTAINTY_ATTRIBUTE) == "1":

@@ -24,9 +24,9 @@ import os
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from ..errors import HeadSegError
-from .runs import PANEL_REQUIREMENTS
-from .tables import VolumeFollower
+from headseg.errors import HeadSegError
+from headseg.slicer.runs import PANEL_REQUIREMENTS
+from headseg.slicer.tables import VolumeFollower
 
 __all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "startup_completed",
            "model_folders_from_setting", "forget_modules", "SETTINGS_MODEL_FOLDERS", "MODULE_DEPENDENCIES"]
@@ -320,7 +320,7 @@ class SegmentationPanelMixin:
 
     def loadTerminology(self):
         """HeadSeg's terminology, for a module loaded after Slicer's start-up (loading twice does nothing)."""
-        from .terminology import load_terminology
+        from headseg.slicer.terminology import load_terminology
 
         try:
             load_terminology()
@@ -773,8 +773,8 @@ def startup_completed(task: str, sample_data_dir: str) -> None:
     when the Terminologies and Sample Data modules exist): load HeadSeg's terminology (as TotalSegmentator
     loads its own) and register the module's sample with the Sample Data module (as Slicer's module
     template does). A failure is logged, never raised: it must not disturb Slicer's start-up."""
-    from .sample_data import register_sample
-    from .terminology import load_terminology
+    from headseg.slicer.sample_data import register_sample
+    from headseg.slicer.terminology import load_terminology
 
     try:
         load_terminology()
@@ -816,8 +816,8 @@ class ModuleSelfTestMixin:
 
     def phantomCT(self):
         """(phantom, its CT as a volume node): a synthetic head on a 1.5 x 1.5 x 2 mm grid."""
-        from ..phantoms import make_head_phantom
-        from .scene import node_from_volume
+        from headseg.slicer.scene import node_from_volume
+        from headseg.synth.phantoms import make_head_phantom
 
         phantom = make_head_phantom(seed=self.phantomSeed, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
         return phantom, node_from_volume(phantom.image, "Phantom CT")
@@ -825,7 +825,7 @@ class ModuleSelfTestMixin:
     def canWriteCases(self, logic) -> bool:
         """True when the packages of the panel's own actions are installed (a clean Slicer lacks pynrrd,
         which writes the training case); otherwise says so and the step is skipped."""
-        from .runs import PANEL_REQUIREMENTS
+        from headseg.slicer.runs import PANEL_REQUIREMENTS
 
         missing = logic.missing_packages(PANEL_REQUIREMENTS)
         if missing:
@@ -843,11 +843,11 @@ class ModuleSelfTestMixin:
         """The module's Sample Data entry loads a CT the module accepts, and Slicer loads HeadSeg's terminology."""
         import slicer
 
-        from ..labels import HEADSEG_TERMINOLOGY_CONTEXT
-        from ..validation import check_ct
-        from .sample_data import load_sample
-        from .scene import volume_from_node
-        from .terminology import load_terminology
+        from headseg.labels import HEADSEG_TERMINOLOGY_CONTEXT
+        from headseg.slicer.sample_data import load_sample
+        from headseg.slicer.scene import volume_from_node
+        from headseg.slicer.terminology import load_terminology
+        from headseg.validation import check_ct
 
         self.delayDisplay("Load the module's sample")
         module_dir = os.path.dirname(os.path.abspath(sys.modules[type(self).__module__].__file__))

@@ -5,12 +5,12 @@ structure's most uncertain region.
 The map comes from the ``headseg segment`` child (``<case>_uncertainty.nrrd``, float32 normalised
 entropy in [0, 1] on the CT's grid). Its volume node carries :data:`UNCERTAINTY_ATTRIBUTE` and the
 segmentation points at it through the node reference :data:`UNCERTAINTY_REFERENCE` (saved with the
-scene). The numbers are those of :mod:`headseg.quality`, so that an unedited result shows what the
+scene). The numbers are those of :mod:`headseg.measure.quality`, so that an unedited result shows what the
 command line wrote:
 
 * ``doubt`` is recomputed from the map on the segment as it is now (after a correction it describes the
   corrected boundary);
-* ``flags`` are recomputed with :func:`headseg.quality.structure_quality` (``empty``, ``volume_low``,
+* ``flags`` are recomputed with :func:`headseg.measure.quality.structure_quality` (``empty``, ``volume_low``,
   ``volume_high``, ``wrong_side`` against the CT's body midline, ``asymmetric``); ``fragmented`` speaks
   of the model's raw output, which the scene does not hold, so it is kept from the run while the
   segment is unedited (a digest of its voxels, :data:`FRAGMENTED_TAG`) and dropped once it is edited.
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
-from ..geometry import Volume, bounding_box
-from .measures import mask_digest
-from .scene import node_from_volume, place_next_to, volume_from_node
-from .segments import STRUCTURE_TAG, labelmap_of_segmentation, structure_of_segment, vtk_string_tag
+from headseg.geometry import Volume, bounding_box
+from headseg.slicer.measures import mask_digest
+from headseg.slicer.scene import node_from_volume, place_next_to, volume_from_node
+from headseg.slicer.segments import STRUCTURE_TAG, labelmap_of_segmentation, structure_of_segment, vtk_string_tag
 
 if TYPE_CHECKING:  # annotations only
-    from ..quality import StructureQuality
+    from headseg.measure.quality import StructureQuality
 
 __all__ = [
     "UNCERTAINTY_REFERENCE", "UNCERTAINTY_ATTRIBUTE", "FRAGMENTED_TAG", "TRANSPARENT_BELOW", "DEFAULT_OPACITY",
@@ -95,7 +95,7 @@ def add_uncertainty_node(volume: Volume, segmentation_node, name: Optional[str] 
     """Add an uncertainty map (``volume``, values in [0, 1]) for ``segmentation_node``: a scalar volume
     node next to it, coloured by :func:`uncertainty_color_node` with window 0-1, referenced by the
     segmentation (:data:`UNCERTAINTY_REFERENCE`). An earlier map of the same segmentation is replaced."""
-    from .scene import remove_nodes
+    from headseg.slicer.scene import remove_nodes
 
     scene = segmentation_node.GetScene()
     old = uncertainty_node_of(segmentation_node)
@@ -162,8 +162,8 @@ _midlines: Dict[Tuple[str, int], Optional[float]] = {}  # (CT node ID, its voxel
 
 
 def _midline(ct_node, labels: np.ndarray) -> Optional[float]:
-    """The CT's body midline near the structures (headseg.quality.body_midline_x), computed once per CT."""
-    from ..quality import body_midline_x
+    """The CT's body midline near the structures (headseg.measure.quality.body_midline_x), computed once per CT."""
+    from headseg.measure.quality import body_midline_x
 
     image = ct_node.GetImageData()
     key = (ct_node.GetID(), int(image.GetMTime()) if image is not None else 0)
@@ -204,7 +204,7 @@ def segment_quality(segmentation_node, label_set, reference_volume_node=None) ->
     ``reference_volume_node`` (default: the segmentation's reference volume) is the grid the segments
     are counted on and the CT the midline comes from; without it the segmentation's own geometry is
     used and ``wrong_side`` is not checked. Empty when no segment stands for a ``label_set`` structure."""
-    from ..quality import structure_quality
+    from headseg.measure.quality import structure_quality
 
     if segmentation_node is None or label_set is None:
         return {}
@@ -271,8 +271,8 @@ def most_uncertain_point(segmentation_node, structure: str, side: str, label_set
     row's segments are empty or absent."""
     from scipy import ndimage
 
-    from ..quality import surface_shell
-    from .segments import segment_mask
+    from headseg.measure.quality import surface_shell
+    from headseg.slicer.segments import segment_mask
 
     if segmentation_node is None:
         return None

@@ -11,17 +11,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
-from ..errors import HeadSegError, InputError
-from .measures import SegmentMeasures
-from .scene import PathLike, in_slicer_app, roi_from_markups, safe_case_id, volume_from_node
-from .segments import import_segmentation_file
-from .tables import find_volume_table, new_volume_table_node, update_volume_table
+from headseg.errors import HeadSegError, InputError
+from headseg.slicer.measures import SegmentMeasures
+from headseg.slicer.scene import PathLike, in_slicer_app, roi_from_markups, safe_case_id, volume_from_node
+from headseg.slicer.segments import import_segmentation_file
+from headseg.slicer.tables import find_volume_table, new_volume_table_node, update_volume_table
 
 if TYPE_CHECKING:  # annotations only; importing them here would slow down 'import headseg.slicer.runs'
-    from ..labels import LabelSet
-    from ..packages import ModelPackage
-    from ..runner import SegmentationProcess
-    from ..volumes import VolumeRow
+    from headseg.labels import LabelSet
+    from headseg.measure.volumes import VolumeRow
+    from headseg.run.child_process import SegmentationProcess
+    from headseg.segment.packages import ModelPackage
 
 __all__ = ["HEADSEG_REQUIREMENTS", "PANEL_REQUIREMENTS", "TASK_LABEL_SETS", "missing_packages", "model_choices", "child_environment",
            "SegmentationRun"]
@@ -67,7 +67,7 @@ def missing_packages(requirements: Sequence[str] = HEADSEG_REQUIREMENTS) -> List
 
 def model_choices(task: str, extra_dirs: Iterable[PathLike] = ()) -> List[ModelPackage]:
     """Installed model packages for ``task``, the default one first."""
-    from ..packages import list_packages
+    from headseg.segment.packages import list_packages
 
     packages = list_packages([Path(d) for d in extra_dirs], task=task)
     return sorted(packages, key=lambda p: (not p.card.get("default"), p.name))
@@ -141,9 +141,9 @@ class SegmentationRun:
     # -- steps -----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Check the input, write it for the child and start it. Raises HeadSegError for the user."""
-        from ..packages import find_package
-        from ..runner import SegmentationProcess, segment_command
-        from ..validation import check_ct
+        from headseg.run.child_process import SegmentationProcess, segment_command
+        from headseg.segment.packages import find_package
+        from headseg.validation import check_ct
 
         if self.task not in TASK_LABEL_SETS:
             raise InputError(f"Unknown task {self.task!r}; expected one of {', '.join(TASK_LABEL_SETS)}.")
@@ -159,7 +159,7 @@ class SegmentationRun:
             if unknown:
                 raise InputError(f"Model {package.name} does not segment {unknown}.")
         roi = roi_from_markups(self.roi_node)
-        from ..io import write_volume
+        from headseg.io import write_volume
 
         root = str(self.work_root) if self.work_root else None
         work_dir = Path(tempfile.mkdtemp(prefix="headseg_run_", dir=root))
@@ -180,7 +180,7 @@ class SegmentationRun:
 
     def poll(self) -> List[Dict[str, object]]:
         """Follow the child (never blocks); import the result once it succeeded. Returns the new events."""
-        from ..runner import RunState
+        from headseg.run.child_process import RunState
 
         if self.process is None or self.finished:
             return []
@@ -232,7 +232,7 @@ class SegmentationRun:
     @property
     def state(self) -> str:
         """'not started', 'running', 'cancelling', 'succeeded', 'failed' or 'cancelled'."""
-        from ..runner import RunState
+        from headseg.run.child_process import RunState
 
         if self._failure is not None:
             return RunState.FAILED.value
@@ -286,8 +286,8 @@ class SegmentationRun:
     def _import_review_aids(self, node, result: Dict[str, object]) -> None:
         """The child's uncertainty map as a volume next to the segmentation (so doubt can be recomputed
         after edits) and its ``fragmented`` flags (which need the raw output the scene does not hold)."""
-        from ..io import read_volume
-        from .review import add_uncertainty_node, mark_fragmented
+        from headseg.io import read_volume
+        from headseg.slicer.review import add_uncertainty_node, mark_fragmented
 
         uncertainty = result.get("uncertainty")
         if uncertainty and Path(str(uncertainty)).is_file():

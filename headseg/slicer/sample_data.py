@@ -1,7 +1,7 @@
 """The samples both modules register with Slicer's Sample Data module, so that a new user can try each
 module with one press.
 
-* **Orbit:** a SYNTHETIC head CT made by :func:`headseg.phantoms.make_head_phantom` the first time it is
+* **Orbit:** a SYNTHETIC head CT made by :func:`headseg.synth.phantoms.make_head_phantom` the first time it is
   asked for (under a second) and kept in Slicer's cache folder; it has both orbits, the left recti
   thickened like thyroid eye disease, and a marker on the patient's left.
 * **Head and neck:** a real radiotherapy CT of the OpenKBP challenge's test set (patient pt_286, the
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .scene import PathLike, in_slicer_app, module_logic
+from headseg.slicer.scene import PathLike, in_slicer_app, module_logic
 
 __all__ = ["SAMPLE_CATEGORY", "Sample", "SAMPLES", "sample_file", "load_sample", "register_sample",
            "sha256_of"]
@@ -68,8 +68,8 @@ def sha256_of(path: PathLike) -> str:
 
 def _make_orbit_phantom(path: Path) -> Path:
     """Write the orbit sample's phantom CT to ``path`` (written beside it first, then renamed)."""
-    from ..io import write_volume
-    from ..phantoms import make_head_phantom
+    from headseg.io import write_volume
+    from headseg.synth.phantoms import make_head_phantom
 
     path.parent.mkdir(parents=True, exist_ok=True)
     phantom = make_head_phantom(seed=PHANTOM_SEED, spacing=PHANTOM_SPACING)

@@ -21,8 +21,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Volume
+from headseg.errors import InputError
+from headseg.geometry import Volume
 
 __all__ = [
     "PathLike", "HeadlessSlicer", "in_slicer_app", "init_headless_slicer", "init_scene", "module_logic",

@@ -10,9 +10,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Volume
-from .scene import PathLike, place_next_to, volume_from_node
+from headseg.errors import InputError
+from headseg.geometry import Volume
+from headseg.slicer.scene import PathLike, place_next_to, volume_from_node
 
 __all__ = [
     "STRUCTURE_TAG", "LABEL_SET_ATTRIBUTE", "binary_labelmap_name", "structure_of_segment", "vtk_string_tag",
@@ -94,7 +94,7 @@ def apply_label_set(segmentation_node, label_set, keep: Optional[Iterable[str]] 
 
 def label_set_of(segmentation_node, default: Optional[str] = None):
     """The label set a segmentation was imported with (node attribute), else ``default`` (a name), else None."""
-    from ..labels import get_label_set
+    from headseg.labels import get_label_set
 
     name = segmentation_node.GetAttribute(LABEL_SET_ATTRIBUTE) if segmentation_node is not None else None
     name = name or default

@@ -10,12 +10,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set
 
-from ..errors import InputError
-from .measures import SegmentMeasures
-from .scene import PathLike, place_next_to
+from headseg.errors import InputError
+from headseg.slicer.measures import SegmentMeasures
+from headseg.slicer.scene import PathLike, place_next_to
 
 if TYPE_CHECKING:  # annotations only
-    from ..volumes import VolumeRow
+    from headseg.measure.volumes import VolumeRow
 
 __all__ = [
     "TABLE_SEGMENTATION_REFERENCE", "TABLE_COLUMNS", "segment_volume_rows", "fill_table_node",
@@ -90,7 +90,7 @@ def fill_table_node(table_node, rows: Sequence[VolumeRow]) -> None:
         table_node.SetColumnDescription("voxels", "voxel count of the segment's binary labelmap")
         table_node.SetColumnDescription("volume_cm3", "voxel count x voxel volume")
         table_node.SetColumnDescription("doubt", "mean uncertainty across the structure's surface, 0-1")
-        table_node.SetColumnDescription("flags", "what looks wrong (headseg.quality.FLAG_CODES)")
+        table_node.SetColumnDescription("flags", "what looks wrong (headseg.measure.quality.FLAG_CODES)")
         table_node.SetUseColumnTitleAsColumnHeader(True)
         table_node.SetLocked(True)  # computed numbers: edits in the table view would be overwritten
         table_node.Modified()
@@ -125,7 +125,7 @@ def volume_table_node(segmentation_node, label_set=None, table_node=None):
 
 def rows_from_table_node(table_node) -> List[VolumeRow]:
     """The rows shown in a volume table node (what the user sees is what gets exported)."""
-    from ..volumes import VolumeRow
+    from headseg.measure.volumes import VolumeRow
 
     table = table_node.GetTable()
     names = [name for name, _ in TABLE_COLUMNS]
@@ -146,7 +146,7 @@ def rows_from_table_node(table_node) -> List[VolumeRow]:
 def export_rows_csv(rows: Sequence[VolumeRow], path: PathLike, case: Optional[str] = None) -> Path:
     """Write volume rows as CSV (``structure,side,voxels,volume_cm3,doubt,flags``, the CLI's format); adds
     ``.csv``."""
-    from ..volumes import write_volume_csv
+    from headseg.measure.volumes import write_volume_csv
 
     path = Path(path)
     if path.suffix.lower() != ".csv":

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..labels import HEADSEG_TERMINOLOGY_CONTEXT, LABEL_SETS, Code, Structure
+from headseg.labels import HEADSEG_TERMINOLOGY_CONTEXT, LABEL_SETS, Code, Structure
 
 __all__ = ["TERMINOLOGY_FILE", "terminology_document", "terminology_json", "loaded_terminology_names",
            "load_terminology", "resolve_entry"]

@@ -11,10 +11,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..manifest import add_case_to_manifest, manifest_cases
-from .scene import PathLike, safe_case_id, volume_from_node
-from .segments import labelmap_from_segmentation
+from headseg.errors import InputError
+from headseg.manifest import add_case_to_manifest, manifest_cases
+from headseg.slicer.scene import PathLike, safe_case_id, volume_from_node
+from headseg.slicer.segments import labelmap_from_segmentation
 
 __all__ = ["TrainingCase", "unique_case_id", "add_to_training_set"]
 
@@ -52,7 +52,7 @@ def add_to_training_set(volume_node, segmentation_node, dataset_dir: PathLike, t
     separated by ``;``), the layout ``headseg-train`` reads. Existing cases are never overwritten: the
     case ID gets a ``_2``, ``_3``... suffix instead.
     """
-    from ..io import write_segmentation, write_volume
+    from headseg.io import write_segmentation, write_volume
 
     reviewed = [str(k) for k in reviewed]
     if not reviewed:

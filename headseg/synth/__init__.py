@@ -26,10 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from headseg.geometry import Volume
-
-from .anatomy import MUSCLES, draw_anatomy
-from .imaging import HU_RANGES, choose_grid, draw_acquisition, render_case
-from .scene import ORBIT_LABELS, Tissue, build_geometry, marker_center, to_anat
+from headseg.synth.anatomy import MUSCLES, draw_anatomy
+from headseg.synth.imaging import HU_RANGES, choose_grid, draw_acquisition, render_case
+from headseg.synth.scene import ORBIT_LABELS, Tissue, build_geometry, marker_center, to_anat
 
 __all__ = ["SynthCase", "Tissue", "ORBIT_LABELS", "HU_RANGES", "make_synthetic_head", "write_synthetic_cases",
            "DEFAULT_MAX_VOXELS"]
@@ -88,7 +87,7 @@ def make_synthetic_head(
     grid = choose_grid(acq, anatomy, geom, spacing, direction, extent_mm, center_lps, max_voxels)
     noise_rng = np.random.default_rng([int(seed), 7])
     out = render_case(anatomy, geom, acq, grid, noise_rng, noise=noise, artefacts=artefacts)
-    from headseg.phantoms import rotation_matrix_deg
+    from headseg.synth.phantoms import rotation_matrix_deg
 
     rotation = rotation_matrix_deg(acq["pose_deg"])
     geometry = (grid["spacing"], grid["origin"], grid["direction"])

@@ -25,9 +25,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from headseg.phantoms import rotation_matrix_deg
-
-from .scene import Canvas, Tissue, paint_scene, to_anat, upsample
+from headseg.synth.phantoms import rotation_matrix_deg
+from headseg.synth.scene import Canvas, Tissue, paint_scene, to_anat, upsample
 
 __all__ = ["HU_RANGES", "draw_acquisition", "render_case"]
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .anatomy import MUSCLES
+from headseg.synth.anatomy import MUSCLES
 
 __all__ = ["Tissue", "Canvas", "build_geometry", "paint_scene", "orbit_boxes_side_local", "to_anat"]
 

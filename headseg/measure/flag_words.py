@@ -1,6 +1,6 @@
 """The flags of a volume table in words, for the end of a run: ``left parotid: asymmetric (0.55 of the
-right)``. The flags themselves are computed by :mod:`headseg.quality` and :mod:`headseg.volumes` against the
-bands of :mod:`headseg.bands`; this module only says them, so a user sees every flag without opening the
+right)``. The flags themselves are computed by :mod:`headseg.measure.quality` and :mod:`headseg.measure.volumes` against the
+bands of :mod:`headseg.measure.bands`; this module only says them, so a user sees every flag without opening the
 CSV or ``<case>_run.json``.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .bands import RECTI_TOTAL_CM3, Band, volume_band
-from .quality import FRAGMENT_SHARE
-from .volumes import VolumeRow
+from headseg.measure.bands import RECTI_TOTAL_CM3, Band, volume_band
+from headseg.measure.quality import FRAGMENT_SHARE
+from headseg.measure.volumes import VolumeRow
 
 __all__ = ["flag_sentences", "FLAG_INTRO"]
 

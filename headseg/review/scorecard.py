@@ -4,8 +4,8 @@ must do, measured without any muscle label.
 No orbit CT with muscle labels is public, so a model cannot be scored against truth on real scans. It
 can be scored against itself on transformed copies of the same scan, where the right answer is known:
 
-* **plausibility** (``headseg.plausibility``): volumes, ratios and muscle HU inside the normal adult
-  bands of ``headseg.bands``;
+* **plausibility** (``headseg.measure.plausibility``): volumes, ratios and muscle HU inside the normal adult
+  bands of ``headseg.measure.bands``;
 * **protocol invariance**: the same CT re-imaged with thicker slices (each new slice the mean of the
   old slices it covers, as a scanner reconstructs thicker slices) must give each side's four recti
   within ``PROTOCOL_TOTAL_PCT`` and each structure within its repeatability bound;
@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .geometry import Volume
+from headseg.errors import InputError
+from headseg.geometry import Volume
 
 __all__ = ["PROTOCOL_TOTAL_PCT", "MIRROR_PCT", "INSERTION_POINTS", "INSERTION_MM", "Check", "Scorecard",
            "reimage_thick_slices", "mirror_left_right", "insert_growth", "orbit_scorecard"]
@@ -123,7 +123,7 @@ def insert_growth(ct: Volume, labelmap: Volume, value: int, thickness_mm: float 
 
 # -- the scorecard --------------------------------------------------------------------------------------
 def _volumes(labelmap: Volume, label_set) -> Dict[str, float]:
-    from .volumes import volume_table
+    from headseg.measure.volumes import volume_table
 
     return {row.key: row.volume_cm3 for row in volume_table(labelmap, label_set)}
 
@@ -141,9 +141,9 @@ def orbit_scorecard(ct: Volume, segment: Segmenter, label_set, bounds_pct: Dict[
                     progress: Optional[Callable[[str], None]] = None) -> Scorecard:
     """The scorecard of one real CT. ``segment`` maps a CT to its orbit label map (the pipeline with the
     model under test); ``bounds_pct`` the repeatability bound per structure base key
-    (``headseg.compare.repeatability_bounds``)."""
-    from .plausibility import orbit_plausibility
-    from .validation import orbit_resolution_note
+    (``headseg.review.compare.repeatability_bounds``)."""
+    from headseg.measure.plausibility import orbit_plausibility
+    from headseg.validation import orbit_resolution_note
 
     say = progress or (lambda _text: None)
     say("baseline")
@@ -168,7 +168,7 @@ def orbit_scorecard(ct: Volume, segment: Segmenter, label_set, bounds_pct: Dict[
 
 
 def _bound(key: str, label_set, bounds_pct: Dict[str, float]) -> float:
-    from .compare import DEFAULT_BOUND_PCT
+    from headseg.review.compare import DEFAULT_BOUND_PCT
 
     base_key = label_set.by_key(key).base_key if key in label_set else key.rsplit("_", 1)[0]
     return bounds_pct.get(base_key, DEFAULT_BOUND_PCT)

@@ -1,7 +1,7 @@
 """Plausibility of an orbit segmentation without a reference: what can be judged on a real CT that has
 no muscle labels. Every structure non-empty on both sides and inside its normal adult band; the four
 recti of each side inside theirs; each left/right ratio inside the asymmetry band; the muscle voxels'
-mean HU in the muscle band with at most a small share reading as fat. All bands are ``headseg.bands``,
+mean HU in the muscle band with at most a small share reading as fat. All bands are ``headseg.measure.bands``,
 the same the volume table's flags and the run's warnings use. A failed check says the result needs a
 look, not that it is wrong; passing them all does not make it right.
 """
@@ -12,7 +12,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .bands import (
+from headseg.geometry import Volume
+from headseg.labels import LabelSet
+from headseg.measure.bands import (
     ASYMMETRY_RATIO,
     FAT_HU,
     MAX_FAT_SHARE,
@@ -21,17 +23,15 @@ from .bands import (
     TOTAL_ASYMMETRY_RATIO,
     volume_band,
 )
-from .geometry import Volume
-from .labels import LabelSet
-from .volumes import volume_table
+from headseg.measure.volumes import volume_table
 
 __all__ = ["orbit_plausibility"]
 
 
 def orbit_plausibility(ct: Volume, labelmap: Volume, label_set: LabelSet) -> Dict[str, Any]:
     """Volumes, ratios, muscle HU and the sentences of the failed checks for one segmented CT
-    (``labelmap`` on the CT's grid, as ``headseg.pipeline.segment_volume`` returns it). Volumes and the
-    recti totals are those of the volume table (``headseg.volumes.volume_table``)."""
+    (``labelmap`` on the CT's grid, as ``headseg.segment.pipeline.segment_volume`` returns it). Volumes and the
+    recti totals are those of the volume table (``headseg.measure.volumes.volume_table``)."""
     volumes: Dict[str, Dict[str, float]] = {}
     totals: Dict[str, float] = {}
     for row in volume_table(labelmap, label_set):

@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Volume
+from headseg.errors import InputError
+from headseg.geometry import Volume
 
 __all__ = ["ReportCase", "collect_cases", "render_report", "write_report", "OUTLIER_Z"]
 
@@ -117,8 +117,8 @@ def write_run_record(path: PathLike, case: Any, package: Any, result: Any, notes
     the console output. ``notes``: every warning of the case (default: the result's own)."""
     import datetime
 
-    from . import __version__
-    from .io.files import write_atomically
+    from headseg import __version__
+    from headseg.io.files import write_atomically
 
     flags = {key: q.flags for key, q in (result.quality or {}).items() if q.flags}
     record = {"case": case.name, "input": str(Path(case.path).resolve()), "model": package.name,
@@ -247,8 +247,8 @@ def legend_html(labelmap: Volume, label_set) -> str:
 
 
 def _load_pictures(case: ReportCase) -> None:
-    from .compare import read_any_segmentation
-    from .io import read_volume
+    from headseg.io import read_volume
+    from headseg.review.compare import read_any_segmentation
 
     if case.segmentation is None:
         return
@@ -313,10 +313,10 @@ def _cell(value: Any, klass: str = "", sort_value: Optional[float] = None) -> st
 
 
 def _flags_in_words(rows: Sequence[Dict[str, str]]) -> List[str]:
-    """A case's flags as the end of a run says them (headseg.flag_words), from its CSV rows."""
-    from .flag_words import flag_sentences
-    from .labels import LABEL_SETS
-    from .volumes import VolumeRow
+    """A case's flags as the end of a run says them (headseg.measure.flag_words), from its CSV rows."""
+    from headseg.labels import LABEL_SETS
+    from headseg.measure.flag_words import flag_sentences
+    from headseg.measure.volumes import VolumeRow
 
     groups = {g for label_set in LABEL_SETS.values() for g in label_set.groups}  # totals, e.g. of the recti
     volume_rows = [VolumeRow(r["structure"], r.get("side") or "", int(r["voxels"]), float(r["volume_cm3"]),
@@ -391,7 +391,7 @@ def render_report(cases: Sequence[ReportCase], title: str = "HeadSeg batch repor
 
 def write_report(results_dir: PathLike, out_html: PathLike, overwrite: bool = False, pictures: bool = True) -> Path:
     """Collect the cases of ``results_dir``, draw their pictures and write the page atomically."""
-    from .io.files import OutputExistsError, write_atomically
+    from headseg.io.files import OutputExistsError, write_atomically
 
     out = Path(out_html)
     if out.suffix.lower() not in (".html", ".htm"):  # --overwrite must never put a web page over a CT

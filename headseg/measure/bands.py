@@ -1,6 +1,6 @@
 """What a normal adult measures: the one table of plausible values that the flags in the volume table
-(``headseg.quality``), the run's warnings (``headseg.pipeline``) and the orbit plausibility checks
-(``headseg.plausibility``) all read, so that they never contradict each other.
+(``headseg.measure.quality``), the run's warnings (``headseg.segment.pipeline``) and the orbit plausibility checks
+(``headseg.measure.plausibility``) all read, so that they never contradict each other.
 
 A value outside its band asks for a look; it never changes a result. For the orbit muscles the band is
 the *normal adult* range: a muscle enlarged by thyroid eye disease (up to about 2.5 times the normal

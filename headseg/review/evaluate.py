@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .cases import case_name, is_image
-from .errors import InputError
+from headseg.errors import InputError
+from headseg.io.cases import case_name, is_image
 
 __all__ = ["SIDE_FILE_SUFFIXES", "prediction_files", "suspect_structures", "read_exclude_list",
            "summary_lines", "OPENKBP_MANIFEST"]

@@ -42,7 +42,7 @@ from typing import Callable, Dict, Generic, List, Optional, Sequence, Tuple, Typ
 import numpy as np
 import torch
 
-from .errors import Cancelled, DeviceUnavailableError, InferenceOutOfMemoryError, InputError
+from headseg.errors import Cancelled, DeviceUnavailableError, InferenceOutOfMemoryError, InputError
 
 __all__ = [
     "ProgressCallback",

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .geometry import Volume
+from headseg.geometry import Volume
 
 __all__ = ["side_split_spec", "output_classes", "split_classes_by_side", "midline_x", "network_class_of"]
 

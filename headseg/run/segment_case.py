@@ -1,11 +1,11 @@
 """One case of ``headseg segment``: read it, segment it, write its files. The per-case writer that the
-serial command line and the cluster workers (``headseg.cluster``) both call, so a case gives the same
+serial command line and the cluster workers (``headseg.run.cluster``) both call, so a case gives the same
 files whichever ran it.
 
 * :class:`SegmentSettings`: what every case of a run is segmented with, as plain values (a cluster
   worker receives them pickled).
 * :func:`segment_and_write`: one case with a loaded model: ``<case>.seg.nrrd``, ``<case>_volumes.csv``,
-  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.batch.CaseOutputs`
+  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.run.batch.CaseOutputs`
   name), the DICOM exports it was asked for; every file written atomically.
 * :func:`segment_case_on_worker`: the same on a worker process, with the model package loaded once per
   process (:func:`loaded_model`, keyed by package folder and device), not once per case.
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .batch import CaseOutputs
-from .cases import Case
-from .volumes import VolumeRow
+from headseg.io.cases import Case
+from headseg.measure.volumes import VolumeRow
+from headseg.run.batch import CaseOutputs
 
 __all__ = ["SegmentSettings", "CaseResult", "segment_and_write", "loaded_model", "segment_case_on_worker",
            "collect_warnings", "native_stderr_captured"]
@@ -49,7 +49,7 @@ class SegmentSettings:
     export_formats: Tuple[str, ...] = ()
     roi_names: str = "tg263"  # RT Structure Set ROI names: "tg263" (Parotid_R) or "display" (right parotid)
     torch_threads: Optional[int] = None  # workers only: torch threads per worker process (None: torch's default)
-    tta: bool = False  # test-time augmentation (headseg.pipeline.tta_variants)
+    tta: bool = False  # test-time augmentation (headseg.segment.pipeline.tta_variants)
 
 
 @dataclass
@@ -72,12 +72,12 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
                       progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None) -> CaseResult:
     """Segment ``case`` with ``model`` (loaded from ``package`` on ``device``) and write the files of
     ``outputs``. ``warn`` receives each warning (a sentence naming the case) as soon as it is known."""
-    from . import pipeline
-    from .coverage import coverage_notes, dicom_folder_extras
-    from .dicom_export import check_export_source, export_dicom
-    from .io import read_volume, write_segmentation, write_volume
-    from .report import write_run_record
-    from .volumes import volume_table, with_quality, write_volume_csv
+    from headseg.dicom_export import check_export_source, export_dicom
+    from headseg.io import read_volume, write_segmentation, write_volume
+    from headseg.io.coverage import coverage_notes, dicom_folder_extras
+    from headseg.measure.volumes import volume_table, with_quality, write_volume_csv
+    from headseg.review.report import write_run_record
+    from headseg.segment import pipeline
 
     if settings.export_formats and not case.is_dicom:
         warn(f"{case.name}: not a DICOM input, so no DICOM SEG/RT Structure Set will be written.")
@@ -100,7 +100,7 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     write_volume_csv(rows, outputs.volumes_csv)
     wrote_uncertainty = False
     if outputs.uncertainty is not None and result.uncertainty is not None:
-        from .quality import stored_uncertainty
+        from headseg.measure.quality import stored_uncertainty
 
         write_volume(result.uncertainty.with_array(stored_uncertainty(result.uncertainty.array)), outputs.uncertainty,
                      overwrite=True)
@@ -121,7 +121,7 @@ def _hashed_patient_id(case: Case) -> Optional[str]:
     """The case's PatientID as ``<case>_run.json`` keeps it (hashed; ``compare`` checks it), for DICOM input."""
     if not case.is_dicom:
         return None
-    from .io.dicom_series import dicom_patient_id, hash_patient_id
+    from headseg.io.dicom_series import dicom_patient_id, hash_patient_id
 
     return hash_patient_id(dicom_patient_id(case.path))
 
@@ -139,8 +139,8 @@ def loaded_model(package_dir: str, device_request: str) -> Tuple[Any, Any, str, 
         if key in _MODELS:
             package, model, device = _MODELS[key]
             return package, model, device, False
-        from .inference import select_device
-        from .packages import load_package
+        from headseg.segment.packages import load_package
+        from headseg.segment.windows import select_device
 
         package = load_package(package_dir)
         device = str(select_device(device_request).device)

@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from .errors import EXIT_MESSAGES, ExitCode
+from headseg.errors import EXIT_MESSAGES, ExitCode
 
 __all__ = [
     "EXIT_MESSAGES",

@@ -6,7 +6,7 @@ the two CTs are rigidly registered only to *show* where the change lies (the fol
 on the baseline CT) and to refuse pairs that do not overlap like two scans of one head. A change is
 called real when its magnitude exceeds the structure's repeatability bound: the 95th percentile of the
 relative volume change when the *same* scan is re-segmented after a small rigid motion, measured per
-model by ``tools/measure_repeatability.py`` and stored in ``headseg/repeatability.json``.
+model by ``tools/measure_repeatability.py`` and stored in ``headseg/review/repeatability.json``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Volume, bounding_box
+from headseg.errors import InputError
+from headseg.geometry import Volume, bounding_box
 
 __all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "register_rigid",
            "repeatability_bounds", "write_comparison", "write_change_csv", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
@@ -58,7 +58,7 @@ class TimePoint:
     @property
     def patient_keys(self) -> Set[str]:
         """The hashed PatientIDs known for this scan: from its run record and from its CT's DICOM tags."""
-        from .io.dicom_series import hash_patient_id
+        from headseg.io.dicom_series import hash_patient_id
 
         keys = {hash_patient_id(self.patient_id), self.run.get("patient_id_sha256")}
         return {str(k) for k in keys if k}
@@ -131,8 +131,8 @@ class Comparison:
 # -- reading -------------------------------------------------------------------------------------------
 def read_any_segmentation(path: Path):
     """(label set, label map) of a HeadSeg segmentation file, trying each label set (orbit first)."""
-    from .io import read_segmentation
-    from .labels import LABEL_SETS
+    from headseg.io import read_segmentation
+    from headseg.labels import LABEL_SETS
 
     problems = []
     for name in ("orbit", "openkbp", "pddca"):
@@ -157,7 +157,7 @@ def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
     """A scan from a ``.seg.nrrd`` file or a folder holding exactly one; the CT is ``ct`` (a file or a
     DICOM folder), found beside the segmentation (``<case>.nrrd``, ``image.*``, ``ct.*``) or the input its
     ``<case>_run.json`` names, when that still exists."""
-    from .io import read_volume
+    from headseg.io import read_volume
 
     path = Path(path)
     if path.is_dir():
@@ -175,7 +175,7 @@ def load_timepoint(path: PathLike, ct: Optional[PathLike] = None) -> TimePoint:
         ct_path = Path(str(run["input"]))  # the CT it was segmented from, where run.json says it was
     image, patient = None, None
     if ct_path is not None:
-        from .io.dicom_series import dicom_patient_id
+        from headseg.io.dicom_series import dicom_patient_id
 
         image = read_volume(ct_path)  # a DICOM folder too
         patient = dicom_patient_id(ct_path)
@@ -215,7 +215,7 @@ def _coarse(volume: Volume, spacing_mm: float):
     [-1000, 1500] HU: registration needs the head's shape, not 0.5 mm detail, and runs 50x faster."""
     import SimpleITK as sitk
 
-    from .resample import resample_to_spacing
+    from headseg.resample import resample_to_spacing
 
     spacing = [max(float(s), spacing_mm) for s in volume.spacing]
     coarse = resample_to_spacing(volume.with_array(volume.array.astype(np.float32)), spacing)
@@ -257,7 +257,7 @@ def resample_moving(moving: Volume, fixed: Volume, transform, nearest: bool, def
 
 
 def bone_dice(fixed: Volume, moving_on_fixed: Volume) -> float:
-    from .metrics import dice
+    from headseg.measure.metrics import dice
 
     return float(dice(fixed.array > BONE_HU, moving_on_fixed.array > BONE_HU))
 
@@ -269,7 +269,7 @@ def compare_timepoints(baseline: TimePoint, followup: TimePoint, register: bool 
     pairs of different label sets, different patients (PatientIDs from the run records or the CTs' DICOM
     tags, when known), different models (unless ``allow_different_models``: then the summary says so first
     and no bound applies) or a failed registration."""
-    from .volumes import volume_table
+    from headseg.measure.volumes import volume_table
 
     if baseline.label_set.name != followup.label_set.name:
         raise InputError(f"The baseline holds {baseline.label_set.name} structures and the follow-up "
@@ -349,7 +349,7 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
     """``OUT/change.csv``, ``OUT/summary.txt`` and one ``OUT/change_<group>.png`` per structure group
     (each orbit, or all organs) when both CTs were registered. Existing files are kept unless
     ``overwrite``."""
-    from .io.files import write_atomically
+    from headseg.io.files import write_atomically
 
     out = Path(out_dir)
     groups = _groups(comparison)
@@ -370,7 +370,7 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
 def check_comparison_outputs(out_dir: PathLike, label_set: Any, overwrite: bool = False) -> None:
     """Refuse, before any registration, when a file a comparison of ``label_set`` may write into
     ``out_dir`` exists (``change.csv``, ``summary.txt``, each group's picture) and not ``overwrite``."""
-    from .io.files import OutputExistsError
+    from headseg.io.files import OutputExistsError
 
     out = Path(out_dir)
     planned = [out / "change.csv", out / "summary.txt"] + [out / f"change_{g}.png" for g in _label_groups(label_set)]
@@ -382,7 +382,7 @@ def check_comparison_outputs(out_dir: PathLike, label_set: Any, overwrite: bool 
 def write_change_csv(rows: Sequence[ChangeRow], path: PathLike) -> Path:
     """``change.csv`` (:data:`CHANGE_COLUMNS`), written atomically over any file at ``path`` (the CLI
     checks first; the Slicer panel's save dialog has asked)."""
-    from .io.files import write_atomically
+    from headseg.io.files import write_atomically
 
     def write_csv(temp: Path) -> None:
         with open(temp, "w", newline="", encoding="utf-8") as f:
@@ -413,7 +413,7 @@ def _draw_group(comparison: Comparison, moved: Volume, keys: Sequence[str], grou
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import patient_axes
+    from headseg.review.report import patient_axes
 
     base = comparison.baseline
     label_set = base.label_set

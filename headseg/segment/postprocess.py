@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from headseg.errors import InputError
 
 __all__ = [
     "postprocess_probabilities",

@@ -15,8 +15,8 @@ How a caller uses it; the segmentation itself is the caller's (the CLI runs the 
 process, the Slicer batch runs the module's child process and saves with Slicer's writers). This is the
 Slicer batch (``headseg.slicer.batch.run_batch``) written over this module, as the lead will switch it::
 
-    from headseg.batch import BatchEvents, plan_batch, run_batch
-    from headseg.cases import discover_cases
+    from headseg.run.batch import BatchEvents, plan_batch, run_batch
+    from headseg.io.cases import discover_cases
 
     plan = plan_batch(discover_cases([str(input_dir)]), output_dir, overwrite=overwrite)  # before any work
 
@@ -43,7 +43,7 @@ Slicer batch (``headseg.slicer.batch.run_batch``) written over this module, as t
     # the batch script's exit code (0 all, 1 some, 2 none) comes from them.
 
 **Another executor.** ``run_batch(plan, segment_case, executor=...)`` runs the same batch with the cases as
-tasks elsewhere (``headseg.cluster``: Dask workers; :class:`FuturesExecutor`: a thread or process pool).
+tasks elsewhere (``headseg.run.cluster``: Dask workers; :class:`FuturesExecutor`: a thread or process pool).
 ``segment_case`` then runs on the worker and must be picklable (a module-level function or a
 ``functools.partial`` of one). What stays the same: the plan (collisions refused before any work), the
 files per case, ``volumes.csv`` updated by the caller's process as each result arrives and finally in the
@@ -68,9 +68,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from .cases import Case
-from .errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
-from .volumes import CSV_COLUMNS, KEY_COLUMN, QUALITY_COLUMNS, REVIEW_COLUMNS, VolumeRow
+from headseg.errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
+from headseg.io.cases import Case
+from headseg.measure.volumes import CSV_COLUMNS, KEY_COLUMN, QUALITY_COLUMNS, REVIEW_COLUMNS, VolumeRow
 
 __all__ = [
     "VOLUMES_CSV",
@@ -106,7 +106,7 @@ class CaseOutputs:
     segmentation: Path  # <case>.seg.nrrd
     volumes_csv: Path  # <case>_volumes.csv
     dicom: Mapping[str, Path] = field(default_factory=dict)  # export format -> <case>_seg.dcm / _rtstruct.dcm
-    uncertainty: Optional[Path] = None  # <case>_uncertainty.nrrd (headseg.quality), unless turned off
+    uncertainty: Optional[Path] = None  # <case>_uncertainty.nrrd (headseg.measure.quality), unless turned off
     run_record: Optional[Path] = None  # <case>_run.json: input, model, device, time, notes (for reports)
 
     def files(self) -> List[Path]:
@@ -121,7 +121,7 @@ def case_outputs(output_dir: PathLike, case: str, export_formats: Sequence[str] 
     output_dir = Path(output_dir)
     dicom: Dict[str, Path] = {}
     if export_formats:
-        from .dicom_export import export_paths
+        from headseg.dicom_export import export_paths
 
         dicom = export_paths(output_dir, case, export_formats)
     return CaseOutputs(output_dir / f"{case}.seg.nrrd", output_dir / f"{case}_volumes.csv", dicom,
@@ -176,7 +176,7 @@ class CombinedVolumes:
         """Add the rows of ``case`` (replacing any it had, in place) and rewrite the file atomically.
 
         Under the folder's lock, into the table as it is on disk now: another run writing into the same
-        folder (:mod:`headseg.outputlock`) may have added its cases since this one planned."""
+        folder (:mod:`headseg.run.outputlock`) may have added its cases since this one planned."""
         with self.locked():
             self._rows[case] = [{"case": case, **{k: str(v) for k, v in r.as_dict().items()}} for r in rows]
             self.write()
@@ -185,7 +185,7 @@ class CombinedVolumes:
     def locked(self) -> Iterator[None]:
         """Hold the folder's lock, with this table merged with the file's present rows (disk first, then
         cases only this object knows); a file that is no volume table now is replaced, as planned."""
-        from .outputlock import folder_lock
+        from headseg.run.outputlock import folder_lock
 
         if not self.path.parent.is_dir():
             yield
@@ -201,7 +201,7 @@ class CombinedVolumes:
             yield
 
     def write(self) -> Path:
-        from .io.files import write_atomically
+        from headseg.io.files import write_atomically
 
         def write(temp: Path) -> None:
             with open(temp, "w", newline="", encoding="utf-8") as f:
@@ -222,7 +222,7 @@ class BatchPlan:
     outputs: Dict[str, CaseOutputs]
     volumes: CombinedVolumes
     overwrite: bool = False
-    claim: Any = None  # headseg.outputlock.CaseClaim: no other run writes these cases while it is held
+    claim: Any = None  # headseg.run.outputlock.CaseClaim: no other run writes these cases while it is held
     created_folder: bool = False  # the plan made the output folder (removed again when left empty)
     stale: Dict[str, List[Path]] = field(default_factory=dict)  # case -> older files it does not rewrite
 
@@ -254,10 +254,10 @@ def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrit
 
     A case collides when one of its files exists (also one it writes only in other runs, e.g. an
     uncertainty map), ``volumes.csv`` already lists it, or another live run is writing it (always refused,
-    see :mod:`headseg.outputlock`); the first two raise :class:`InputError` naming the first collision,
+    see :mod:`headseg.run.outputlock`); the first two raise :class:`InputError` naming the first collision,
     unless ``overwrite``. DICOM exports are planned only for DICOM cases. With ``create`` the folder is made
     and checked to be writable; the plan then holds a claim on its cases until :meth:`BatchPlan.release`."""
-    from .outputlock import claim_cases, folder_lock
+    from headseg.run.outputlock import claim_cases, folder_lock
 
     output_dir = Path(output_dir)
     planned = [Case(str(name), Path(path)) for name, path in cases]
@@ -306,7 +306,7 @@ def _other_files(output_dir: Path, case: str, outputs: CaseOutputs) -> List[Path
 def _remove_orphan_temporaries(output_dir: Path, names: Sequence[Path]) -> None:
     """Remove the temporaries (``.<name>.<8 hex>.partial<ext>``, headseg/io/files.py) that a killed run
     left for ``names``."""
-    from .io.files import extension
+    from headseg.io.files import extension
 
     stems = {p.name[: len(p.name) - len(extension(p))] for p in names}
     pattern = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.partial")
@@ -465,7 +465,7 @@ class CaseLost(HeadSegError):
 
 class CaseExecutor:
     """Where :func:`run_batch` runs cases besides its own process: ``submit`` a task, ``wait`` for some to
-    end, take a ``result``, ``cancel`` the rest. ``headseg.cluster.DaskExecutor`` and
+    end, take a ``result``, ``cancel`` the rest. ``headseg.run.cluster.DaskExecutor`` and
     :class:`FuturesExecutor` implement it."""
 
     #: At most this many cases submitted and not yet done (None: all at once). A local cluster sets its

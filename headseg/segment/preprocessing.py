@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .geometry import Volume, bounding_box
+from headseg.geometry import Volume, bounding_box
 
 AIR_HU = -1000.0
 
@@ -95,14 +95,14 @@ class OrbitCrop:
 
     side: str
     image: Volume  # float32 HU on the crop grid
-    box: Any  # headseg.orbit.RegionBox
+    box: Any  # headseg.locate.search.RegionBox
 
 
 def orbit_crops(volume: Volume, card: Dict[str, Any], roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                 sides: Sequence[str] = ("right", "left")) -> List[OrbitCrop]:
     """Locate the orbits (or use the user's ROI) and resample each into the model's crop grid."""
-    from .orbit import boxes_from_roi, locate_orbits, orbit_crop_grid
-    from .resample import resample_to_grid
+    from headseg.locate.search import boxes_from_roi, locate_orbits, orbit_crop_grid
+    from headseg.resample import resample_to_grid
 
     inp = card["input"]
     locations = boxes_from_roi(roi[0], roi[1], volume) if roi is not None else locate_orbits(volume)
@@ -136,7 +136,7 @@ class LabelledCrop:
     labels: Volume  # uint8 model classes on the same grid
     annotated: np.ndarray  # [C] float32, background first (1 only when every structure is annotated)
     box: Any = None
-    output_labels: Optional[Volume] = None  # side-split cards: labels as output classes (headseg.sides)
+    output_labels: Optional[Volume] = None  # side-split cards: labels as output classes (headseg.segment.sides)
     output_annotated: Optional[np.ndarray] = None
 
 
@@ -155,7 +155,7 @@ def _class_mask(keys: Sequence[Optional[str]], annotated: Optional[Sequence[str]
 def orbit_class_lut(side: str, max_label: int) -> np.ndarray:
     """Look-up table from combined orbit label values (1-5 right, 6-10 left) to the per-orbit model
     classes (0 background, 1 SR .. 5 ON) of ``side``; the other orbit's labels become background."""
-    from .labels import ORBIT_MODEL_CLASSES, orbit_combined_label
+    from headseg.labels import ORBIT_MODEL_CLASSES, orbit_combined_label
 
     lut = np.zeros(max(int(max_label), 10) + 1, np.uint8)
     for c in range(1, len(ORBIT_MODEL_CLASSES) + 1):
@@ -169,8 +169,8 @@ def orbit_label_crops(volume: Volume, labels: Volume, card: Dict[str, Any],
                       sides: Sequence[str] = ("right", "left")) -> List[LabelledCrop]:
     """:func:`orbit_crops` plus the label map resampled (nearest neighbour) onto each crop grid and
     mapped to per-orbit model classes. ``annotated`` = label-set keys drawn in this case (None: all)."""
-    from .labels import ORBIT_MODEL_CLASSES
-    from .resample import resample_to_grid
+    from headseg.labels import ORBIT_MODEL_CLASSES
+    from headseg.resample import resample_to_grid
 
     if not volume.same_geometry(labels, tol=1e-3):
         raise ValueError("The label map is not on the image's grid; resample or re-export it first.")
@@ -190,12 +190,12 @@ def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
     """The whole-volume (``han``) model input: the CT and its label map on :func:`model_grid_for`'s grid
     (linear / nearest), label-set values mapped to the card's class indices.
 
-    With a ``side_split`` card (``headseg.sides``) both sides of a paired organ map to its one network
+    With a ``side_split`` card (``headseg.segment.sides``) both sides of a paired organ map to its one network
     class, which counts as annotated only when both sides are; ``output_labels``/``output_annotated``
     keep the per-side classes for validation."""
-    from .labels import get_label_set
-    from .resample import resample_to_grid
-    from .sides import network_class_of, output_classes
+    from headseg.labels import get_label_set
+    from headseg.resample import resample_to_grid
+    from headseg.segment.sides import network_class_of, output_classes
 
     if not volume.same_geometry(labels, tol=1e-3):
         raise ValueError("The label map is not on the image's grid; resample or re-export it first.")

@@ -1,7 +1,7 @@
 """Runs that share an output folder: a short lock on the folder and a claim on the cases a run writes.
 
 Two ``headseg segment`` runs (or a Slicer batch and a ``--cluster`` run) may be started into one output
-folder at the same time. Two things keep them from losing each other's work (``headseg/batch.py`` uses
+folder at the same time. Two things keep them from losing each other's work (``headseg/run/batch.py`` uses
 both):
 
 * :func:`folder_lock`: held only for the short steps that read and rewrite a shared file (planning,
@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
-from .errors import InputError
+from headseg.errors import InputError
 
 __all__ = ["LOCK_NAME", "CLAIMS_DIR", "folder_lock", "CaseClaim", "claim_cases"]
 

@@ -1,17 +1,17 @@
-"""``headseg segment --cluster``: the batch of ``headseg.batch`` with Dask workers as its executor.
+"""``headseg segment --cluster``: the batch of ``headseg.run.batch`` with Dask workers as its executor.
 
 ``--cluster local:N`` starts a ``dask.distributed.LocalCluster`` of N worker processes with one thread
 each (torch then gets the machine's cores divided by N); ``--cluster tcp://HOST:PORT`` connects to a
 running scheduler, for example one that ``dask-jobqueue`` started on Slurm or PBS (README, "Scaling
 out"). The client (the ``headseg`` process) plans the batch, submits one task per case
-(:func:`headseg.casework.segment_case_on_worker`: the model package is loaded once per worker process),
+(:func:`headseg.run.segment_case.segment_case_on_worker`: the model package is loaded once per worker process),
 moves each case's files into place and updates ``volumes.csv`` as results arrive. Inputs, the model
 package and the output folder must lie on a file system every worker sees.
 
 A worker that dies during a case (killed, out of memory, its node lost) makes the scheduler run the case
 again on another worker, up to ``distributed.scheduler.allowed-failures`` times (Dask's default, 3; the
 scheduler's own setting for an external cluster); after that the case fails alone
-(:class:`headseg.batch.CaseLost`). Dask is the optional extra ``headseg[cluster]``.
+(:class:`headseg.run.batch.CaseLost`). Dask is the optional extra ``headseg[cluster]``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, Collection, Dict, Iterator, Optional, Tuple, Type
 
-from .batch import BatchEvents, BatchPlan, BatchReport, CaseExecutor, CaseLost, run_batch
-from .casework import SegmentSettings, segment_case_on_worker
-from .errors import InputError
+from headseg.errors import InputError
+from headseg.run.batch import BatchEvents, BatchPlan, BatchReport, CaseExecutor, CaseLost, run_batch
+from headseg.run.segment_case import SegmentSettings, segment_case_on_worker
 
 __all__ = ["INSTALL_HINT", "parse_cluster", "require_dask", "DaskExecutor", "dask_executor", "run_on_cluster"]
 
@@ -59,7 +59,7 @@ def parse_cluster(spec: str) -> Tuple[str, Any]:
 
 
 class DaskExecutor(CaseExecutor):
-    """A ``dask.distributed.Client`` as a :class:`~headseg.batch.CaseExecutor`."""
+    """A ``dask.distributed.Client`` as a :class:`~headseg.run.batch.CaseExecutor`."""
 
     def __init__(self, client: Any, max_in_flight: Optional[int] = None) -> None:
         self.client = client
@@ -137,7 +137,7 @@ def local_worker_settings(workers: int) -> Dict[str, Any]:
     """Dask settings for ``local:N`` workers that segment as fast as the ``headseg`` process does.
 
     Why: Dask starts each worker with ``OMP_NUM_THREADS=1`` (its ``pre-spawn-environ``), so torch's
-    OpenMP team is resized only later, from the task's thread (:func:`headseg.casework.segment_case_on_worker`),
+    OpenMP team is resized only later, from the task's thread (:func:`headseg.run.segment_case.segment_case_on_worker`),
     and the worker's own threads (event loop, the statistical profiler sampling every thread's stack
     every 10 ms) run beside torch's threads on the same cores. OpenMP threads spin at every barrier while
     waiting, so each time one of them is preempted by those threads the other burns its core spinning:
@@ -171,8 +171,8 @@ def run_on_cluster(spec: str, plan: BatchPlan, settings: SegmentSettings, events
                    cancel: Any = None, stop_on_error: bool = False,
                    case_errors: Tuple[Type[BaseException], ...] = (InputError, MemoryError),
                    allowed_failures: Optional[int] = None) -> BatchReport:
-    """Run ``plan`` on the cluster ``spec``: :func:`headseg.batch.run_batch` with a :class:`DaskExecutor`
-    and :func:`~headseg.casework.segment_case_on_worker` as each case's task."""
+    """Run ``plan`` on the cluster ``spec``: :func:`headseg.run.batch.run_batch` with a :class:`DaskExecutor`
+    and :func:`~headseg.run.segment_case.segment_case_on_worker` as each case's task."""
     kind, value = parse_cluster(spec)
     if kind == "local" and settings.torch_threads is None:  # N workers share this machine's cores
         settings = replace(settings, torch_threads=worker_threads(int(value)))

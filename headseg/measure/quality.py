@@ -7,7 +7,7 @@
   shell across its surface (one voxel inside and one outside), because a segmentation is wrong at its
   boundary first, and ``flags`` (see :data:`FLAG_CODES`) from its volume, its side and its fragments.
 
-The volume bands and the left/right ratio are those of ``headseg.bands``, the one table that the
+The volume bands and the left/right ratio are those of ``headseg.measure.bands``, the one table that the
 warnings and the orbit plausibility checks read too: a flag asks for a look, it never changes the result.
 """
 
@@ -19,8 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .bands import ASYMMETRY_RATIO, VOLUME_BANDS_CM3
-from .geometry import Volume, bounding_box
+from headseg.geometry import Volume, bounding_box
+from headseg.measure.bands import ASYMMETRY_RATIO, VOLUME_BANDS_CM3
 
 __all__ = ["FLAG_CODES", "FRAGMENT_SHARE", "StructureQuality", "UNCERTAINTY_LEVELS", "stored_uncertainty",
            "normalized_entropy", "removed_shares", "structure_quality", "body_midline_x", "surface_shell"]

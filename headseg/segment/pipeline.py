@@ -22,12 +22,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Volume
-from .packages import ModelPackage
-from .preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
-from .sides import output_classes, split_classes_by_side
-from .validation import check_ct, check_roi, orbit_resolution_note
+from headseg.errors import InputError
+from headseg.geometry import Volume
+from headseg.segment.packages import ModelPackage
+from headseg.segment.preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
+from headseg.segment.sides import output_classes, split_classes_by_side
+from headseg.validation import check_ct, check_roi, orbit_resolution_note
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SegmentationResult:
     regions: Dict[str, Any] = field(default_factory=dict)  # orbit side -> RegionBox used
     seconds: float = 0.0
     uncertainty: Optional[Volume] = None  # float32 normalised entropy in [0, 1] on the input grid
-    quality: Dict[str, Any] = field(default_factory=dict)  # label-set key -> headseg.quality.StructureQuality
+    quality: Dict[str, Any] = field(default_factory=dict)  # label-set key -> headseg.measure.quality.StructureQuality
     tta: bool = False  # the probabilities were averaged over test-time variants (tta_variants)
 
 
@@ -74,13 +74,13 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
                    cancel: Any = None, batch_size: Optional[int] = None, model: Any = None,
                    uncertainty: bool = True, tta: bool = False) -> SegmentationResult:
     """Segment ``volume`` with ``package``; ``roi`` = (centre LPS mm, size mm) restricts the orbit search,
-    ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.inference.CancelToken``.
+    ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.segment.windows.CancelToken``.
     ``uncertainty`` also returns the per-voxel uncertainty map (normalised entropy of the model's
-    probabilities, ``headseg.quality``) and each structure's doubt; flags are always computed. ``tta``
+    probabilities, ``headseg.measure.quality``) and each structure's doubt; flags are always computed. ``tta``
     averages the model's probabilities over test-time variants of the input (:func:`tta_variants`), and
     the uncertainty map is then that of the average, which also holds where the variants disagree."""
-    from .inference import select_device
-    from .quality import body_midline_x, structure_quality
+    from headseg.measure.quality import body_midline_x, structure_quality
+    from headseg.segment.windows import select_device
 
     start = time.perf_counter()
     notes = check_ct(volume)
@@ -123,7 +123,7 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
 
 def _predict(model, image: np.ndarray, card: Dict[str, Any], device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
     """Class probabilities [C, k, j, i] for one normalised image, with the card's window strategy."""
-    from .inference import run_with_fallback, sliding_window_predict, whole_volume_or_patches
+    from headseg.segment.windows import run_with_fallback, sliding_window_predict, whole_volume_or_patches
 
     inference = card.get("inference", {})
     out_channels = len(card["classes"])
@@ -163,8 +163,8 @@ class _Review:
     def add_uncertainty(self, probs: np.ndarray, grid: Volume, target: Volume, slices=None) -> None:
         if self.map is None:
             return
-        from .quality import normalized_entropy
-        from .resample import resample_to_grid
+        from headseg.measure.quality import normalized_entropy
+        from headseg.resample import resample_to_grid
 
         entropy = grid.with_array(normalized_entropy(probs))
         on_target = resample_to_grid(entropy, target, interpolation="linear", default_value=0.0).array
@@ -173,7 +173,7 @@ class _Review:
 
     def add_removed(self, before: np.ndarray, after: np.ndarray, values_of: np.ndarray) -> None:
         """``before``/``after`` in model classes; ``values_of[c]`` the label value of class c."""
-        from .quality import removed_shares
+        from headseg.measure.quality import removed_shares
 
         classes = [c for c in range(1, len(values_of)) if values_of[c]]
         for c, share in removed_shares(before, after, classes).items():
@@ -197,7 +197,7 @@ def tta_variants(task: str, tta: bool) -> int:
 
 def _shifted(volume: Volume, crop: Volume, shift_kji: Sequence[int]) -> Volume:
     """``volume`` resampled onto ``crop``'s grid moved by ``shift_kji`` of its own voxels."""
-    from .resample import Grid, resample_to_grid
+    from headseg.resample import Grid, resample_to_grid
 
     offset = crop.direction @ (np.asarray(crop.spacing) * np.asarray(shift_kji[::-1], dtype=float))
     grid = Grid(crop.shape, crop.spacing, np.asarray(crop.origin) + offset, crop.direction)
@@ -234,9 +234,9 @@ def _predict_orbit_crop(volume, crop, card, model, device, progress, cancel, bat
 
 def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size, review: _Review,
                     tta: bool = False):
-    from .labels import orbit_label
-    from .postprocess import postprocess_labels
-    from .resample import resample_probabilities_to_grid
+    from headseg.labels import orbit_label
+    from headseg.resample import resample_probabilities_to_grid
+    from headseg.segment.postprocess import postprocess_labels
 
     card = package.card
     stages = _Stages(progress, [1, 8, 1, 8, 1])
@@ -287,8 +287,8 @@ def _mirror_channels(card: Dict[str, Any], label_set) -> List[int]:
 
 def _segment_whole(volume, package, model, device, progress, cancel, batch_size, review: _Review,
                    tta: bool = False):
-    from .postprocess import postprocess_labels
-    from .resample import resample_probabilities_to_grid, resample_to_grid
+    from headseg.resample import resample_probabilities_to_grid, resample_to_grid
+    from headseg.segment.postprocess import postprocess_labels
 
     card = package.card
     stages = _Stages(progress, [1, 8, 2])
@@ -329,10 +329,10 @@ def _post_kwargs(card: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def plausibility_notes(labelmap: Volume, label_set) -> List[str]:
-    """Warnings for the orbit structures outside their normal adult band (``headseg.bands``, the same
+    """Warnings for the orbit structures outside their normal adult band (``headseg.measure.bands``, the same
     band the volume table's flags use)."""
-    from .bands import volume_band
-    from .volumes import volume_table
+    from headseg.measure.bands import volume_band
+    from headseg.measure.volumes import volume_table
 
     notes = []
     for row in volume_table(labelmap, label_set):

@@ -13,11 +13,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .bands import TOTAL_ASYMMETRY_RATIO
-from .geometry import Volume
+from headseg.geometry import Volume
+from headseg.measure.bands import TOTAL_ASYMMETRY_RATIO
 
 CSV_COLUMNS = ("structure", "side", "voxels", "volume_cm3")
-#: Review columns after the first four, so readers of the older files keep working (headseg.quality).
+#: Review columns after the first four, so readers of the older files keep working (headseg.measure.quality).
 QUALITY_COLUMNS = ("doubt", "flags")
 #: The structure's one key (``parotid_right``, a group such as ``extraocular_muscles_right``), last: the key
 #: ``--structures``, ``evaluate`` and the report use, so a table joins with them without gluing columns.
@@ -34,8 +34,8 @@ class VolumeRow:
     name: str = ""  # human-readable name, e.g. "right superior rectus"
     derived: bool = False  # True for totals computed from other rows
     key: str = ""  # label-set key with side (e.g. "superior_rectus_right") or group name
-    doubt: float = float("nan")  # headseg.quality: mean uncertainty across the surface, [0, 1]
-    flags: str = ""  # headseg.quality.FLAG_CODES, ';'-separated
+    doubt: float = float("nan")  # headseg.measure.quality: mean uncertainty across the surface, [0, 1]
+    flags: str = ""  # headseg.measure.quality.FLAG_CODES, ';'-separated
 
     def as_dict(self, quality: bool = True) -> Dict[str, object]:
         out: Dict[str, object] = {"structure": self.structure, "side": self.side, "voxels": self.voxels,
@@ -130,7 +130,7 @@ def write_volume_csv(rows: Iterable[VolumeRow], path: Union[str, Path], case: Op
         with open(path, "a", newline="", encoding="utf-8") as f:
             csv.DictWriter(f, fieldnames=columns).writerows(records)
         return path
-    from .io.files import write_atomically  # here: headseg.io pulls in more than a volume table needs
+    from headseg.io.files import write_atomically  # here: headseg.io pulls in more than a volume table needs
 
     def write(temp: Path) -> None:
         with open(temp, "w", newline="", encoding="utf-8") as f:  # a plain open follows the umask

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
-from .errors import InputError
+from headseg.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "LABEL_HINTS", "Case", "case_name", "is_image", "is_dicom_file", "discover_cases"]
 

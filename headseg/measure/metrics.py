@@ -18,7 +18,7 @@ from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from headseg.errors import InputError
 
 __all__ = [
     "dice",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from .errors import ModelPackageError
+from headseg.errors import ModelPackageError
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
@@ -59,18 +59,18 @@ def validate_card(card: Dict[str, Any], where: str = "model card") -> None:
         raise ModelPackageError(f"The {where} of an orbit model needs input.window_kji (slices, rows, columns).")
     if not card["classes"] or card["classes"][0] != "background":
         raise ModelPackageError(f"The {where} must list the output classes, starting with 'background'.")
-    from .labels import get_label_set  # local: labels is light, but keep import order simple
+    from headseg.labels import get_label_set  # local: labels is light, but keep import order simple
 
     try:
         label_set = get_label_set(card["label_set"])
     except (KeyError, ValueError) as exc:
         raise ModelPackageError(f"The {where} names an unknown label set {card['label_set']!r}: {exc}") from exc
     if card["task"] == "orbit":
-        from .labels import ORBIT_MODEL_CLASSES
+        from headseg.labels import ORBIT_MODEL_CLASSES
 
         unknown = [c for c in card["classes"][1:] if c not in ORBIT_MODEL_CLASSES]
     else:
-        from .sides import output_classes
+        from headseg.segment.sides import output_classes
 
         known = set(label_set.keys())
         try:
@@ -163,7 +163,7 @@ class ModelPackage:
 
     @property
     def label_set(self):
-        from .labels import get_label_set
+        from headseg.labels import get_label_set
 
         return get_label_set(self.card["label_set"])
 
@@ -181,8 +181,8 @@ class ModelPackage:
             )
 
     def build_model(self):
-        from .errors import HeadSegError
-        from .models import build_model
+        from headseg.errors import HeadSegError
+        from headseg.models import build_model
 
         try:
             return build_model(
