@@ -158,3 +158,21 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> Tuple[slice, ...]:
     (clipped to the array). ``mask`` must hold at least one True voxel."""
     where = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis))) for axis in range(mask.ndim)]
     return tuple(slice(max(0, int(w[0]) - margin), min(n, int(w[-1]) + margin + 1)) for w, n in zip(where, mask.shape))
+
+
+def patient_axes(volume: Volume) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+    """``volume``'s array turned so that axis 0 runs to the head, axis 1 to the back and axis 2 to the
+    patient's left (LPS order), with the spacing of each new axis: a file stored feet-first or
+    right-to-left (as NIfTI often is) then looks like the same patient read from DICOM. Oblique grids take
+    the nearest patient axis."""
+    columns = np.abs(volume.direction)  # column c: where array index (i, j, k)[c] points, in LPS
+    nearest = [int(np.argmax(columns[:, c])) for c in range(3)]  # LPS axis of each of i, j, k
+    if sorted(nearest) != [0, 1, 2]:  # 45 degrees: no one nearest axis each; keep the array as it is
+        return volume.array, volume.spacing_kji
+    array_axis = [2 - nearest.index(lps) for lps in (2, 1, 0)]  # array axis (k=0, j=1, i=2) of S, P, L
+    turned = np.transpose(volume.array, array_axis)
+    for target, axis in enumerate(array_axis):
+        if volume.direction[nearest[2 - axis], 2 - axis] < 0:
+            turned = np.flip(turned, axis=target)
+    spacing = volume.spacing_kji
+    return turned, (spacing[array_axis[0]], spacing[array_axis[1]], spacing[array_axis[2]])

@@ -19,14 +19,15 @@ import csv
 import datetime
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from headseg.paths import PathLike
 
 __all__ = ["MANIFEST_FILE", "MANIFEST_COLUMNS", "read_manifest", "manifest_cases", "add_case_to_manifest"]
 
 MANIFEST_FILE = "manifest.csv"
 MANIFEST_COLUMNS = ("case", "image", "segmentation", "task", "label_set", "reviewed", "split", "date")
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def read_manifest(root: PathLike) -> Tuple[List[str], List[Dict[str, str]]]:

@@ -19,17 +19,18 @@ import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union, cast
+from typing import Any, Dict, List, Tuple, cast
 
 import numpy as np
 import torch
+
+from headseg.paths import PathLike
 
 __all__ = ["CHECKPOINT_FORMAT", "TrainingState", "checkpoint_path", "save_checkpoint", "load_checkpoint",
            "rng_state", "restore_rng"]
 
 CHECKPOINT_FORMAT = 1
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass

@@ -16,10 +16,10 @@ from headseg.errors import HeadSegError, InputError
 from headseg.geometry import Volume
 from headseg.io import (
     OutputExistsError,
-    _write_atomically,
     list_dicom_series,
     read_segmentation,
     read_volume,
+    write_atomically,
     write_dicom_series,
     write_labelmap,
     write_segmentation,
@@ -154,7 +154,7 @@ def test_failed_write_leaves_old_file_and_no_partial(tmp_path: Path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _write_atomically(path, failing_write, overwrite=True)
+        write_atomically(path, failing_write, overwrite=True)
     assert path.read_bytes() == b"old content"
     assert no_partial_files(tmp_path)
 

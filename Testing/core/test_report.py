@@ -194,8 +194,7 @@ def test_patient_axes_puts_head_back_and_left_on_growing_indices(code):
     stored, with each axis's spacing carried along."""
     import numpy as np
 
-    from headseg.geometry import Volume
-    from headseg.review.report import patient_axes
+    from headseg.geometry import Volume, patient_axes
 
     array = np.zeros((6, 8, 10), np.int16)
     array[5, 7, 9] = 1  # k, j, i at their ends: on an identity grid, the patient's top, back and left corner

@@ -11,62 +11,15 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
-from typing import Dict, Iterator, Optional, Set
 
-REPO = Path(__file__).resolve().parents[2]
+from import_rules import REPO, import_graph, imported_modules, is_within, module_name, python_files
+
 MODULE_FOLDERS = ("OrbitSegmentation", "AnatomyNetHaN")
 #: Files outside the modules that may use the Slicer package, and why.
 OTHER_USERS = {
     "tools/make_slicer_images.py": "draws the extension's Sample Data thumbnails and screenshot from its samples",
     "benchmarks/bench_volume_follower.py": "times the panel's volume-table recompute after a stroke, through its code",
 }
-
-
-def module_name(path: Path) -> str:
-    """Dotted name of a file of the ``headseg`` or ``training`` package ("headseg.slicer.scene")."""
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def imported_modules(path: Path, name: Optional[str] = None) -> Set[str]:
-    """Every module ``path`` imports anywhere (top level and inside functions), as absolute dotted names.
-
-    ``from a.b import c`` counts as both ``a.b`` and ``a.b.c`` (c may be a module); relative imports are
-    resolved against the file's package (``name``: the file's dotted name; default from its path).
-    """
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    if name is None:
-        name = module_name(path) if path.is_relative_to(REPO) else ""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: Set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".") if package else []
-                if node.level > 1:
-                    base_parts = base_parts[: len(base_parts) - (node.level - 1)]
-                base = ".".join(base_parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
-
-
-def python_files(*folders: str) -> Iterator[Path]:
-    for folder in folders:
-        for path in sorted((REPO / folder).rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                yield path
-
-
-def is_within(name: str, package: str) -> bool:
-    return name == package or name.startswith(package + ".")
 
 
 def test_only_the_modules_and_the_tests_import_the_slicer_package():
@@ -82,17 +35,8 @@ def test_only_the_modules_and_the_tests_import_the_slicer_package():
     assert len(users) >= 6, "the modules, their Lib logic and batch scripts use headseg.slicer"
 
 
-def headseg_import_graph() -> Dict[str, Set[str]]:
-    """headseg module -> the headseg modules it imports (directly, anywhere in the file)."""
-    graph: Dict[str, Set[str]] = {}
-    modules = {module_name(p): p for p in python_files("headseg")}
-    for name, path in modules.items():
-        graph[name] = {m for m in imported_modules(path) if m in modules and m != name}
-    return graph
-
-
 def test_the_slicer_package_never_reaches_the_cli():
-    graph = headseg_import_graph()
+    graph = import_graph("headseg")
     slicer_modules = sorted(m for m in graph if is_within(m, "headseg.slicer"))
     assert {"headseg.slicer.scene", "headseg.slicer.panel", "headseg.slicer.batch"} <= set(slicer_modules)
     for start in slicer_modules:

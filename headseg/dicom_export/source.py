@@ -18,10 +18,11 @@ from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.io import DicomSliceGeometry, as_label_array, select_dicom_series, slice_stack_geometry
 from headseg.labels import LabelSet, Structure
+from headseg.paths import PathLike
 
 __all__ = ["DicomSource", "SourceLike", "load_dicom_source", "GRID_TOLERANCE_MM"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+
 SourceLike = Union[PathLike, Sequence[PathLike], Sequence[object], "DicomSource"]
 
 # Grid agreement between the label map and the source series (mm): IPP values are stored with ~0.01 mm.

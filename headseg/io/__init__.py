@@ -3,8 +3,10 @@
 One module per job; import from ``headseg.io`` (this package), which keeps every public name:
 
 * :mod:`headseg.io.files`: extensions, the error types of missing inputs and existing outputs, atomic writes;
+* :mod:`headseg.io.read`: :func:`read_volume`, the one reader of whatever a user names;
 * :mod:`headseg.io.images`: NRRD / NIfTI / MetaImage images and label maps (SimpleITK);
-* :mod:`headseg.io.dicom_series`: DICOM series in (series choice, slice order, geometry checks);
+* :mod:`headseg.io.dicom_series`: DICOM series in (series choice, Modality, reading);
+* :mod:`headseg.io.slice_geometry`: where a series' slices lie (slice order, gaps, tilt);
 * :mod:`headseg.io.regularise`: gantry-tilted and unevenly spaced DICOM stacks resampled onto a regular grid;
 * :mod:`headseg.io.segmentation`: Slicer ``.seg.nrrd`` files (pynrrd).
 
@@ -34,15 +36,10 @@ from headseg.io.files import (
     is_dicom_file,
     write_atomically,
 )
-from headseg.io.images import as_label_array, labelmap_dtype, read_volume, write_labelmap, write_volume
+from headseg.io.images import as_label_array, labelmap_dtype, write_labelmap, write_volume
+from headseg.io.read import read_volume
 from headseg.io.regularise import RegularGrid, describe_regularisation, regular_grid, regularise_stack
 from headseg.io.segmentation import read_segmentation, write_segmentation
-
-# Older private names, still imported by callers outside this package.
-_write_atomically = write_atomically
-_is_dicom_file = is_dicom_file
-_as_label_array = as_label_array
-_extension = extension
 
 __all__ = [
     "READ_EXTENSIONS",

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
 from headseg.errors import InputError
+from headseg.io.files import is_dicom_file
 
-__all__ = ["IMAGE_SUFFIXES", "LABEL_HINTS", "Case", "case_name", "is_image", "is_dicom_file", "discover_cases"]
+__all__ = ["IMAGE_SUFFIXES", "LABEL_HINTS", "Case", "case_name", "is_image", "is_dicom_input", "discover_cases"]
 
 IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 LABEL_HINTS = ("label", "seg", "mask", "truth")
@@ -30,15 +31,9 @@ def is_image(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
 
 
-def is_dicom_file(path: Path) -> bool:
-    """A ``.dcm`` file, or any file with the DICOM Part 10 marker ('DICM' after a 128-byte preamble)."""
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
+def is_dicom_input(path: Path) -> bool:
+    """A ``.dcm`` file, or any file with the DICOM Part 10 marker, whatever its name."""
+    return path.suffix.lower() == ".dcm" or is_dicom_file(path)
 
 
 class Case(NamedTuple):
@@ -52,11 +47,11 @@ class Case(NamedTuple):
     @property
     def is_dicom(self) -> bool:
         """Read from a DICOM series (a folder, or one file of it): the case can be exported to DICOM."""
-        return self.path.is_dir() or is_dicom_file(self.path)
+        return self.path.is_dir() or is_dicom_input(self.path)
 
 
 def _is_dicom_dir(path: Path) -> bool:
-    return any(child.is_file() and is_dicom_file(child) for child in list(path.iterdir())[:50])
+    return any(child.is_file() and is_dicom_input(child) for child in list(path.iterdir())[:50])
 
 
 def _case_image_in(folder: Path) -> Optional[Path]:
@@ -90,7 +85,7 @@ def discover_cases(inputs: Sequence[str], notes: Optional[List[str]] = None) -> 
             raise InputError(f"Input {path} is neither a file nor a folder (a pipe, socket or device); give an image "
                              "file, a DICOM folder or a folder of cases.")
         if path.is_file():
-            dicom = is_dicom_file(path) and not path.name.lower().endswith(IMAGE_SUFFIXES)
+            dicom = is_dicom_input(path) and not path.name.lower().endswith(IMAGE_SUFFIXES)
             cases.append(Case(_folder_name(path.parent) if dicom else case_name(path), path))
         elif _is_dicom_dir(path):
             cases.append(Case(_folder_name(path), path))

@@ -11,7 +11,7 @@ from typing import List
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
-from headseg.io.cases import IMAGE_SUFFIXES, is_dicom_file
+from headseg.io.cases import IMAGE_SUFFIXES, is_dicom_input
 
 __all__ = ["FRAGMENT_SLICES", "FRAGMENT_MM", "TASK_MIN_EXTENT_MM", "head_foot_extent_mm", "coverage_notes",
            "dicom_folder_extras"]
@@ -30,7 +30,7 @@ _VALIDATION_FLOOR_MM = 20.0  # headseg.validation.check_ct's own minimum extent:
 def head_foot_extent_mm(volume: Volume) -> float:
     """The image's extent along the patient's head-foot axis (voxel count x spacing along the array axis
     nearest to it), in mm."""
-    from headseg.review.report import patient_axes
+    from headseg.geometry import patient_axes
 
     turned, spacing = patient_axes(volume)
     return float(turned.shape[0] * spacing[0])
@@ -39,7 +39,7 @@ def head_foot_extent_mm(volume: Volume) -> float:
 def coverage_notes(volume: Volume, task: str) -> List[str]:
     """A note when the image is a fragment (under :data:`FRAGMENT_SLICES` slices or :data:`FRAGMENT_MM`
     head to foot); an :class:`InputError` when it is too short for the task's anatomy."""
-    from headseg.review.report import patient_axes
+    from headseg.geometry import patient_axes
 
     turned, _ = patient_axes(volume)
     slices, extent = int(turned.shape[0]), head_foot_extent_mm(volume)
@@ -67,7 +67,7 @@ def dicom_folder_extras(folder: Path) -> List[str]:
             continue
         if child.name.lower().endswith(IMAGE_SUFFIXES):
             images.append(child.name)
-        elif not is_dicom_file(child):
+        elif not is_dicom_input(child):
             others += 1
     if not images and not others:
         return []

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable
 
 from headseg.errors import HeadSegError, InputError
+from headseg.paths import PathLike
 
 __all__ = [
     "PathLike",
@@ -27,7 +28,6 @@ __all__ = [
     "check_write_extension",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 READ_EXTENSIONS = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd", ".dcm")
 # Only single-file formats: a two-file format (.nhdr + .raw, .mhd + .raw) cannot be replaced atomically.

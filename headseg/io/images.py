@@ -18,39 +18,23 @@ from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.io.files import (
     READ_EXTENSIONS,
-    InputFileNotFoundError,
     PathLike,
     check_write_extension,
     extension,
-    is_dicom_file,
     write_atomically,
 )
 
-__all__ = ["read_volume", "write_volume", "write_labelmap", "labelmap_dtype", "as_label_array"]
+__all__ = ["read_image_file", "write_volume", "write_labelmap", "labelmap_dtype", "as_label_array"]
 
-def read_volume(path: PathLike, allow_non_ct: bool = False) -> Volume:
-    """Read a 3D grey-scale image: NRRD (.nrrd/.nhdr), NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd),
-    a folder holding a DICOM series, or one file of a DICOM series (the whole series is read).
 
-    The pixel type of the file is kept. Raises :class:`InputError` (with what to do) for a missing file,
-    an unsupported format, a 2D or 4D image, an RGB/vector image, or a file that cannot be decoded. A
-    DICOM series is refused when one of its files cannot be decoded (naming it) and, unless
-    ``allow_non_ct``, when its Modality is not CT.
+def read_image_file(path: Path) -> Volume:
+    """Read a 3D grey-scale NRRD (.nrrd/.nhdr), NIfTI (.nii/.nii.gz) or MetaImage (.mha/.mhd) file that
+    exists, keeping its pixel type (:func:`headseg.io.read.read_volume` sends DICOM elsewhere).
+
+    Raises :class:`InputError` (with what to do) for an unsupported format, a 2D or 4D image, an
+    RGB/vector image, or a file that cannot be decoded.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileNotFoundError(
-            f"Input image {str(path)!r} does not exist. Check the path (and that the drive is mounted)."
-        )
-    if path.is_dir():
-        from headseg.io.dicom_series import read_dicom_folder
-
-        return read_dicom_folder(path, allow_non_ct=allow_non_ct)
     ext = extension(path)
-    if ext == ".dcm" or (ext not in READ_EXTENSIONS and is_dicom_file(path)):
-        from headseg.io.dicom_series import read_dicom_folder
-
-        return read_dicom_folder(path.parent, containing_file=path, allow_non_ct=allow_non_ct)
     if ext not in READ_EXTENSIONS:
         raise InputError(
             f"Cannot read {path.name!r}: the file type {ext or '(no extension)'!r} is not supported. "

@@ -35,7 +35,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from headseg.geometry import Volume
-from headseg.io.dicom_series import DicomSliceGeometry
+from headseg.io.slice_geometry import DicomSliceGeometry
 
 __all__ = ["RegularGrid", "regular_grid", "regularise_stack", "describe_regularisation"]
 

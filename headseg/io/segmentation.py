@@ -16,7 +16,8 @@ import numpy as np
 from headseg.errors import InputError
 from headseg.geometry import Volume
 from headseg.io.files import InputFileNotFoundError, PathLike, extension, write_atomically
-from headseg.io.images import _unreadable, as_label_array, labelmap_dtype, read_volume
+from headseg.io.images import _unreadable, as_label_array, labelmap_dtype
+from headseg.io.read import read_volume
 from headseg.labels import LabelSet, Structure, Terminology
 
 __all__ = ["write_segmentation", "read_segmentation"]

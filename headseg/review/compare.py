@@ -18,19 +18,19 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Union
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume, bounding_box
+from headseg.paths import PathLike
 
 __all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "register_rigid",
            "repeatability_bounds", "write_comparison", "write_change_csv", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
            "MIN_BONE_DICE"]
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 
 REPEATABILITY_FILE = Path(__file__).with_name("repeatability.json")
 #: Used for a structure without a measured bound (said in the row): a conservative 10 %.
@@ -413,7 +413,7 @@ def _draw_group(comparison: Comparison, moved: Volume, keys: Sequence[str], grou
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from headseg.review.report import patient_axes
+    from headseg.geometry import patient_axes
 
     base = comparison.baseline
     label_set = base.label_set

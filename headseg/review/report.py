@@ -19,16 +19,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from headseg.errors import InputError
-from headseg.geometry import Volume
+from headseg.geometry import Volume, patient_axes
+from headseg.paths import PathLike
 
 __all__ = ["ReportCase", "collect_cases", "render_report", "write_report", "OUTLIER_Z"]
 
-PathLike = Union[str, Path]
+
 OUTLIER_Z = 3.5
 
 
@@ -138,24 +139,6 @@ def _png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def patient_axes(volume: Volume) -> Tuple[np.ndarray, Tuple[float, float, float]]:
-    """``volume``'s array turned so that axis 0 runs to the head, axis 1 to the back and axis 2 to the
-    patient's left (LPS order), with the spacing of each new axis: a file stored feet-first or
-    right-to-left (as NIfTI often is) then looks like the same patient read from DICOM. Oblique grids take
-    the nearest patient axis."""
-    columns = np.abs(volume.direction)  # column c: where array index (i, j, k)[c] points, in LPS
-    nearest = [int(np.argmax(columns[:, c])) for c in range(3)]  # LPS axis of each of i, j, k
-    if sorted(nearest) != [0, 1, 2]:  # 45 degrees: no one nearest axis each; keep the array as it is
-        return volume.array, volume.spacing_kji
-    array_axis = [2 - nearest.index(lps) for lps in (2, 1, 0)]  # array axis (k=0, j=1, i=2) of S, P, L
-    turned = np.transpose(volume.array, array_axis)
-    for target, axis in enumerate(array_axis):
-        if volume.direction[nearest[2 - axis], 2 - axis] < 0:
-            turned = np.flip(turned, axis=target)
-    spacing = volume.spacing_kji
-    return turned, (spacing[array_axis[0]], spacing[array_axis[1]], spacing[array_axis[2]])
 
 
 # Each view as radiology viewers show it: axial from the feet, coronal from the front, sagittal from the

@@ -23,35 +23,22 @@ voxels.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 
-from headseg.geometry import Volume, bounding_box
+from headseg.geometry import Volume
 
 if TYPE_CHECKING:  # annotations only
     from headseg.measure.quality import StructureQuality
     from headseg.measure.volumes import VolumeRow
 
-__all__ = ["Box", "SegmentMeasure", "SegmentMeasures", "mask_digest"]
+__all__ = ["Box", "SegmentMeasure", "SegmentMeasures"]
 
 #: A box on the reference grid: (k0, k1, j0, j1, i0, i1), ends exclusive.
 Box = Tuple[int, int, int, int, int, int]
 QUALITY_MARGIN = 2  # voxels around a structure where structure_quality looks (its bounding_box margin)
-
-
-def mask_digest(mask: np.ndarray, origin: Tuple[int, int, int] = (0, 0, 0)) -> str:
-    """Digest of a mask's voxels on the grid, the same for a whole-grid mask and any crop of it that holds
-    all its voxels (``origin``: the crop's first index, k, j, i): what a segment's ``fragmented`` tag keeps."""
-    if not mask.any():
-        return hashlib.blake2b(b"empty", digest_size=16).hexdigest()
-    box = bounding_box(mask)
-    start = tuple(int(s.start) + int(o) for s, o in zip(box, origin))
-    tight = mask[box]
-    return hashlib.blake2b(np.packbits(tight).tobytes() + repr((start, tight.shape)).encode(),
-                           digest_size=16).hexdigest()
 
 
 @dataclass
@@ -283,7 +270,7 @@ class SegmentMeasures:
     def _set_quality(self, entry: SegmentMeasure, crop: Optional[np.ndarray]) -> None:
         """Doubt and flags of a label-set structure, from its box with structure_quality's margin."""
         from headseg.measure.quality import structure_quality
-        from headseg.slicer.review import FRAGMENTED_TAG, uncertainty_node_of
+        from headseg.slicer.review import FRAGMENTED_TAG, mask_digest, uncertainty_node_of
         from headseg.slicer.segments import vtk_string_tag
 
         s = entry.structure

@@ -20,12 +20,12 @@ command line wrote:
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from headseg.geometry import Volume, bounding_box
-from headseg.slicer.measures import mask_digest
 from headseg.slicer.scene import node_from_volume, place_next_to, volume_from_node
 from headseg.slicer.segments import STRUCTURE_TAG, labelmap_of_segmentation, structure_of_segment, vtk_string_tag
 
@@ -36,7 +36,7 @@ __all__ = [
     "UNCERTAINTY_REFERENCE", "UNCERTAINTY_ATTRIBUTE", "FRAGMENTED_TAG", "TRANSPARENT_BELOW", "DEFAULT_OPACITY",
     "COLOR_NODE_TAG", "warm_colors", "uncertainty_color_node", "add_uncertainty_node", "uncertainty_node_of",
     "show_uncertainty", "set_uncertainty_opacity", "reference_volume_of", "segment_quality", "mark_fragmented",
-    "row_keys", "most_uncertain_point", "jump_slices_to",
+    "row_keys", "most_uncertain_point", "jump_slices_to", "mask_digest",
 ]
 
 #: Node reference role from a segmentation node to its uncertainty map.
@@ -56,6 +56,18 @@ COLOR_NODE_TAG = "HeadSegUncertainty"
 # yellow. Lightness rises along it (tested), so a lighter colour always means more doubt.
 _WARM = ((0.0, 0.16, 0.03, 0.27), (0.3, 0.55, 0.08, 0.36), (0.55, 0.87, 0.27, 0.16), (0.8, 0.98, 0.62, 0.10),
          (1.0, 1.0, 0.96, 0.68))
+
+
+def mask_digest(mask: np.ndarray, origin: Tuple[int, int, int] = (0, 0, 0)) -> str:
+    """Digest of a mask's voxels on the grid, the same for a whole-grid mask and any crop of it that holds
+    all its voxels (``origin``: the crop's first index, k, j, i): what a segment's ``fragmented`` tag keeps."""
+    if not mask.any():
+        return hashlib.blake2b(b"empty", digest_size=16).hexdigest()
+    box = bounding_box(mask)
+    start = tuple(int(s.start) + int(o) for s, o in zip(box, origin))
+    tight = mask[box]
+    return hashlib.blake2b(np.packbits(tight).tobytes() + repr((start, tight.shape)).encode(),
+                           digest_size=16).hexdigest()
 
 
 def warm_colors(count: int = 256) -> np.ndarray:
@@ -175,7 +187,7 @@ def _midline(ct_node, labels: np.ndarray) -> Optional[float]:
 
 
 def _digest(mask: np.ndarray) -> str:
-    """The segment's voxels as its ``fragmented`` tag keeps them: :func:`headseg.slicer.measures.mask_digest`,
+    """The segment's voxels as its ``fragmented`` tag keeps them: :func:`mask_digest`,
     so the whole-grid check here and the per-box one of the volume follower agree."""
     return mask_digest(mask)
 

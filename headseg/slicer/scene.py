@@ -17,12 +17,13 @@ import tempfile
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
+from headseg.paths import PathLike
 
 __all__ = [
     "PathLike", "HeadlessSlicer", "in_slicer_app", "init_headless_slicer", "init_scene", "module_logic",
@@ -30,7 +31,7 @@ __all__ = [
     "write_segmentation_node", "safe_case_id",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
+
 Vector3 = Tuple[float, float, float]
 
 
