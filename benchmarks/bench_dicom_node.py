@@ -1,4 +1,4 @@
-"""``headseg serve`` under load (README, "As a DICOM node"): N CT series sent at once from a real Orthanc to a
+"""``headseg serve`` under load (docs/dicom_node.md): N CT series sent at once from a real Orthanc to a
 real node, which segments them and C-STOREs each RT Structure Set back. Printed, not asserted:
 
 * series per hour: N / (the last RTSTRUCT sent - the first instance received);

@@ -1,4 +1,4 @@
-"""Scaling out (README, "Scaling out"): what the two engines cost and give on this machine. Printed, not
+"""Scaling out (docs/scaling_out.md): what the two engines cost and give on this machine. Printed, not
 asserted.
 
 1. ``headseg segment`` of N phantom cases (default 8) serially, with ``--cluster local:W`` (default 2)

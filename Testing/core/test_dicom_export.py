@@ -228,7 +228,7 @@ def test_rtstruct_round_trip_and_references(tmp_path, direction):
 
 
 def test_rtstruct_on_a_1mm_grid_reproduces_organ_sized_structures(tmp_path):
-    """The tolerance statement of README.md ("How exact the exports are"): organ-sized ellipsoids (3-15 mm radii) on a 1 mm grid come
+    """The tolerance statement of docs/dicom.md ("How exact the exports are"): organ-sized ellipsoids (2-15 mm radii) on a 1 mm grid come
     back with DSC 1.0 (zero differing voxels) through write_rtstruct -> read_rtstruct."""
     grid = ct_series(tmp_path / "ct", shape=(30, 64, 64))
     pddca = get_label_set("pddca")
