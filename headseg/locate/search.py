@@ -81,7 +81,6 @@ __all__ = [
     "RegionBox",
     "OrbitLocation",
     "locate_orbits",
-    "find_globes",
     "orbit_box",
     "boxes_from_roi",
     "orbit_crop_grid",
@@ -1031,19 +1030,6 @@ def _what_is_missing(grid: _WorkGrid, best: _PairEvaluation, centers: Dict[str, 
     if weakest == "orbit_walls":
         return f"{where} does not sit in bony orbits"
     return f"{where} does not lie below a cranium (brain above the eyes, the vertex 85-150 mm higher)"
-
-
-def find_globes(volume: Volume, region: Optional[RegionBox] = None) -> Dict[str, np.ndarray]:
-    """Centres (LPS mm) of the globes keyed by patient side; empty when none are found.
-
-    Without ``region`` this is the automatic search and the pair must pass its checks; with ``region``
-    only candidates inside it count, no check is applied, and a single globe may be returned.
-    """
-    grid = _WorkGrid(volume)
-    if region is None:
-        report = _search_on(grid)
-        return report.globes if report.found else {}
-    return _find_globes_in(grid, region)[0]
 
 
 def _find_globes_in(grid: _WorkGrid, region: RegionBox) -> Tuple[Dict[str, np.ndarray], float]:
