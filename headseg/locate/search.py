@@ -187,15 +187,17 @@ class OrbitLocation:
 
 @dataclass
 class _Candidate:
+    """A peak of the soft-tissue distance map and what its plausibility as a globe is made of."""
+
     center: np.ndarray  # LPS mm
     radius: float
     fat_fraction: float
     compactness: float
     core_hu: float
+    plausibility: float = field(init=False)  # _globe_plausibility, computed once here
 
-    @property
-    def score(self) -> float:
-        return _globe_plausibility(self)
+    def __post_init__(self) -> None:
+        self.plausibility = _globe_plausibility(self)
 
 
 def _distance_inside(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
@@ -445,7 +447,7 @@ def _candidates(grid: _WorkGrid, region: Optional[RegionBox]) -> List[_Candidate
         )
         for n in good
     ]
-    found.sort(key=lambda c: -c.score)
+    found.sort(key=lambda c: -c.plausibility)
     kept: List[_Candidate] = []  # non-maximum suppression: one candidate per 10 mm
     for c in found[:MAX_CANDIDATES]:
         if all(np.linalg.norm(c.center - k.center) > 10.0 for k in kept):
@@ -767,7 +769,7 @@ def _evaluate_pair(grid: _WorkGrid, right: _Candidate, left: _Candidate) -> _Pai
     d["hu_right"], d["hu_left"] = right.core_hu, left.core_hu
     d["fat_right"], d["fat_left"] = right.fat_fraction, left.fat_fraction
     d["compact_right"], d["compact_left"] = right.compactness, left.compactness
-    globes = min(_globe_plausibility(right), _globe_plausibility(left))
+    globes = min(right.plausibility, left.plausibility)
     distance = _band(d["distance_mm"], PAIR_DISTANCE_MM[0] - 5.0, 52.0, 74.0, PAIR_DISTANCE_MM[1] + 8.0)
 
     d["mirror_r"] = _mirror_correlation(grid, frame)
@@ -833,7 +835,7 @@ def _pairs(cands: List[_Candidate]) -> List[Tuple[_Candidate, _Candidate, float]
                 continue
             if abs(delta[2]) > MAX_PAIR_DZ_MM or abs(delta[1]) > MAX_PAIR_DY_MM or delta[0] < 0.5 * dist:
                 continue
-            prior = (_globe_plausibility(p) * _globe_plausibility(q)
+            prior = (p.plausibility * q.plausibility
                      * _band(dist, PAIR_DISTANCE_MM[0] - 5.0, 52.0, 74.0, PAIR_DISTANCE_MM[1] + 8.0))  # fmt: skip
             out.append((right, left, prior))
     out.sort(key=lambda t: -t[2])
@@ -1041,9 +1043,9 @@ def _find_globes_in(grid: _WorkGrid, region: RegionBox) -> Tuple[Dict[str, np.nd
                 "left": _refine_center(grid, pair.left.center)}, pair.confidence  # fmt: skip
     if cands:
         best = cands[0]
-        if _globe_plausibility(best) >= MIN_CHECK:  # inside a user ROI one convincing globe is enough
+        if best.plausibility >= MIN_CHECK:  # inside a user ROI one convincing globe is enough
             side = _side_of(grid, best.center)
-            return {side: _refine_center(grid, best.center)}, _globe_plausibility(best)
+            return {side: _refine_center(grid, best.center)}, best.plausibility
     return {}, 0.0
 
 
