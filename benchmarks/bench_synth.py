@@ -18,7 +18,7 @@ import numpy as np
 
 
 def main() -> None:
-    from headseg.locate.search import OrbitNotFoundError, locate_orbits
+    from headseg.locate import OrbitNotFoundError, locate_orbits
     from headseg.synth import make_synthetic_head
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -60,7 +60,7 @@ def measure(task: str, cases, near_voxels: int = 3, model_dir: Optional[Path] = 
     import torch
     from scipy import ndimage
 
-    from headseg.locate.search import OrbitNotFoundError
+    from headseg.locate import OrbitNotFoundError
     from headseg.measure.metrics import dice
     from headseg.segment.packages import default_package, load_package
     from headseg.segment.pipeline import segment_volume

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from headseg.geometry import Volume  # noqa: E402
 from headseg.io import read_volume  # noqa: E402
-from headseg.locate.search import SIDES, orbit_box, orbit_crop_grid, search_orbits  # noqa: E402
+from headseg.locate import SIDES, orbit_box, orbit_crop_grid, search_orbits  # noqa: E402
 
 WINDOW_HU = (-250.0, 350.0)
 CHECKS = ("globes", "distance", "symmetry", "depth", "orbit_walls", "cranium", "field_of_view")

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
-from headseg.locate.search import (
+from headseg.locate import (
     NOT_FOUND_ADVICE,
     OrbitNotFoundError,
     RegionBox,
@@ -189,7 +189,7 @@ def test_crop_labels_resample_back_to_the_input_grid(phantom):
 def test_wide_field_of_view_like_a_512_matrix_ct():
     """A 200 mm field (a 512-matrix CT has 200-250 mm): the point between the globes falls on the nose,
     an island of its own in some slices; the globes must still be found."""
-    from headseg.locate.search import locate_orbits
+    from headseg.locate import locate_orbits
     from headseg.synth.phantoms import make_head_phantom
 
     phantom = make_head_phantom(seed=0, spacing=(0.5, 0.5, 1.0), shape=(150, 400, 400))

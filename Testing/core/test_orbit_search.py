@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage
 
 from headseg.geometry import Volume
-from headseg.locate.search import (
+from headseg.locate import (
     MIN_CONFIDENCE,
     NOT_FOUND_ADVICE,
     OrbitNotFoundError,
@@ -185,7 +185,8 @@ def test_synthetic_anatomical_head_is_localised():
 ])  # fmt: skip
 def test_synthetic_head_cut_by_the_field_of_view_is_localised(seed, what):
     """Both were refused as 'no cranium above the eyes' before the ring around the brain was allowed to
-    close through what lies outside the field of view (issue 12: 24 of the 43 training heads refused)."""
+    close through what lies outside the field of view (the cause in 24 of the 43 refused training heads,
+    docs/orbit_search.md)."""
     from headseg.synth import make_synthetic_head
 
     case = make_synthetic_head(seed, spacing=(1.0, 1.0, 2.0))
@@ -200,7 +201,7 @@ def test_reconstruction_circle_is_told_from_the_image_edge():
     cut by a reconstruction circle written as air, what lies beyond the circle is outside the field (and
     the search still finds both orbits). Seed 6 of the generator, cut at the image's side only, was
     refused for a while because that cut was taken for a circle."""
-    from headseg.locate.search import _WorkGrid
+    from headseg.locate.work_grid import _WorkGrid
     from headseg.synth import make_synthetic_head
 
     case = make_synthetic_head(7, spacing=(1.0, 1.0, 2.0), extent_mm=(150.0, 150.0, 80.0),

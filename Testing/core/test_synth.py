@@ -278,7 +278,7 @@ def test_cli_writes_anatomical_phantoms(tmp_path, monkeypatch):
 def test_orbit_search_finds_both_orbits_on_generated_cases():
     """The existing search (headseg.locate.search.locate_orbits) on drawn cases (voxel size, pose, field of
     view, headrest, noise, streaks all random). benchmarks/bench_synth.py measures the rate on more."""
-    from headseg.locate.search import OrbitNotFoundError, locate_orbits
+    from headseg.locate import OrbitNotFoundError, locate_orbits
 
     found = 0
     seeds = (2, 3)

@@ -95,13 +95,13 @@ class OrbitCrop:
 
     side: str
     image: Volume  # float32 HU on the crop grid
-    box: Any  # headseg.locate.search.RegionBox
+    box: Any  # headseg.locate.boxes.RegionBox
 
 
 def orbit_crops(volume: Volume, card: Dict[str, Any], roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                 sides: Sequence[str] = ("right", "left")) -> List[OrbitCrop]:
     """Locate the orbits (or use the user's ROI) and resample each into the model's crop grid."""
-    from headseg.locate.search import boxes_from_roi, locate_orbits, orbit_crop_grid
+    from headseg.locate import boxes_from_roi, locate_orbits, orbit_crop_grid
     from headseg.resample import resample_to_grid
 
     inp = card["input"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from headseg.synth.anatomy import MUSCLES
 
-__all__ = ["Tissue", "Canvas", "build_geometry", "paint_scene", "orbit_boxes_side_local", "to_anat"]
+__all__ = ["Tissue", "Canvas", "build_geometry", "paint_scene", "to_anat"]
 
 
 class Tissue:
@@ -521,10 +521,6 @@ def _add_tubes(sg: SideGeometry, p: Dict[str, Any]) -> None:
     sg.tubes.append((sov, np.array([rv, rv, rv * 0.9]), Tissue.VESSEL))
     canal_end = a + np.array([-3.0, 9.0, 1.0])
     sg.tubes.append((np.array([a, canal_end]), np.array([1.75, 1.7]), Tissue.OPTIC_NERVE))
-
-
-def orbit_boxes_side_local(geom: Dict[str, Any]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    return {side: sg.box for side, sg in geom["sides"].items()}
 
 
 def to_anat(sign: float, p: np.ndarray) -> np.ndarray:
