@@ -5,9 +5,9 @@ in the same run.
 The 512 x 512 x 200 CT is an OpenKBP test case resampled onto a typical clinical grid over the same field
 of view (about 0.98 x 0.98 x 1.6 mm), so the pipeline has to resample it to the model's 3.906 x 3.906 x 2.5
 mm grid and the result back: the time a user waits for ``headseg segment --task han``.
-Seed paper 004 reports 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only).
+The AnatomyNet paper reports 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only).
 
-    python benchmarks/bench_han_inference.py --data ../shared/data/openkbp --case pt_306 --threads 2
+    python benchmarks/bench_han_inference.py --data /path/to/openkbp --case pt_306 --threads 2
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str,
     print(f"{'headseg segment --tta, same file':<40} {cli_tta['seconds']:6.2f} s   (target <= 40 s); ratio TTA / "
           f"plain {cli_tta['seconds'] / cli['seconds']:.2f}")
     results["cli"] = [cli["seconds"]]
-    print("seed paper 004: 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only, paper's widths)")
+    print("the AnatomyNet paper: 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only, paper's widths)")
     return results
 
 

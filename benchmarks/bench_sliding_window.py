@@ -2,7 +2,7 @@
 
 What it answers:
 
-* cost of seed 000's step-1 sliding window (every 32-slice slab, plain mean) against our default
+* cost of the SV-net paper's step-1 sliding window (every 32-slice slab, plain mean) against our default
   (step 16, gaussian weighting along k), and how different the two label maps are (DSC per class);
 * whether our engine computes what MONAI's ``sliding_window_inference`` computes at the same overlap
   and gaussian mode (max |difference| of probabilities, argmax agreement) and at what relative speed;

@@ -12,14 +12,14 @@ Configurations (tensors ``[batch, 1, k, j, i]``):
 
 * ``svnet-demo``: SV-net base_channels 8, 2 x 32 x 112 x 96, Dice + focal (the shipped demo's recipe).
 * ``svnet-paper`` (``--full``): SV-net base_channels 16, 4 x 32 x 256 x 256, sigmoid cross-entropy,
-  Adam -- seed 000's batch (the paper: 1.68 s per batch on a P100). Needs ~20 GB on a CPU; on the CPU
+  Adam -- the SV-net paper's batch (the paper: 1.68 s per batch on a P100). Needs ~20 GB on a CPU; on the CPU
   ``--full`` runs it with batch 1 unless ``--full-batch`` says otherwise, and reports per-case numbers.
 * ``anatomynet-cpu``: the shipped head-and-neck model's CPU recipe (``anatomynet_openkbp_cpu``): AnatomyNet
   widths 16/20/24/28, 2 x 64 x 96 x 96 patches, marginal loss, AdamW. On the CPU every configuration runs
   twice, in float32 and with bfloat16 autocast + channels_last_3d where the CPU has native bf16 (as the
   recipe's ``cpu_amp`` trains), and the float32 / bf16 step-time ratio is printed.
 * ``anatomynet``: AnatomyNet (paper widths), one whole OpenKBP-sized volume 1 x 128 x 128 x 128, hybrid
-  masked loss, RMSprop -- seed 004's batch of one whole volume. ``--full`` adds a PDDCA-sized volume
+  masked loss, RMSprop -- the AnatomyNet paper's batch of one whole volume. ``--full`` adds a PDDCA-sized volume
   1 x 96 x 256 x 256 (an average head-and-neck CT resampled to 1 x 1 x 2.5 mm is about this size).
 """
 
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
                 print(f"{'':<6} {config['name']:<17} float32 / bf16 step time: {times[False] / times[True]:.2f}x",
                       flush=True)
     print("s/step = forward + loss + backward + optimiser step (median); data s = cutting and augmenting the "
-          "batch on the CPU, the baseline measured in the same run. Seed 000: 1.68 s per batch of 4 x 32 x 256 "
+          "batch on the CPU, the baseline measured in the same run. The SV-net paper: 1.68 s per batch of 4 x 32 x 256 "
           "x 256 on a P100.")
     return 0
 

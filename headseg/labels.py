@@ -2,8 +2,8 @@
 
 Three sets exist (values exactly as in docs/ARCHITECTURE.md):
 
-* ``orbit``  -- SV-net (seed paper 000): four recti and the optic nerve, per side (1-5 right, 6-10 left).
-* ``pddca``  -- AnatomyNet (seed paper 004): nine head-and-neck organs at risk of the PDDCA data.
+* ``orbit``  -- SV-net (the SV-net paper): four recti and the optic nerve, per side (1-5 right, 6-10 left).
+* ``pddca``  -- AnatomyNet (the AnatomyNet paper): nine head-and-neck organs at risk of the PDDCA data.
 * ``openkbp`` -- the seven organs at risk as labelled in the OpenKBP data.
 
 Every structure carries a DICOM/SNOMED CT terminology (category, type, laterality modifier) so that
@@ -383,8 +383,8 @@ _SPINAL_CORD = _sct("2748008", "Spinal cord")
 _ESOPHAGUS = _sct("32849002", "Esophagus")
 _LARYNX = _sct("4596009", "Larynx")
 
-# -- orbit (SV-net, seed 000) --------------------------------------------------------------------
-#: Model output channels 1..5 of the orbit networks (0 is background), in the order of seed paper 000.
+# -- orbit (SV-net paper) --------------------------------------------------------------------
+#: Model output channels 1..5 of the orbit networks (0 is background), in the order of the SV-net paper.
 ORBIT_MODEL_CLASSES: Tuple[str, ...] = (
     "superior_rectus",
     "lateral_rectus",
@@ -394,7 +394,7 @@ ORBIT_MODEL_CLASSES: Tuple[str, ...] = (
 )
 _ORBIT_DISPLAY = ("superior rectus", "lateral rectus", "medial rectus", "inferior rectus", "optic nerve")
 _ORBIT_TYPES = (_SUPERIOR_RECTUS, _LATERAL_RECTUS, _MEDIAL_RECTUS, _INFERIOR_RECTUS, _OPTIC_NERVE)
-# Colours of the annotation figures of seed 000 (green SR, blue LR, yellow MR, pink IR, white ON).
+# Colours of the annotation figures of the SV-net paper (green SR, blue LR, yellow MR, pink IR, white ON).
 # The right side uses these; the left side uses the same hues about 25 % darker so that the two sides
 # stay distinguishable when both orbits are shown in one view.
 _ORBIT_RGB_RIGHT = ((40, 200, 40), (50, 110, 255), (255, 225, 30), (255, 130, 190), (255, 255, 255))
@@ -440,7 +440,7 @@ def _orbit_set() -> LabelSet:
     return LabelSet("orbit", tuple(structures), groups)
 
 
-# -- head and neck organs at risk (AnatomyNet, seed 004) -----------------------------------------
+# -- head and neck organs at risk (AnatomyNet paper) -----------------------------------------
 # Colours: Slicer's GenericAnatomyColors where it has the structure (mandible, optic chiasm, spinal cord,
 # larynx, esophagus); midbrain colour for the brain stem; salivary-gland green for the parotids and a
 # bluer green for the submandibular glands; cranial-nerve yellow for the optic nerves. Left is darker.

@@ -3,7 +3,7 @@ rigid motion (the patient lies a little differently): the bound above which ``he
 change real.
 
     python tools/measure_repeatability.py orbit          # held-out headseg.synth heads, default orbit model
-    python tools/measure_repeatability.py han --data ../shared/data/openkbp   # OpenKBP validation CTs
+    python tools/measure_repeatability.py han --data /path/to/openkbp   # OpenKBP validation CTs
 
 For each scan and each of ``--motions`` random rigid motions (rotation up to 3 degrees about each axis,
 shift up to 2 mm), the scan is resampled (linear), both versions are segmented with the default model,

@@ -1,7 +1,7 @@
 """Does doubt mean something? Measure the review aids of ``headseg.measure.quality`` against reference labels.
 
     python tools/measure_review_aids.py orbit --cases 12            # held-out synthetic anatomical phantoms
-    python tools/measure_review_aids.py han --data ../shared/data/openkbp --cases 33   # OpenKBP validation
+    python tools/measure_review_aids.py han --data /path/to/openkbp --cases 33   # OpenKBP validation
 
 Two numbers, over every case and structure that has a reference:
 

@@ -1,7 +1,7 @@
 """Measure the automatic orbit search on a set of CTs and draw what it found (docs/orbit_search.md).
 
     # all OpenKBP CTs: per-case table + montage of every localised case (+ overview sheets of the refused)
-    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp \
+    python tools/orbit_search_report.py openkbp --data /path/to/openkbp \
         --csv docs/orbit_search_openkbp.csv --montage docs/images/orbit_search_openkbp.png \
         --refused-montage /tmp/orbit_refused.png
     # any CTs (files or DICOM folders): table + montage of the localised ones, overviews of the refused
@@ -9,10 +9,10 @@
     # synthetic anatomical heads (headseg.synth), all with both orbits in view: table only
     python tools/orbit_search_report.py synth --seeds 0-23 --csv /tmp/synth.csv
     # redraw the pictures from an earlier table without searching again
-    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp --from-csv docs/orbit_search_openkbp.csv \
+    python tools/orbit_search_report.py openkbp --data /path/to/openkbp --from-csv docs/orbit_search_openkbp.csv \
         --montage docs/images/orbit_search_openkbp.png
     # a picture readable at page size: 12 localised cases, evenly spread over the table
-    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp --from-csv docs/orbit_search_openkbp.csv \
+    python tools/orbit_search_report.py openkbp --data /path/to/openkbp --from-csv docs/orbit_search_openkbp.csv \
         --montage docs/images/orbit_search_openkbp_sample.png --sample 12 --columns 2
 
 The montage shows, per localised case and side, an axial and a coronal slice through the centre of that

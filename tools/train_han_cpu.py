@@ -5,13 +5,13 @@ a few cases per epoch); this script does what comes after, so that the shipped c
 through the real inference path:
 
     # 1. train (26 minutes of training on 2 CPU cores; the GPU recipe is anatomynet_openkbp)
-    headseg-train train --config anatomynet_openkbp_cpu --data ../shared/data/openkbp --out runs/han_cpu
+    headseg-train train --config anatomynet_openkbp_cpu --data /path/to/openkbp --out runs/han_cpu
     # 2. copy the package into headseg/packaged_models/han-anatomynet-openkbp
     python tools/train_han_cpu.py ship runs/han_cpu
     # 3. score it ONCE on the 20 test cases (headseg.segment.pipeline on each CT's own grid) and write the card
-    python tools/train_han_cpu.py test --data ../shared/data/openkbp --run runs/han_cpu
+    python tools/train_han_cpu.py test --data /path/to/openkbp --run runs/han_cpu
     # 4. the overlay picture of docs/han_model.md
-    python tools/train_han_cpu.py overlay --data ../shared/data/openkbp --case pt_246
+    python tools/train_han_cpu.py overlay --data /path/to/openkbp --case pt_246
 
 Volume error is (predicted - reference) / reference in percent, per case and organ; organs not contoured
 in a case (``meta.json`` ``contoured``, and the flagged spinal cord of pt_260) are skipped, never scored 0.
@@ -128,12 +128,12 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     card["citations"] = CITATIONS
     card["reproduce"] = {
         "cpu_shipped_model": [
-            "headseg-train train --config anatomynet_openkbp_cpu --data ../shared/data/openkbp --out runs/han_cpu",
+            "headseg-train train --config anatomynet_openkbp_cpu --data /path/to/openkbp --out runs/han_cpu",
             "python tools/train_han_cpu.py ship runs/han_cpu",
-            "python tools/train_han_cpu.py test --data ../shared/data/openkbp --run runs/han_cpu",
+            "python tools/train_han_cpu.py test --data /path/to/openkbp --run runs/han_cpu",
         ],
         "gpu_paper_recipe": [
-            "headseg-train train --config anatomynet_openkbp --data ../shared/data/openkbp --out runs/han_gpu",
+            "headseg-train train --config anatomynet_openkbp --data /path/to/openkbp --out runs/han_gpu",
             "headseg-train evaluate --model runs/han_gpu/model/han-anatomynet-openkbp --data "
             "../shared/data/openkbp --split test --output runs/han_gpu/test.csv",
         ],
@@ -149,7 +149,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     training["hardware_note"] = (
         f"CPU, 2 cores (shared with other work at times), {progress.get('cpu_hours', float('nan')):.1f} hours, "
         f"{progress.get('steps', '?')} steps of batch {training.get('batch_size', '?')}; widths {widths} (paper 32/40/48/56), model grid "
-        f"{card['input']['spacing_mm']} mm, patches {window} voxels instead of whole volumes: not seed 004's "
+        f"{card['input']['spacing_mm']} mm, patches {window} voxels instead of whole volumes: not the AnatomyNet paper's "
         "recipe (see the card's recipe comment and docs/han_model.md)")
     if run_dir is not None and (Path(run_dir) / "log.txt").is_file():
         training["run_log_tail"] = (Path(run_dir) / "log.txt").read_text(encoding="utf-8").splitlines()[-30:]

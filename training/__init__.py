@@ -1,8 +1,8 @@
 """``headseg-train``: train SV-net and AnatomyNet models from labelled head CTs (including segmentations
-corrected in Slicer) with the seed papers' recipes, and export them as ``headseg`` model packages.
+corrected in Slicer) with the two papers' recipes, and export them as ``headseg`` model packages.
 
-Modules: ``datasets`` (finding, checking and splitting cases), ``losses`` (seed 000's sigmoid
-cross-entropy, seed 004's Dice + focal with masked and weighted variants), ``augment``, ``data``
+Modules: ``datasets`` (finding, checking and splitting cases), ``losses`` (the SV-net paper's sigmoid
+cross-entropy, the AnatomyNet paper's Dice + focal with masked and weighted variants), ``augment``, ``data``
 (model-grid items and random windows), ``engine`` (the training loop), ``export`` and ``evaluate``
 (model packages and their metrics), ``config`` (recipes in ``training/configs``), ``cli``.
 """

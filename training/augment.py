@@ -1,4 +1,4 @@
-"""Seed 000's augmentation: translation, rotation and Gaussian noise, applied to model-grid crops.
+"""The SV-net paper's augmentation: translation, rotation and Gaussian noise, applied to model-grid crops.
 
 Everything random comes from a ``torch.Generator`` passed in, so a sample is a pure function of its seed
 (see ``training.data.sample_seed``): runs repeat exactly, and a resumed run draws what the uninterrupted

@@ -379,7 +379,7 @@ def validate_dataset(records: Sequence[CaseRecord], label_set, task: Optional[st
 
 # -- splits ------------------------------------------------------------------------------------------
 def kfold_split(cases: Sequence[str], folds: int, fold: int, seed: int = 0) -> Tuple[List[str], List[str]]:
-    """Seed 000's k-fold cross-validation: shuffle once with ``seed``, cut into ``folds`` parts, hold out
+    """The SV-net paper's k-fold cross-validation: shuffle once with ``seed``, cut into ``folds`` parts, hold out
     part ``fold``. Returns (train, validation) case names."""
     if folds < 2:
         raise ValueError(f"k-fold needs at least 2 folds, got {folds}.")

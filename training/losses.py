@@ -1,17 +1,17 @@
-"""Segmentation losses of the two seed papers, with masks for structures that were not contoured.
+"""Segmentation losses of the two papers, with masks for structures that were not contoured.
 
 Shapes: ``logits`` ``[B, C, k, j, i]`` (raw network output, class 0 = background), ``target`` either an
 integer label map ``[B, k, j, i]`` with values ``0..C-1`` or a one-hot / soft target ``[B, C, k, j, i]``.
 
-* :func:`sigmoid_cross_entropy` -- seed 000, Eq. 1-2: a per-channel sigmoid and binary cross-entropy on
+* :func:`sigmoid_cross_entropy` -- the SV-net paper, Eq. 1-2: a per-channel sigmoid and binary cross-entropy on
   the one-hot target, summed over voxels (``reduction="sum"``, the paper's formula) or averaged over
   voxels and channels (``"mean"``, the same optimum with a learning rate that does not depend on the crop
   size; what TensorFlow's ``reduce_mean`` of ``sigmoid_cross_entropy_with_logits`` computes).
-* :func:`dice_loss`, :func:`focal_loss`, :func:`hybrid_loss` -- seed 004, Eq. 3: Tversky-form Dice with
+* :func:`dice_loss`, :func:`focal_loss`, :func:`hybrid_loss` -- the AnatomyNet paper, Eq. 3: Tversky-form Dice with
   alpha = beta = 0.5 (= Dice) per class, focal loss with gamma = 2 normalised by the number of voxels N,
   and Dice + lambda * focal with lambda = 0.5.
 
-**Missing is not background** (seed 004, section II.C; OpenKBP README): a case in which a structure was not
+**Missing is not background** (AnatomyNet paper, section II.C; OpenKBP README): a case in which a structure was not
 drawn has its voxels labelled 0 anyway. ``class_mask`` ``[B, C]`` (1 = annotated) removes the missing
 structures' terms, and the background's unless every structure was annotated (Eq. 4-5); ``class_weights``
 ``[C]`` = ``w(c) = 1 / #annotations of c`` (:func:`annotation_weights`) balances the classes (Eq. 6-7).
@@ -68,7 +68,7 @@ def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def class_mask_from_annotated(annotated: torch.Tensor) -> torch.Tensor:
-    """Seed 004 Eq. 4-5: ``[B, C-1]`` booleans (foreground structure annotated?) -> ``[B, C]`` mask whose
+    """The AnatomyNet paper Eq. 4-5: ``[B, C-1]`` booleans (foreground structure annotated?) -> ``[B, C]`` mask whose
     background entry is 1 only when every structure of the case was annotated."""
     annotated = annotated.to(torch.float32)
     background = annotated.min(dim=1, keepdim=True).values
@@ -76,7 +76,7 @@ def class_mask_from_annotated(annotated: torch.Tensor) -> torch.Tensor:
 
 
 def annotation_weights(masks: torch.Tensor) -> torch.Tensor:
-    """Seed 004: ``w(c) = 1 / sum_i m_i(c)`` over the training cases' ``[cases, C]`` masks.
+    """The AnatomyNet paper: ``w(c) = 1 / sum_i m_i(c)`` over the training cases' ``[cases, C]`` masks.
 
     A class annotated in no case gets weight 0 (it can contribute nothing anyway)."""
     counts = masks.to(torch.float64).sum(dim=0)
@@ -111,7 +111,7 @@ def _probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
 
 def sigmoid_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[torch.Tensor] = None,
                           class_weights: Optional[torch.Tensor] = None, reduction: str = "mean") -> torch.Tensor:
-    """Seed 000 Eq. 2: ``sum -[y ln p + (1 - y) ln(1 - p)]`` with ``p = sigmoid(logits)`` per channel.
+    """The SV-net paper Eq. 2: ``sum -[y ln p + (1 - y) ln(1 - p)]`` with ``p = sigmoid(logits)`` per channel.
 
     ``reduction="sum"`` is the paper's sum over voxels (and channels and batch); ``"mean"`` divides it by
     ``B * C * N`` (N voxels per case). Masks and weights multiply each case's channel terms."""
@@ -131,7 +131,7 @@ def sigmoid_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_mask
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[torch.Tensor] = None,
               class_weights: Optional[torch.Tensor] = None, activation: str = "softmax", alpha: float = 0.5,
               beta: float = 0.5, smooth: float = 1e-5) -> torch.Tensor:
-    """Seed 004's Dice term: ``sum_c m w (1 - TP / (TP + alpha FN + beta FP))`` per case, averaged over the
+    """The AnatomyNet paper's Dice term: ``sum_c m w (1 - TP / (TP + alpha FN + beta FP))`` per case, averaged over the
     batch; TP, FN, FP are sums of probabilities (soft counts). ``smooth`` is added to numerator and
     denominator so a class absent from both target and prediction counts as perfect, not as 0/0."""
     logits = logits.float()
@@ -148,7 +148,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[t
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[torch.Tensor] = None,
                class_weights: Optional[torch.Tensor] = None, activation: str = "softmax",
                gamma: float = 2.0) -> torch.Tensor:
-    """Seed 004's focal term: ``-(1/N) sum_c m w sum_n g (1 - p)^gamma log p`` per case, batch-averaged.
+    """The AnatomyNet paper's focal term: ``-(1/N) sum_c m w sum_n g (1 - p)^gamma log p`` per case, batch-averaged.
 
     With ``activation="sigmoid"`` each channel is a binary problem and its negatives count too:
     ``-(1/N) sum_c m w sum_n [g (1-p)^gamma log p + (1-g) p^gamma log(1-p)]``."""
@@ -173,7 +173,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[
 def hybrid_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Optional[torch.Tensor] = None,
                 class_weights: Optional[torch.Tensor] = None, activation: str = "softmax", lam: float = 0.5,
                 gamma: float = 2.0, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-5) -> torch.Tensor:
-    """Seed 004 Eq. 3 / 6-7: Dice + lambda * focal (lambda 0.5 was the paper's best)."""
+    """The AnatomyNet paper Eq. 3 / 6-7: Dice + lambda * focal (lambda 0.5 was the paper's best)."""
     return (dice_loss(logits, target, class_mask, class_weights, activation, alpha, beta, smooth)
             + lam * focal_loss(logits, target, class_mask, class_weights, activation, gamma))
 
@@ -186,7 +186,7 @@ def marginal_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Option
 
     A voxel labelled 0 in a case without, say, an oesophagus contour means "background *or* oesophagus":
     its cross-entropy term is ``-log(p_0 + p_oesophagus)``, so predicting the missing organ there costs
-    nothing, and the annotated organs are learned in full (the masked Dice of seed 004 drops a missing
+    nothing, and the annotated organs are learned in full (the masked Dice of the AnatomyNet paper drops a missing
     class's terms but, under soft-max, still pushes it down through the background's). Labels of a
     missing class (drawn but not reviewed) count as that merged background. Dice is averaged over the
     annotated foreground classes of each case that are present in its window or predicted there."""
@@ -220,7 +220,7 @@ def marginal_loss(logits: torch.Tensor, target: torch.Tensor, class_mask: Option
 class SegmentationLoss(torch.nn.Module):
     """A loss chosen by name with its options, callable as ``loss(logits, target, class_mask)``.
 
-    ``class_weights`` (seed 004's w(c)) are fixed when the loss is built, from the training set."""
+    ``class_weights`` (the AnatomyNet paper's w(c)) are fixed when the loss is built, from the training set."""
 
     def __init__(self, kind: str = "hybrid", activation: str = "softmax", lam: float = 0.5, gamma: float = 2.0,
                  alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-5, masked: bool = True,
@@ -231,7 +231,7 @@ class SegmentationLoss(torch.nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}; use one of {ACTIVATIONS}.")
         if kind == "sigmoid_ce" and activation != "sigmoid":
-            raise ValueError("The sigmoid cross-entropy loss (seed 000) needs activation 'sigmoid'.")
+            raise ValueError("The sigmoid cross-entropy loss (SV-net paper) needs activation 'sigmoid'.")
         if kind == "marginal" and activation != "softmax":
             raise ValueError("The marginal loss merges soft-max probabilities; it needs activation 'softmax'.")
         self.kind, self.activation, self.masked, self.reduction = kind, activation, masked, reduction

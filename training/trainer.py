@@ -4,7 +4,7 @@
 under autocast, loss in float32, backward, optimiser and scaler), used by the training loop
 (``training.engine``) and timed by ``benchmarks/bench_training.py``, so both run the same code.
 
-Optimiser phases (seed 004: RMSprop, then SGD from the best weights) are built here from the recipe's
+Optimiser phases (the AnatomyNet paper: RMSprop, then SGD from the best weights) are built here from the recipe's
 ``optimizer.phases`` entries.
 """
 

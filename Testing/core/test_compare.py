@@ -116,7 +116,7 @@ def test_model_segmentations_report_the_change_on_the_right_muscle(anatomical_pa
 @pytest.mark.xfail(strict=True, reason="the default orbit model reports +38 % for a 74 % thickening of the left "
                    "inferior rectus (it finds about half of the new voxels; measured, see docs/compare.md)")
 def test_model_segmentations_find_the_change_within_5_percent(anatomical_pair, model_comparison):
-    """Issue 16's accuracy goal for the change as the model reports it: within 5 points of the truth."""
+    """The accuracy goal for the change as the model reports it: within 5 points of the truth."""
     rows = {r.key: r for r in model_comparison.rows}
     assert rows[GROWN].change_pct == pytest.approx(anatomical_pair[4], abs=5.0)
 

@@ -87,7 +87,7 @@ def test_orbit_sides_and_model_classes():
 
 
 def test_orbit_colours_follow_seed_paper():
-    """Seed 000: green SR, blue LR, yellow MR, pink IR, white ON; left is a darker shade of the same hue."""
+    """The SV-net paper: green SR, blue LR, yellow MR, pink IR, white ON; left is a darker shade of the same hue."""
     orbit = get_label_set("orbit")
     r, g, b = orbit.by_key("superior_rectus_right").color
     assert g > 0.6 and r < 0.4 and b < 0.4

@@ -240,7 +240,7 @@ def test_too_many_input_channels_for_first_stage_is_rejected() -> None:
 
 
 def test_vnet_at_seed_000_parameter_budget():
-    """Seed 000 quotes 9.6 M for its V-Net baseline; the narrower faithful V-Net matches that budget."""
+    """The SV-net paper quotes 9.6 M for its V-Net baseline; the narrower faithful V-Net matches that budget."""
     from headseg.models import build_model, count_parameters
     from headseg.models.vnet import VNet
 

@@ -85,7 +85,7 @@ def test_hu_ranges_with_blur_and_noise(default_phantom, tissue, low, high, max_s
 
 
 def test_label_and_globe_volumes_are_plausible(default_phantom):
-    """ANATOMY_FACTS.md: recti ~0.5-0.8 cm3 (up to ~2.5x in TED), optic nerve 0.36-0.57, globe 6-7.3."""
+    """Published adult values: recti ~0.5-0.8 cm3 (up to ~2.5x in TED), optic nerve 0.36-0.57, globe 6-7.3."""
     volumes = label_volumes_cm3(default_phantom)
     for side, values in ORBIT_LABELS.items():
         for name in ("SR", "LR", "MR", "IR"):

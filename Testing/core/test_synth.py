@@ -1,5 +1,5 @@
 """Tests of the SYNTHETIC anatomical head CTs (headseg.synth): structure volumes against
-shared/ANATOMY_FACTS.md, HU per tissue, patient sides in any grid orientation, seeds, partial volume,
+published adult sizes (docs/synthetic_heads.md), HU per tissue, patient sides in any grid orientation, seeds, partial volume,
 the field of view, the case folders training reads, and the orbit search on generated cases."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _model_volumes(seed: int, ted=None):
 
 
 def test_drawn_volumes_follow_the_facts_over_many_heads():
-    """ANATOMY_FACTS section 3: normal recti in the QC band 0.3-1.2 cm3, SR < IR < LR/MR on average
+    """Published normal values (docs/synthetic_heads.md): normal recti in the QC band 0.3-1.2 cm3, SR < IR < LR/MR on average
     (MRI ~510/570/670/710 mm3), intraorbital optic nerve 0.36-0.41 +- 0.08 cm3, total recti ~1.6-2.5."""
     normal = {m: [] for m in (*MUSCLES, "ON")}
     totals = []

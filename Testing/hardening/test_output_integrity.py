@@ -1,5 +1,5 @@
 """Nothing overwritten, nothing half-done, nothing dropped: the input/output defects an independent audit
-found (issue 13), each through the command line users run.
+found, each through the command line users run.
 
 1. ``volumes.csv`` keeps the rows of earlier runs and gains rows only for new cases or with --overwrite.
 2. A DICOM file of the series that cannot be decoded stops the run and is named.

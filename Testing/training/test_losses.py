@@ -1,4 +1,4 @@
-"""Losses against values worked out by hand, and the masked / weighted variants of seed 004."""
+"""Losses against values worked out by hand, and the masked / weighted variants of the AnatomyNet paper."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_focal_loss_by_hand_softmax():
     target = _labels([0, 1])
     expected = -0.5 * ((0.25 ** 2) * math.log(0.75) + (0.5 ** 2) * math.log(0.5))
     assert focal_loss(logits, target, gamma=2.0).item() == pytest.approx(expected, rel=1e-6)
-    # Hybrid (seed 004 Eq. 3) with lambda 0.5.
+    # Hybrid (the AnatomyNet paper Eq. 3) with lambda 0.5.
     hybrid = hybrid_loss(logits, target, lam=0.5, smooth=0.0).item()
     assert hybrid == pytest.approx(2 - 2 / 3 - 4 / 7 + 0.5 * expected, rel=1e-6)
 

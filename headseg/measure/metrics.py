@@ -66,13 +66,13 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice similarity coefficient 2TP / (2TP + FP + FN) (seed 004's DSC); nan if both masks are empty."""
+    """Dice similarity coefficient 2TP / (2TP + FP + FN) (the AnatomyNet paper's DSC); nan if both masks are empty."""
     tp, fp, fn, _ = _counts(pred, ref)
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
 def iou(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Intersection over union TP / (TP + FP + FN) (seed 000, Eq. 3); nan if both masks are empty."""
+    """Intersection over union TP / (TP + FP + FN) (SV-net paper, Eq. 3); nan if both masks are empty."""
     tp, fp, fn, _ = _counts(pred, ref)
     return _ratio(tp, tp + fp + fn)
 
@@ -80,7 +80,7 @@ def iou(pred: np.ndarray, ref: np.ndarray) -> float:
 def sensitivity(pred: np.ndarray, ref: np.ndarray) -> float:
     """Sensitivity (recall) TP / (TP + FN): the fraction of the reference that was found.
 
-    Seed 000 defines R_k as the prediction and R'_k as the ground truth, then prints Eq. 5 as
+    The SV-net paper defines R_k as the prediction and R'_k as the ground truth, then prints Eq. 5 as
     SN = |R_k ∩ R'_k| / |R_k|, which is precision; its Eq. 4 (SP) has the recall formula. We use the
     standard definitions (see :func:`specificity`).
     """
@@ -91,7 +91,7 @@ def sensitivity(pred: np.ndarray, ref: np.ndarray) -> float:
 def specificity(pred: np.ndarray, ref: np.ndarray) -> float:
     """Specificity TN / (TN + FP): the fraction of reference background left unlabelled.
 
-    Seed 000's Eq. 4 prints SP = |R_k ∩ R'_k| / |R'_k| (R prediction, R' ground truth), an overlap ratio
+    The SV-net paper's Eq. 4 prints SP = |R_k ∩ R'_k| / |R'_k| (R prediction, R' ground truth), an overlap ratio
     (recall) rather than a specificity. Its reported SP values (about 0.9996 for every muscle, with IoUs of
     0.76-0.85 and SN about 0.91) are only possible for true specificity, dominated by the many background
     voxels of the crop -- so that is what we compute.
@@ -178,7 +178,7 @@ def _label_values(labels: Union[Mapping[str, int], Iterable[int]]) -> List[int]:
 
 
 def mean_iou(pred: np.ndarray, ref: np.ndarray, labels: Union[Mapping[str, int], Iterable[int]]) -> float:
-    """Mean of the per-label IoUs (seed 000, Eq. 6) over ``labels`` (values, or a name -> value dict).
+    """Mean of the per-label IoUs (SV-net paper, Eq. 6) over ``labels`` (values, or a name -> value dict).
 
     Labels absent from both maps (IoU nan) are left out of the mean.
     """
@@ -197,7 +197,7 @@ def volume_cm3(mask: np.ndarray, spacing: Spacing) -> float:
 
 
 def volume_agreement(pred_volumes: Sequence[float], ref_volumes: Sequence[float]) -> Dict[str, float]:
-    """Agreement of predicted and reference volumes over cases (seed 000, Table 2).
+    """Agreement of predicted and reference volumes over cases (SV-net paper, Table 2).
 
     Returns ``mae``, ``rmse`` (units of the inputs), ``pearson_r`` (nan for fewer than 2 cases or a
     constant series), ``relative_error`` = mean(|p - r| / r), and the signed ``relative_error_min`` /

@@ -1,4 +1,4 @@
-"""AnatomyNet: 3D squeeze-and-excitation residual U-Net with one down-sampling (seed paper 004).
+"""AnatomyNet: 3D squeeze-and-excitation residual U-Net with one down-sampling (the AnatomyNet paper).
 
 Paper: W. Zhu et al., "AnatomyNet: Deep learning for fast and fully automated whole-volume segmentation
 of head and neck anatomy", Medical Physics 46(2), 2019, https://arxiv.org/abs/1808.05238

@@ -1,4 +1,4 @@
-"""SV-net: the semantic V-Net of seed paper 000 for rectus muscles and optic nerve on orbital CT."""
+"""SV-net: the semantic V-Net of the SV-net paper for rectus muscles and optic nerve on orbital CT."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SVNET_DECODER_DEPTHS: Tuple[int, ...] = (2, 3, 2, 1)
 
 
 class SVNet(ResidualVNet):
-    """Semantic V-Net (SV-net, seed paper 000, section 2.C): a lighter V-Net with 3x3x3 kernels.
+    """Semantic V-Net (SV-net, the SV-net paper, section 2.C): a lighter V-Net with 3x3x3 kernels.
 
     What the paper fixes, and we follow: V-Net layout (down-sampling path, up-sampling path,
     residual stages, concatenation skips), 3x3x3 convolutions instead of 5x5x5, 2x2x2 stride-2

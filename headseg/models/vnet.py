@@ -150,7 +150,7 @@ class ResidualVNet(nn.Module):
 
 
 class VNet(ResidualVNet):
-    """The original V-Net (Milletari et al., 2016), the baseline SV-net (seed 000) is compared with.
+    """The original V-Net (Milletari et al., 2016), the baseline SV-net (SV-net paper) is compared with.
 
     Faithful to the paper's Fig. 1: 5x5x5 convolutions, stage depths 1-2-3-3-3 (encoder, bottom
     included) and 3-3-2-1 (decoder), widths 16-32-64-128-256, PReLU, residual stages, 2x2x2 stride-2
@@ -164,7 +164,7 @@ class VNet(ResidualVNet):
     V-Net, which no V-Net with 5x5x5 kernels and a 256-channel bottom can have: the bottom stage alone
     holds 3 x 256 x 256 x 125 = 24.6 M weights (the Caffe release's shallower 1-1-2-3-2 / 2-2-1-1
     variant, as in MONAI, still has 45.6 M). We keep the faithful architecture and document the
-    number instead of shrinking the network to match an unexplained figure. To repeat seed 000's
+    number instead of shrinking the network to match an unexplained figure. To repeat the SV-net paper's
     comparison at the parameter budget it states, ``VNet(base_channels=6)`` (``PAPER_BUDGET_PARAMS``)
     keeps the depth, 21 layers and 5x5x5 kernels and has 9,168,732 parameters, within 5 % of 9.6 M.
 

@@ -12,7 +12,7 @@ Modules, by job:
 * ``training_set`` -- "Add to training set" (the files and manifest row ``headseg-train`` reads);
 * ``runs``         -- one segmentation run in a ``headseg segment`` child process;
 * ``review``       -- the uncertainty map as the slice views' foreground, doubt and flags on the segmentation
-  as edited, a structure's most uncertain region (issue 15);
+  as edited, a structure's most uncertain region;
 * ``followup``     -- "Compare with earlier scan": two segmentations of the scene through ``headseg.review.compare``;
 * ``logic``        -- :class:`~headseg.slicer.logic.TaskLogic`, the Qt-free logic both modules subclass;
 * ``batch``        -- the modules' headless batch scripts, on ``headseg.run.batch``;

@@ -175,7 +175,7 @@ class TaskLogic:
         (:data:`headseg.slicer.runs.PANEL_REQUIREMENTS`)."""
         return missing_packages() if requirements is None else missing_packages(requirements)
 
-    # -- review aids (issue 15): the uncertainty map, where to look first ---------------------------------
+    # -- review aids: the uncertainty map, where to look first ---------------------------------
     def uncertainty_node(self, segmentation_node):
         """The segmentation's uncertainty map (imported with a run's result), or None."""
         return uncertainty_node_of(segmentation_node)
@@ -205,7 +205,7 @@ class TaskLogic:
             jump_slices_to(segmentation_node.GetScene(), point)
         return point
 
-    # -- follow-up (issue 16): compare with an earlier scan -------------------------------------------------
+    # -- follow-up: compare with an earlier scan -------------------------------------------------
     def compare(self, baseline_node, followup_node, register: bool = True) -> ChangeResult:
         """The change table of two segmentations in the scene (see :mod:`headseg.slicer.followup`)."""
         return compare_segmentations(baseline_node, followup_node,

@@ -5,7 +5,7 @@ nodes with their helpers, and saving a segmentation with Slicer's own writer.
 ``slicer`` is imported inside the functions, so this module imports on machines without Slicer.
 Inside the Slicer application the real scene and module logics are used. Elsewhere
 :func:`init_headless_slicer` builds an equivalent scene with the ``slicer-core`` wheel; its set-up order
-is the verified one of ``shared/SLICER_CORE.md`` (application logic before each module logic's scene,
+is the one that works with the wheel (application logic before each module logic's scene,
 every logic registered with the application logic, colour logic set last).
 """
 
