@@ -33,6 +33,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_NAME = "han-anatomynet-openkbp"
 SHIPPED = REPO / "headseg" / "packaged_models" / PACKAGE_NAME
+TRAINING = REPO / "training"
+
+
+def _shipped_card() -> Dict[str, Any]:
+    return json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
 
 # AnatomyNet's published DSC (%) on the PDDCA / MICCAI 2015 test set (Zhu et al., Medical Physics 2019), a different data set.
 PUBLISHED_PDDCA_DSC = {"brainstem": 86.65, "mandible": 92.51, "parotid_left": 88.07, "parotid_right": 87.35}
@@ -162,11 +167,17 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
 
 def read_run(run_dir: Path) -> Tuple[Dict[str, Any], List[Dict[str, str]], int]:
     """A run folder's recipe (``config.json``), its ``metrics.csv`` rows (one per epoch) and the optimisation
-    steps per epoch, counted as the trainer counts them."""
+    steps per epoch, counted as the trainer counts them. ``run_dir`` may also be a copy of the shipped run's
+    ``metrics.csv`` (``docs/han_training_metrics.csv``); its recipe is then the shipped card's."""
     import csv
 
-    config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    path = Path(run_dir) / "metrics.csv"
+    if Path(run_dir).suffix == ".csv":
+        path = Path(run_dir)
+        config = json.loads((TRAINING / "configs" / f"{_shipped_card()['training']['recipe']}.json")
+                            .read_text(encoding="utf-8"))
+    else:
+        config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+        path = Path(run_dir) / "metrics.csv"
     rows: List[Dict[str, str]] = []
     if path.is_file():
         with open(path, newline="", encoding="utf-8") as f:
@@ -326,6 +337,12 @@ def curve(run_dir: Path, out_png: Path) -> Path:
         ax_dsc.plot(steps, values, label=organ.replace("_", " "), linewidth=1.2)
     ax_dsc.plot(steps, [float(r["val_mean_dsc"] or "nan") for r in rows], color="black", linewidth=2.2,
                 label="mean of organs")
+    shipped = [int(r["epoch"]) for r in rows if r.get("best") == "True"]
+    if shipped:  # the last best epoch is the one whose weights are exported
+        for ax in (ax_loss, ax_dsc):
+            ax.axvline(shipped[-1] * steps_per_epoch, color="tab:green", linestyle="--", linewidth=1.2)
+        ax_dsc.annotate(f"shipped: epoch {shipped[-1]}", (shipped[-1] * steps_per_epoch, 0.92), xytext=(-4, 0),
+                        textcoords="offset points", ha="right", color="tab:green", fontsize=9)
     ax_dsc.set_ylim(0, 1)
     ax_dsc.set_ylabel(f"validation DSC ({config['validation'].get('max_cases') or 'all'} cases, model grid)")
     ax_dsc.set_xlabel(f"training steps (batches of {int(config['batch_size'])} patches)")
@@ -365,7 +382,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--package", type=Path, default=SHIPPED)
     p.add_argument("--output", type=Path, default=REPO / "docs" / "images" / "han_overlay.png")
     p = sub.add_parser("curve", help="draw docs/images/han_training_curve.png from a run's metrics.csv")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="a run folder, or the shipped run's metrics (docs/han_training_metrics.csv)")
     p.add_argument("--output", type=Path, default=REPO / "docs" / "images" / "han_training_curve.png")
     args = parser.parse_args(argv)
     if args.command == "curve":
