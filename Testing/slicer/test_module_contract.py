@@ -83,6 +83,8 @@ def widget_class(tree: ast.Module, module: str) -> ast.ClassDef:
 
 PANEL_FILE = REPO / "headseg" / "slicer" / "panel.py"
 PANEL_CLASS = "SegmentationPanelMixin"
+#: the modules' shared self-test (ModuleSelfTestMixin), which also imports Slicer only inside functions
+SELF_TEST_FILE = REPO / "headseg" / "slicer" / "self_test.py"
 
 
 def panel_class() -> ast.ClassDef:
@@ -384,12 +386,14 @@ def imports_outside_functions(node) -> set:
 
 
 def test_shared_panel_is_python39_and_imports_qt_and_slicer_only_inside_functions():
-    tree = ast.parse(PANEL_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))
-    eager = imports_outside_functions(tree)
-    assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, f"headseg/slicer/panel.py imports {eager} at import time"
-    code = ("import sys, headseg.slicer.panel as p; "
+    for path in (PANEL_FILE, SELF_TEST_FILE):
+        tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
+        eager = imports_outside_functions(tree)
+        assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, \
+            f"{path.relative_to(REPO).as_posix()} imports {eager} at import time"
+    code = ("import sys, headseg.slicer.panel as p, headseg.slicer.self_test as t; "
             "assert not {'qt', 'ctk', 'slicer', 'vtk', 'torch'} & set(sys.modules), sorted(sys.modules); "
-            "assert p.SegmentationPanelMixin.segmentButtonText is None")
+            "assert p.SegmentationPanelMixin.segmentButtonText is None and t.ModuleSelfTestMixin.sampleTask is None")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
