@@ -32,11 +32,11 @@ from AnatomyNetHaNLib.logic import HeadNeckLogic  # noqa: E402
 
 from headseg.errors import HeadSegError  # noqa: E402
 from headseg.slicer.panel import (  # noqa: E402
-    ModuleSelfTestMixin,
     SegmentationPanelMixin,
     describe_module,
     startup_completed,
 )
+from headseg.slicer.self_test import ModuleSelfTestMixin  # noqa: E402
 
 
 #

@@ -31,11 +31,11 @@ if importlib.util.find_spec("headseg") is None:  # a source checkout: headseg is
 from OrbitSegmentationLib.logic import OrbitLogic  # noqa: E402
 
 from headseg.slicer.panel import (  # noqa: E402
-    ModuleSelfTestMixin,
     SegmentationPanelMixin,
     describe_module,
     startup_completed,
 )
+from headseg.slicer.self_test import ModuleSelfTestMixin  # noqa: E402
 
 
 #

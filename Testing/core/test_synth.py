@@ -1,6 +1,6 @@
-"""Tests of the SYNTHETIC anatomical head CTs (headseg.synth): structure volumes against
-published adult sizes (docs/synthetic_heads.md), HU per tissue, patient sides in any grid orientation, seeds, partial volume,
-the field of view, the case folders training reads, and the orbit search on generated cases."""
+"""Tests of the SYNTHETIC anatomical head CTs (headseg.synth): structure volumes against the published
+values that headseg/synth/anatomy.py cites, HU per tissue, patient sides in any grid orientation, seeds,
+partial volume, the field of view, the case folders training reads, and the orbit search on generated cases."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from scipy import ndimage
 from headseg.geometry import Volume
 from headseg.synth import HU_RANGES, ORBIT_LABELS, Tissue, make_synthetic_head, write_synthetic_cases
 from headseg.synth.anatomy import MUSCLES, draw_anatomy
+from headseg.synth.head import build_geometry, to_anat
 from headseg.synth.imaging import choose_grid, draw_acquisition
-from headseg.synth.scene import build_geometry, to_anat
 
 # A small, quick grid: the front of the head around both orbits, 0.7 x 0.7 x 1.4 mm, upright.
 QUICK = {"spacing": (0.7, 0.7, 1.4), "extent_mm": (160.0, 150.0, 70.0), "pose_deg": (0.0, 0.0, 0.0)}
@@ -47,8 +47,9 @@ def _model_volumes(seed: int, ted=None):
 
 
 def test_drawn_volumes_follow_the_facts_over_many_heads():
-    """Published normal values (docs/synthetic_heads.md): normal recti in the QC band 0.3-1.2 cm3, SR < IR < LR/MR on average
-    (MRI ~510/570/670/710 mm3), intraorbital optic nerve 0.36-0.41 +- 0.08 cm3, total recti ~1.6-2.5."""
+    """Normal recti in the QC band 0.3-1.2 cm3, SR < IR < LR/MR on average (MRI ~510/570/670/710 mm3,
+    back-calculated from Clark & Demer, IOVS 2016), intraorbital optic nerve 0.36-0.41 +- 0.08 cm3 (CT,
+    Du 2019), total recti ~1.6-2.5 cm3 (between CT, Du 2019, and summed MRI volumes)."""
     normal = {m: [] for m in (*MUSCLES, "ON")}
     totals = []
     for seed in range(24):
@@ -68,8 +69,8 @@ def test_drawn_volumes_follow_the_facts_over_many_heads():
 
 
 def test_ted_variant_enlarges_the_bellies_inferior_and_medial_most_often():
-    """Facts: TED/control ratios SR complex 2.3, IR 2.1, MR 1.7, LR 1.6; involvement SG 63 %, MR 61 %,
-    IR 57 % (Nugent 1990). Forcing TED changes only the TED part of a seed's anatomy."""
+    """TED/control ratios SR complex 2.3, IR 2.1, MR 1.7, LR 1.6 (Cureus 2024); involvement SG 63 %,
+    MR 61 %, IR 57 % (Nugent 1990). Forcing TED changes only the TED part of a seed's anatomy."""
     enlarged = {m: 0 for m in MUSCLES}
     ratios = []
     for seed in range(30):
@@ -278,7 +279,7 @@ def test_cli_writes_anatomical_phantoms(tmp_path, monkeypatch):
 def test_orbit_search_finds_both_orbits_on_generated_cases():
     """The existing search (headseg.locate.search.locate_orbits) on drawn cases (voxel size, pose, field of
     view, headrest, noise, streaks all random). benchmarks/bench_synth.py measures the rate on more."""
-    from headseg.locate import OrbitNotFoundError, locate_orbits
+    from headseg.locate.search import OrbitNotFoundError, locate_orbits
 
     found = 0
     seeds = (2, 3)

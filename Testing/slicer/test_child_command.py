@@ -92,11 +92,13 @@ def test_the_modules_test_time_augmentation_choice_reaches_the_child():
     import ast
     from pathlib import Path
 
+    from test_module_contract import panel_files
+
     repo = Path(__file__).resolve().parents[2]
     for module in ("OrbitSegmentation", "AnatomyNetHaN"):
         assert 'name="ttaCheckBox"' in (repo / module / "Resources" / "UI" / f"{module}.ui").read_text(encoding="utf-8")
-    panel = ast.parse((repo / "headseg" / "slicer" / "panel.py").read_text(encoding="utf-8"))
-    keywords = {k.arg: ast.unparse(k.value) for node in ast.walk(panel) if isinstance(node, ast.Call)
+    panel = [ast.parse(path.read_text(encoding="utf-8")) for path in panel_files()]  # the panel and its mixins
+    keywords = {k.arg: ast.unparse(k.value) for tree in panel for node in ast.walk(tree) if isinstance(node, ast.Call)
                 for k in node.keywords if k.arg == "tta"}
     assert keywords == {"tta": "self.ui.ttaCheckBox.checked"}
     for tta in (False, True):

@@ -2,7 +2,7 @@
 
 * each .ui parses; every ``self.ui.<name>`` the widget uses exists there with the expected class, and
   every method the widget calls on it belongs to that class; the same for the shared panel
-  (``headseg/slicer/panel.py``), against BOTH modules' .ui files;
+  (``headseg/slicer/panel.py`` with the mixins it is composed of), against BOTH modules' .ui files;
 * every push button's ``clicked`` signal is connected to a handler that the widget or the shared panel
   defines, every connected signal exists on its widget class, and parameter-node bindings match the
   wrapper's fields;
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import struct
 import subprocess
@@ -83,12 +84,48 @@ def widget_class(tree: ast.Module, module: str) -> ast.ClassDef:
 
 PANEL_FILE = REPO / "headseg" / "slicer" / "panel.py"
 PANEL_CLASS = "SegmentationPanelMixin"
+#: the modules' shared self-test (ModuleSelfTestMixin), which also imports Slicer only inside functions
+SELF_TEST_FILE = REPO / "headseg" / "slicer" / "self_test.py"
+
+
+def panel_parts() -> list:
+    """(file, class) of the shared panel's class and of every base it inherits from ``headseg.slicer``
+    (the mixins it is composed of, each in its own file): the panel first, then its bases breadth-first,
+    each once -- the order Python's MRO gives these mixins, which all stand on one common base."""
+    parts, todo, seen = [], [(PANEL_FILE, PANEL_CLASS)], set()
+    while todo:
+        path, name = todo.pop(0)
+        if (path, name) in seen:
+            continue
+        seen.add((path, name))
+        tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+        parts.append((path, cls))
+        imported = {a.asname or a.name: n.module for n in tree.body if isinstance(n, ast.ImportFrom)
+                    for a in n.names}
+        local = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+        for base in cls.bases:
+            if isinstance(base, ast.Name) and base.id in local:
+                todo.append((path, base.id))
+            elif isinstance(base, ast.Name) and str(imported.get(base.id)).startswith("headseg.slicer."):
+                todo.append((REPO / (imported[base.id].replace(".", "/") + ".py"), base.id))
+    return parts
+
+
+def panel_files() -> list:
+    """Every file of the shared panel (its class's file and its mixins' files) and of the shared self-test."""
+    return sorted({path for path, _ in panel_parts()} | {SELF_TEST_FILE})
 
 
 def panel_class() -> ast.ClassDef:
-    """The shared widget behaviour both modules' widgets inherit."""
-    tree = ast.parse(PANEL_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))
-    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == PANEL_CLASS)
+    """The shared widget behaviour both modules' widgets inherit: the panel's class with the bodies of the
+    mixins it is composed of, read as one class (a method defined twice among them would be ambiguous)."""
+    parts = panel_parts()
+    merged = copy.copy(parts[0][1])
+    merged.body = [node for _, cls in parts for node in cls.body]
+    names = [n.name for n in merged.body if isinstance(n, ast.FunctionDef)]
+    assert len(names) == len(set(names)), f"defined twice among the panel's parts: {sorted(n for n in names if names.count(n) > 1)}"
+    return merged
 
 
 def _is_self_ui(node) -> bool:
@@ -191,7 +228,7 @@ def test_every_ui_name_the_shared_panel_uses_exists_in_both_modules_ui(module):
     names, pairs = ui_uses(panel)
     assert len(set(names)) >= 10 and pairs, "the shared panel uses (almost) no self.ui names?"
     assert ("segmentEditorWidget", "setMRMLSegmentEditorNode") in pairs, "aliases (editor = self.ui...) are seen"
-    check_ui_uses(panel, "headseg/slicer/panel.py", module)
+    check_ui_uses(panel, "headseg/slicer/panel*.py", module)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -384,12 +421,16 @@ def imports_outside_functions(node) -> set:
 
 
 def test_shared_panel_is_python39_and_imports_qt_and_slicer_only_inside_functions():
-    tree = ast.parse(PANEL_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))
-    eager = imports_outside_functions(tree)
-    assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, f"headseg/slicer/panel.py imports {eager} at import time"
-    code = ("import sys, headseg.slicer.panel as p; "
+    files = panel_files()
+    assert PANEL_FILE in files and SELF_TEST_FILE in files and len(files) >= 3, files
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
+        eager = imports_outside_functions(tree)
+        assert eager and not eager & {"qt", "ctk", "slicer", "vtk"}, \
+            f"{path.relative_to(REPO).as_posix()} imports {eager} at import time"
+    code = ("import sys, headseg.slicer.panel as p, headseg.slicer.self_test as t; "
             "assert not {'qt', 'ctk', 'slicer', 'vtk', 'torch'} & set(sys.modules), sorted(sys.modules); "
-            "assert p.SegmentationPanelMixin.segmentButtonText is None")
+            "assert p.SegmentationPanelMixin.segmentButtonText is None and t.ModuleSelfTestMixin.sampleTask is None")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from headseg.slicer.panel import SETTINGS_MODEL_FOLDERS, SegmentationPanelMixin, model_folders_from_setting
+from headseg.slicer.panel import SegmentationPanelMixin
+from headseg.slicer.panel_models import SETTINGS_MODEL_FOLDERS, model_folders_from_setting
 
 
 def test_saved_model_folders_keep_only_existing_folders_in_order(tmp_path):

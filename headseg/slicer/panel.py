@@ -1,11 +1,21 @@
 """The widget behaviour both Slicer modules share: one panel, written once.
 
-:class:`SegmentationPanelMixin` is what OrbitSegmentation's and AnatomyNetHaN's widgets do alike --
-start, poll and cancel a run, show its result in the Segment Editor, ask before installing Python
-packages, keep the volume table in step with edits, export CSV, add a case to the training set, report
-status and keep the buttons right, remember model and dataset folders. Each module's widget keeps only
-what differs: its .ui (``Resources/UI/<Module>.ui``), logic class, texts and extra inputs (the ROI of the
-orbit, the organ checklist of the head and neck), through the class attributes and hooks below.
+:class:`SegmentationPanelMixin` is what OrbitSegmentation's and AnatomyNetHaN's widgets do alike. It is
+composed of one mixin per job, each in its own module, and keeps the widget's life cycle itself (set-up,
+entering and leaving the module, the scene closing or being imported, the parameter node, the module's
+own Segment Editor node) and the buttons' state:
+
+* ``panel_run.py``: start, poll and cancel a run, show its result in the Segment Editor;
+* ``panel_review.py``: keep the volume table in step with edits, the review aids, export CSV;
+* ``panel_compare.py``: compare with an earlier scan, export the changes;
+* ``panel_training.py``: add a case to the training set, remember the dataset folder;
+* ``panel_models.py``: the model choice, remember the model folders the user added;
+* ``panel_base.py``: what they all use: report status, run an action for the user, ask before installing
+  Python packages, checklists.
+
+Each module's widget keeps only what differs: its .ui (``Resources/UI/<Module>.ui``), logic class, texts
+and extra inputs (the ROI of the orbit, the organ checklist of the head and neck), through the class
+attributes and hooks below. The modules' self-tests share ``self_test.py``.
 
 ``qt``, ``slicer`` and ``vtk`` are imported inside the methods, so this module imports (and its pure
 helpers are tested) in plain Python, like the rest of ``headseg``.
@@ -22,38 +32,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List
 
-from headseg.errors import HeadSegError
-from headseg.slicer.runs import PANEL_REQUIREMENTS
+from headseg.slicer.panel_base import _
+from headseg.slicer.panel_compare import CompareMixin
+from headseg.slicer.panel_models import ModelChoiceMixin
+from headseg.slicer.panel_review import ReviewMixin
+from headseg.slicer.panel_run import RunMixin
+from headseg.slicer.panel_training import TrainingSetMixin
 from headseg.slicer.tables import VolumeFollower
 
-__all__ = ["SegmentationPanelMixin", "ModuleSelfTestMixin", "describe_module", "startup_completed",
-           "model_folders_from_setting", "forget_modules", "SETTINGS_MODEL_FOLDERS", "MODULE_DEPENDENCIES"]
+__all__ = ["SegmentationPanelMixin", "describe_module", "startup_completed", "forget_modules", "MODULE_DEPENDENCIES",
+           "SAMPLE_THUMBNAILS"]
 
 #: Slicer modules both HeadSeg modules use: the Segment Editor widget and segmentation logic, the
 #: terminology selector that lists HeadSeg's structures, the Sample Data entries (Modules/Loadable and
 #: Modules/Scripted of Slicer 5.6 to 5.10; Testing/slicer/slicer_api.json)
 MODULE_DEPENDENCIES = ("Segmentations", "SegmentEditor", "Terminologies", "SampleData")
-#: QSettings key of the model folders the user added (both modules; each lists only its task's models).
-SETTINGS_MODEL_FOLDERS = "HeadSeg/ExtraModelFolders"
 POLL_INTERVAL_MS = 200  # how often a running segmentation is polled
 TABLE_DELAY_MS = 500  # the volume table is recomputed this long after the last edit
-
-
-def _(text: str) -> str:
-    """Slicer's ``tr``: the shared panel's texts are translated once, in this file's context
-    (``headseg.slicer.panel``); looked up at call time so that this module imports without Slicer."""
-    try:
-        from slicer.i18n import tr
-    except ImportError:
-        return text
-    return tr(text)
-
-
-def model_folders_from_setting(text: Optional[str], separator: str = os.pathsep) -> List[str]:
-    """The saved model folders that still exist (a folder deleted since is dropped silently)."""
-    return [folder for folder in str(text or "").split(separator) if folder and os.path.isdir(folder)]
 
 
 def forget_modules(prefixes: Iterable[str]) -> List[str]:
@@ -71,7 +68,7 @@ def forget_modules(prefixes: Iterable[str]) -> List[str]:
     return names
 
 
-class SegmentationPanelMixin:
+class SegmentationPanelMixin(RunMixin, ReviewMixin, CompareMixin, TrainingSetMixin, ModelChoiceMixin):
     """Shared behaviour of the HeadSeg module widgets (see the module docstring).
 
     A widget sets the class attributes that are None here and may override the hooks
@@ -86,8 +83,6 @@ class SegmentationPanelMixin:
     noModelMessage = None
     #: QSettings key remembering the training dataset folder
     datasetFolderSetting = None
-    #: set by ScriptedLoadableModuleWidget.__init__ (declared for type checkers only)
-    moduleName: str
 
     def __init__(self, parent=None):
         from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
@@ -116,7 +111,7 @@ class SegmentationPanelMixin:
         """Singleton tag of the module's own Segment Editor parameter node."""
         return f"{self.moduleName}SegmentEditor"
 
-    # -- hooks -----------------------------------------------------------------------------------------
+    # -- hooks -------------------------------------------------------------------------------------
     def startOptions(self) -> Dict[str, Any]:
         """Extra keyword arguments of ``logic.start`` from the module's own inputs (ROI, organs...)."""
         return {}
@@ -125,7 +120,7 @@ class SegmentationPanelMixin:
         """The chosen model changed (modules with a model-dependent checklist rebuild it here)."""
         self.updateButtons()
 
-    # -- set-up and lifecycle ------------------------------------------------------------------------
+    # -- set-up and lifecycle ----------------------------------------------------------------------
     def setup(self):
         import qt
         import slicer
@@ -228,12 +223,6 @@ class SegmentationPanelMixin:
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
-    def stopFollowing(self):
-        """No more table updates until the panel follows a segmentation again."""
-        self._tableTimer.stop()
-        self._follower.stop()
-        self._observedSegmentation = None
-
     def onReload(self):
         """Reload re-reads the module's own packages too (see :func:`forget_modules`)."""
         from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
@@ -327,414 +316,7 @@ class SegmentationPanelMixin:
         except Exception:
             logging.exception("%s: loading the HeadSeg terminology failed", self.moduleName)
 
-    def runAction(self, failureText: str, action, *args, **kwargs):
-        """Run ``action`` for the user; returns (True, its result) or (False, None) after reporting the failure.
-
-        A HeadSegError is a problem the user can fix: its message becomes the status line as it is. Any
-        other exception (a bug, a missing package) becomes ``failureText`` (translated, with ``{error}``),
-        and its traceback goes to the Python console -- never a traceback alone.
-        """
-        try:
-            return True, action(*args, **kwargs)
-        except HeadSegError as error:
-            self.setStatus(str(error), error=True)
-        except Exception as error:
-            message = failureText.format(error=error)
-            logging.exception("%s: %s", self.moduleName, message)
-            self.setStatus(message, error=True)
-        return False, None
-
-    # -- models ----------------------------------------------------------------------------------------
-    def extraModelFolders(self) -> List[str]:
-        import qt
-
-        return model_folders_from_setting(qt.QSettings().value(SETTINGS_MODEL_FOLDERS, ""))
-
-    def populateModels(self):
-        combo = self.ui.modelComboBox
-        combo.clear()
-        try:
-            for label, folder in self.logic.models(self.extraModelFolders()):
-                combo.addItem(label, folder)
-        except HeadSegError as error:
-            self.setStatus(str(error), error=True)
-        if combo.count == 0:
-            self.setStatus(self.noModelMessage, error=True)
-        self.updateButtons()
-
-    def onAddModelFolderButton(self):
-        import qt
-        import slicer
-
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
-                                                     _("Choose a model package folder"))
-        if not folder:
-            return
-        try:
-            label, path = self.logic.add_model_folder(folder)
-        except HeadSegError as error:
-            self.setStatus(str(error), error=True)
-            return
-        folders = self.extraModelFolders()
-        if path not in folders:
-            qt.QSettings().setValue(SETTINGS_MODEL_FOLDERS, os.pathsep.join(folders + [path]))
-        self.populateModels()
-        index = self.ui.modelComboBox.findData(path)
-        if index < 0:  # a model with the same name is already listed from another folder
-            self.ui.modelComboBox.addItem(label, path)
-            index = self.ui.modelComboBox.count - 1
-        self.ui.modelComboBox.setCurrentIndex(index)
-        self.setStatus(_("Model added: {label}").format(label=label))
-
-    def currentModel(self) -> Optional[str]:
-        index = self.ui.modelComboBox.currentIndex
-        return self.ui.modelComboBox.itemData(index) if index >= 0 else None
-
-    # -- segmenting ------------------------------------------------------------------------------------
-    def isRunning(self) -> bool:
-        return self._run is not None and not self._run.finished
-
-    def onApplyButton(self):
-        import slicer
-
-        if self.isRunning():
-            self._run.cancel()
-            self.setStatus(_("Cancelling..."))
-            self.updateButtons()
-            return
-        if not self.ensurePythonPackages():
-            return
-        started, self._run = self.runAction(
-            _("Could not start the segmentation: {error}"),
-            self.logic.start,
-            self._parameterNode.inputVolume,
-            model=self.currentModel(),
-            device=self.ui.deviceComboBox.currentText,
-            tta=self.ui.ttaCheckBox.checked,
-            output_node=self._parameterNode.outputSegmentation,
-            show_3d=not slicer.app.commandOptions().noMainWindow,
-            work_root=slicer.app.temporaryPath,
-            **self.startOptions(),
-        )
-        if not started:
-            return
-        self.ui.logTextEdit.clear()
-        self._logLinesShown = 0
-        self.ui.progressBar.setValue(0)
-        self.setStatus(_("Starting..."))
-        self._pollTimer.start()
-        self.updateButtons()
-
-    def onPollTimer(self):
-        run = self._run
-        if run is None:
-            self._pollTimer.stop()
-            return
-        try:
-            run.poll()
-        except Exception as error:  # never leave a timer firing tracebacks
-            logging.exception("%s: polling failed", self.moduleName)
-            self._pollTimer.stop()
-            run.cancel()
-            self.setStatus(_("Unexpected error: {error}").format(error=error), error=True)
-            self.updateButtons()
-            return
-        for line in run.log[self._logLinesShown:]:
-            self.ui.logTextEdit.appendPlainText(line)
-        self._logLinesShown = len(run.log)
-        self.ui.progressBar.setValue(int(round(100 * run.fraction)))
-        self.setStatus(run.message, error=run.state == "failed")
-        if run.finished:
-            self._pollTimer.stop()
-            if run.state == "succeeded":
-                self.showResult(run)
-            self.updateButtons()
-
-    def showResult(self, run):
-        import slicer
-
-        editor = self.ui.segmentEditorWidget
-        self._tableNode = run.table_node
-        # first: the run measured its result once; the editor's node change below then finds it followed
-        self.observeSegmentation(run.segmentation_node, run.measures)  # shows its uncertainty map, when ticked
-        self.updateInputSelector()
-        editor.setSegmentationNode(run.segmentation_node)
-        editor.setSourceVolumeNode(run.input_node)
-        slicer.util.setSliceViewerLayers(background=run.input_node, fit=False)
-        self.ui.followupSegmentationSelector.setCurrentNode(run.segmentation_node)  # the newest scan, to compare
-
-    def ensurePythonPackages(self, requirements=None) -> bool:
-        """Install what an action needs (default: the segmentation process), only after the user agreed.
-
-        Every panel action that runs HeadSeg code needing a package Slicer lacks calls this first:
-        Slicer 5.6 to 5.10 ship numpy, scipy and SimpleITK but not pynrrd (PANEL_REQUIREMENTS)."""
-        import slicer
-
-        missing = self.logic.missing_packages(requirements)
-        if not missing:
-            return True
-        question = _(
-            "This needs Python packages that are not installed:\n\n{packages}\n\n"
-            "Install them now? They are downloaded from the internet; this can take several minutes."
-        ).format(packages="\n".join(missing))
-        if not slicer.util.confirmOkCancelDisplay(question, _("Install Python packages")):
-            self.setStatus(_("Not installed: {packages}. This action needs them.").format(
-                packages=", ".join(missing)), error=True)
-            return False
-        try:
-            with slicer.util.WaitCursor():
-                if any(requirement.startswith("torch") for requirement in missing):
-                    self.installTorch()
-                for requirement in missing:
-                    if not requirement.startswith("torch"):
-                        slicer.util.pip_install(requirement)
-        except Exception as error:
-            logging.exception("%s: installing packages failed", self.moduleName)
-            self.setStatus(_("Installing packages failed: {error}").format(error=error), error=True)
-            return False
-        still = self.logic.missing_packages(requirements)
-        if still:
-            self.setStatus(_("Still missing after installation: {packages}. Restart Slicer and try again.")
-                           .format(packages=", ".join(still)), error=True)
-            return False
-        return True
-
-    def installTorch(self):
-        """PyTorch comes from the PyTorch extension, which picks the build matching the GPU driver."""
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError(
-                _("Install the PyTorch extension (Extensions Manager), restart Slicer and try again.")
-            ) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        try:
-            torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.1")
-        except TypeError:  # older PyTorchUtils without version arguments
-            torch = torchLogic.installTorch(askConfirmation=False)
-        if torch is None:
-            raise RuntimeError(_("PyTorch was not installed."))
-
-    # -- review: editor, volume table ------------------------------------------------------------------
-    def onEditorNodeModified(self, caller=None, event=None):
-        segmentation = self._editorNode.GetSegmentationNode() if self._editorNode else None
-        if segmentation is not self._observedSegmentation:
-            self.observeSegmentation(segmentation)
-
-    def observeSegmentation(self, segmentationNode, measures=None):
-        """Follow the reviewed segmentation: the volumes are recomputed ~0.5 s after each edit, for the
-        edited segments only. ``measures`` just taken of it (a run's result) are not taken again."""
-        self._tableTimer.stop()
-        self._observedSegmentation = segmentationNode
-        self._follower.observe(segmentationNode, measures)
-        self.updateReviewedList()
-        self.updateVolumeTable()
-        self.updateUncertaintyLayer()
-
-    def updateVolumeTable(self):
-        """Recompute the volumes of the reviewed segmentation into its table (a node is never made here)."""
-        self._tableTimer.stop()
-        self._follower.done()
-        segmentation = self._observedSegmentation
-        self._refreshingTable = True  # refilling the table re-emits its selection: not a click
-        try:
-            if segmentation is None or segmentation.GetScene() is None:
-                self._tableNode = None
-                self.ui.volumeTableView.setMRMLTableNode(None)
-                self.ui.volumeSummaryLabel.text = ""
-                self.updateButtons()
-                return
-            # runs from a timer: a failure is reported, and the table shows what it showed before
-            updated, result = self.runAction(_("The volumes could not be updated: {error}"),
-                                             self.logic.refresh_volumes, segmentation, follower=self._follower)
-            if updated:
-                self.showVolumes(result)
-        finally:
-            self._refreshingTable = False
-        self.updateButtons()
-
-    def showVolumes(self, update):
-        self._tableNode = update.table_node
-        self.ui.volumeTableView.setMRMLTableNode(update.table_node)
-        # rows are re-sorted by doubt after each edit: a kept selection would point at another structure
-        self.ui.volumeTableView.clearSelection()
-        if update.table_node is not None:
-            self.ui.volumeTableView.resizeColumnsToContents()
-            self.ui.volumeSummaryLabel.text = update.summary
-        else:
-            self.ui.volumeSummaryLabel.text = " ".join([update.summary, _(
-                "Press 'Make volume table' to list every structure in a table that follows your edits.")])
-
-    def onCreateTableButton(self):
-        segmentation = self._observedSegmentation
-        if segmentation is None:
-            self.setStatus(_("Select a segmentation in the editor first."), error=True)
-            return
-        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
-            return
-        made, result = self.runAction(_("The volume table could not be made: {error}"),
-                                      self.logic.refresh_volumes, segmentation, create_table=True,
-                                      follower=self._follower)
-        if made:
-            self.showVolumes(result)
-            self.setStatus(_("Volume table '{name}' added next to the segmentation.").format(
-                name=result.table_node.GetName()))
-        self.updateButtons()
-
-    # -- review aids: the uncertainty map, where to look first ----------------------------------------
-    def updateUncertaintyLayer(self):
-        """The reviewed segmentation's uncertainty map as the slice views' foreground, when ticked."""
-        import slicer
-
-        shown, node = self.runAction(_("The uncertainty map could not be shown: {error}"),
-                                     self.logic.show_uncertainty, self._observedSegmentation, slicer.mrmlScene,
-                                     self.ui.showUncertaintyCheckBox.checked, self.ui.uncertaintyOpacitySlider.value)
-        hasMap = self.logic.uncertainty_node(self._observedSegmentation) is not None
-        self.ui.showUncertaintyCheckBox.enabled = hasMap
-        self.ui.uncertaintyOpacitySlider.enabled = shown and node is not None
-        self.ui.showUncertaintyCheckBox.toolTip = _(
-            "Show where the model doubted (warm colours, lighter = more doubt) over the CT in the slice views."
-        ) if hasMap else _("This segmentation has no uncertainty map (segment it with HeadSeg to get one).")
-
-    def onShowUncertaintyToggled(self, checked=None):
-        self.updateUncertaintyLayer()
-
-    def onUncertaintyOpacityChanged(self, value):
-        import slicer
-
-        self.logic.set_uncertainty_opacity(slicer.mrmlScene, value)
-
-    def onVolumeRowSelected(self):
-        """A clicked row: the slice views move to that structure's most uncertain region."""
-        if self._refreshingTable or self._tableNode is None:
-            return
-        # the selected view rows are MRML table rows: no sorting in the proxy, column names as the header
-        # (fill_table_node), as qMRMLTableView::deleteRow itself passes selectedIndexes() to the model
-        indexes = self.ui.volumeTableView.selectionModel().selectedIndexes()
-        if not indexes:
-            return
-        looked, point = self.runAction(_("Could not move the views: {error}"), self.logic.look_at_row,
-                                       self._observedSegmentation, self._tableNode, indexes[0].row())
-        if looked and point is None:
-            self.setStatus(_("That structure is empty: nothing to look at."))
-
-    # -- compare with an earlier scan ----------------------------------------------------------------------
-    def onCompareButton(self):
-        import slicer
-
-        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
-            return
-        with slicer.util.WaitCursor():  # reading both label maps and registering the CTs takes seconds
-            compared, result = self.runAction(
-                _("The comparison failed: {error}"), self.logic.compare,
-                self.ui.baselineSegmentationSelector.currentNode(), self.ui.followupSegmentationSelector.currentNode(),
-                register=self.ui.registerScansCheckBox.checked)
-        if compared:
-            self.showChanges(result)
-            self.setStatus(_("Change table '{name}' added next to the later segmentation.").format(
-                name=result.table_node.GetName()))
-        self.updateButtons()
-
-    def showChanges(self, result):
-        self._changeResult = result
-        self.ui.changeTableView.setMRMLTableNode(result.table_node if result is not None else None)
-        if result is not None:
-            self.ui.changeTableView.resizeColumnsToContents()
-        self.ui.changeSummaryLabel.text = result.summary if result is not None else ""
-        self.updateButtons()
-
-    def onExportChangeCsvButton(self):
-        import qt
-        import slicer
-
-        if self._changeResult is None:
-            self.setStatus(_("Compare two segmentations first."), error=True)
-            return
-        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
-            return
-        default = os.path.join(qt.QDir.homePath(), self._changeResult.table_node.GetName() + ".csv")
-        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export changes"), default,
-                                              _("CSV files (*.csv)"))
-        if not path:
-            return
-        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_changes_csv,
-                                           self._changeResult, path)
-        if exported:
-            self.setStatus(_("Changes saved to {path}").format(path=written))
-
-    def updateReviewedList(self):
-        # the user ticks what was really checked
-        self.fillChecklist(self.ui.reviewedListWidget,
-                           self.logic.reviewable_structures(self._observedSegmentation), checked=False)
-
-    def onExportCsvButton(self):
-        import qt
-        import slicer
-
-        segmentation = self._observedSegmentation
-        if segmentation is None:
-            self.setStatus(_("There are no volumes yet: segment the image or select a segmentation."), error=True)
-            return
-        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):
-            return
-        name = self._tableNode.GetName() if self._tableNode is not None else f"{segmentation.GetName()} volumes"
-        default = os.path.join(qt.QDir.homePath(), name + ".csv")
-        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export volumes"), default,
-                                              _("CSV files (*.csv)"))
-        if not path:
-            return
-        # the logic recomputes first, so the file holds the segmentation as it is now (no stale numbers)
-        exported, written = self.runAction(_("Export failed: {error}"), self.logic.export_csv, segmentation, path,
-                                           follower=self._follower)
-        self.updateVolumeTable()
-        if exported:
-            self.setStatus(_("Volumes saved to {path}").format(path=written))
-
-    def onDatasetDirectoryChanged(self, directory):
-        import qt
-
-        qt.QSettings().setValue(self.datasetFolderSetting, directory)
-
-    def onAddToTrainingSetButton(self):
-        if not self.ensurePythonPackages(PANEL_REQUIREMENTS):  # the case is written with pynrrd
-            return
-        reviewed = self.checkedItemData(self.ui.reviewedListWidget)
-        volume = self._editorNode.GetSourceVolumeNode()
-        added, case = self.runAction(_("Adding the case failed: {error}"), self.logic.add_to_training_set,
-                                     volume or self._parameterNode.inputVolume, self._observedSegmentation,
-                                     self.ui.datasetDirectoryButton.directory, reviewed)
-        if not added:
-            return
-        message = _("Added case {case} to {folder}.").format(case=case.case, folder=case.manifest.parent)
-        self.setStatus(" ".join([message] + case.warnings))
-
-    # -- checklists (reviewed structures; a module's own, e.g. the organs) --------------------------------
-    @staticmethod
-    def fillChecklist(listWidget, entries: Iterable[Any], checked: bool) -> None:
-        """Replace a QListWidget's items by checkable (key, name) entries, all ticked or all unticked."""
-        import qt
-
-        listWidget.clear()
-        for key, name in entries:
-            item = qt.QListWidgetItem(name)
-            item.setData(qt.Qt.UserRole, key)
-            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-            item.setCheckState(qt.Qt.Checked if checked else qt.Qt.Unchecked)
-            listWidget.addItem(item)
-
-    @staticmethod
-    def checkedItemData(listWidget) -> List[Any]:
-        """The keys (UserRole data) of the ticked items of a checklist."""
-        import qt
-
-        return [listWidget.item(n).data(qt.Qt.UserRole) for n in range(listWidget.count)
-                if listWidget.item(n).checkState() == qt.Qt.Checked]
-
-    # -- view state ------------------------------------------------------------------------------------
-    def setStatus(self, text, error=False):
-        self.ui.statusLabel.text = text
-        self.ui.statusLabel.setStyleSheet("color: #c0392b;" if error else "")
-
+    # -- view state --------------------------------------------------------------------------------
     def updateButtons(self, caller=None, event=None):
         running = self.isRunning()
         cancelling = running and self._run.state == "cancelling"
@@ -788,71 +370,3 @@ def startup_completed(task: str, sample_data_dir: str) -> None:
 
 #: Thumbnail of each module's sample, in its Resources/SampleData (made by tools/make_slicer_images.py).
 SAMPLE_THUMBNAILS = {"orbit": "OrbitSegmentationSample.png", "han": "AnatomyNetHaNSample.png"}
-
-
-class ModuleSelfTestMixin:
-    """What the modules' ``ScriptedLoadableModuleTest`` classes share (put it first among their bases):
-    each ``test_*`` method runs on a cleared scene, with a synthetic head CT at hand, and the end-to-end
-    step is skipped, saying why, where no model or Python package is installed."""
-
-    #: ScriptedLoadableModuleTest's (declared for type checkers only)
-    delayDisplay: Callable[..., None]
-
-    #: seed of the synthetic head phantom (make_head_phantom)
-    phantomSeed = 1
-    #: the task whose Sample Data entry the module registers ("orbit" or "han")
-    sampleTask = None
-
-    def setUp(self):
-        import slicer
-
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        """Slicer's CI and the Reload & Test button call this: every test_* method, in name order."""
-        for name in sorted(n for n in dir(self) if n.startswith("test_")):
-            self.setUp()
-            getattr(self, name)()
-
-    def phantomCT(self):
-        """(phantom, its CT as a volume node): a synthetic head on a 1.5 x 1.5 x 2 mm grid."""
-        from headseg.slicer.scene import node_from_volume
-        from headseg.synth.phantoms import make_head_phantom
-
-        phantom = make_head_phantom(seed=self.phantomSeed, spacing=(1.5, 1.5, 2.0), noise_hu=5.0)
-        return phantom, node_from_volume(phantom.image, "Phantom CT")
-
-    def canWriteCases(self, logic) -> bool:
-        """True when the packages of the panel's own actions are installed (a clean Slicer lacks pynrrd,
-        which writes the training case); otherwise says so and the step is skipped."""
-        from headseg.slicer.runs import PANEL_REQUIREMENTS
-
-        missing = logic.missing_packages(PANEL_REQUIREMENTS)
-        if missing:
-            self.delayDisplay(f"Missing Python packages {', '.join(missing)}: step skipped")
-        return not missing
-
-    def canSegment(self, logic) -> bool:
-        """True when ``logic`` has a model and every Python package it needs; otherwise says so."""
-        if logic.models() and not logic.missing_packages():
-            return True
-        self.delayDisplay(f"No {logic.task} model or missing packages: end-to-end step skipped")
-        return False
-
-    def test_sample_data(self):
-        """The module's Sample Data entry loads a CT the module accepts, and Slicer loads HeadSeg's terminology."""
-        import slicer
-
-        from headseg.labels import HEADSEG_TERMINOLOGY_CONTEXT
-        from headseg.slicer.sample_data import load_sample
-        from headseg.slicer.scene import volume_from_node
-        from headseg.slicer.terminology import load_terminology
-        from headseg.validation import check_ct
-
-        self.delayDisplay("Load the module's sample")
-        module_dir = os.path.dirname(os.path.abspath(sys.modules[type(self).__module__].__file__))
-        data_dir = os.path.join(module_dir, "Resources", "SampleData")
-        node = load_sample(self.sampleTask, data_dir, os.path.join(slicer.app.temporaryPath, "HeadSeg"))
-        self.assertEqual(check_ct(volume_from_node(node)), [])
-        self.assertEqual(load_terminology(), HEADSEG_TERMINOLOGY_CONTEXT)  # the real Slicer reads the file
-        self.delayDisplay("Test passed")

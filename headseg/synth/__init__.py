@@ -1,15 +1,21 @@
 """SYNTHETIC anatomical head CTs with orbit ground truth, for training orbit models that carry over to
 real CT (SynthSeg-style: anatomy from label maps, appearance randomised per case).
 
-Not patient data and not derived from patient images: every shape is drawn from published sizes
-(shared/ANATOMY_FACTS.md) with per-case random variation. Use for training and tests, never to judge
-clinical accuracy.
+Not patient data and not derived from patient images: every shape is drawn from published sizes (the
+sources are named in ``anatomy.py``) with per-case random variation. Use for training and tests, never to
+judge clinical accuracy.
 
 * ``anatomy.py`` draws the numbers of one head (orbits, globes, recti, nerve, sinuses, thyroid eye
   disease variant, unequal sides);
-* ``scene.py`` paints tissues and orbit labels on any grid (physical LPS millimetres, any orientation);
+* ``head.py`` derives the head's geometry from them (orbit walls, the recti's and the nerve's paths,
+  the head's surface and skull base);
+* ``shapes.py`` is the canvas (tissue codes and orbit labels on any grid, physical LPS millimetres, any
+  orientation) and the primitive solids painted on it;
+* ``scene.py`` paints the whole head on a canvas, structure after structure;
 * ``imaging.py`` draws the scanner side (voxel size, pose, field of view, HU per tissue, blur, noise,
-  bias, metal streaks, headrest) and forms the image with partial volume.
+  bias, metal streaks, headrest) and forms the image with partial volume;
+* ``phantoms.py`` is the older, simpler geometric phantom (:func:`~headseg.synth.phantoms.make_head_phantom`),
+  independent of the rest but for its rotation matrix, which the pose here uses too.
 
 :func:`make_synthetic_head` returns one case; :func:`write_synthetic_cases` writes case folders
 (``image.nrrd``, ``labels.nrrd``, ``meta.json``) that ``headseg-train`` reads.
@@ -27,8 +33,10 @@ import numpy as np
 
 from headseg.geometry import Volume
 from headseg.synth.anatomy import MUSCLES, draw_anatomy
+from headseg.synth.head import build_geometry, marker_center, to_anat
 from headseg.synth.imaging import HU_RANGES, choose_grid, draw_acquisition, render_case
-from headseg.synth.scene import ORBIT_LABELS, Tissue, build_geometry, marker_center, to_anat
+from headseg.synth.phantoms import rotation_matrix_deg
+from headseg.synth.shapes import ORBIT_LABELS, Tissue
 
 __all__ = ["SynthCase", "Tissue", "ORBIT_LABELS", "HU_RANGES", "make_synthetic_head", "write_synthetic_cases",
            "DEFAULT_MAX_VOXELS"]
@@ -87,8 +95,6 @@ def make_synthetic_head(
     grid = choose_grid(acq, anatomy, geom, spacing, direction, extent_mm, center_lps, max_voxels)
     noise_rng = np.random.default_rng([int(seed), 7])
     out = render_case(anatomy, geom, acq, grid, noise_rng, noise=noise, artefacts=artefacts)
-    from headseg.synth.phantoms import rotation_matrix_deg
-
     rotation = rotation_matrix_deg(acq["pose_deg"])
     geometry = (grid["spacing"], grid["origin"], grid["direction"])
     sides = geom["sides"]

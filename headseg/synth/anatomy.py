@@ -6,11 +6,13 @@ is also described in its *side-local* frame (x' = distance lateral of the midlin
 right and +x on the left; y and z unchanged), which lets one set of formulas draw both orbits while
 every number can still differ between the sides.
 
-Where numbers come from (shared/ANATOMY_FACTS.md, "facts" below, with the source named there):
+Where numbers come from, each with its source ("S": a secondary or teaching source; "U": derived here or
+not verified):
 
 * inter-pupillary distance 63 mm, most adults 50-75 (Dodgson 2004); medial orbital walls ~26 mm apart in
   front and ~33 mm apart behind the globes (AJNR 1986;7:265); orbital entrance 40 x 35 mm, depth 40-45 mm,
-  lateral walls at ~45 deg to the medial wall (review / AAO BCSC, tagged S);
+  lateral walls at ~45 deg to the medial wall (a review of orbital anatomy; AAO Basic and Clinical Science
+  Course; S);
 * posterior globe 9.4 (5.9-12.8) mm behind the interzygomatic line (Ozgen & Ariyurek, AJR 1998);
 * globe axial length 24.4 / 23.8 mm (Wang 2015), diameters 23.0-23.3 mm (Yalcin 2004), cornea 11.7 mm
   across, lens 4.05-4.2 mm thick, anterior chamber 2.7-2.9 mm (Wang 2015), lens diameter ~9-10 mm (S);
@@ -18,8 +20,8 @@ Where numbers come from (shared/ANATOMY_FACTS.md, "facts" below, with the source
   clock positions SR 93 deg and IR 90.6 deg from MR (Barton 2025), insertion widths SR 10.5, IR 8.4 mm
   (Yalcin 2004); belly width x thickness IR 8.83 x 3.60, SG 9.20 x 3.20, MR 9.45 x 3.48, LR 9.65 x 3.23 mm
   (J Korean Ophthalmol Soc 2001) with CT thickness ranges of Ozgen 1998; size order IR > MR > SR > LR;
-* rectus volumes SR / IR / MR / LR ~ 510 / 570 / 710 / 670 mm3 (MRI, back-calculated, tagged U), total
-  EOM 1.6-1.9 cm3 on CT (Du 2019); the QC band 0.3-1.2 cm3 per normal rectus;
+* rectus volumes SR / IR / MR / LR ~ 510 / 570 / 710 / 670 mm3 (MRI, back-calculated from Clark & Demer,
+  IOVS 2016; U), total EOM 1.6-1.9 cm3 on CT (Du 2019); a QC band of 0.3-1.2 cm3 per normal rectus (U);
 * optic nerve sheath 4.9-5.2 mm across 3 mm behind the globe, 4.35-4.45 at 8 mm and 3.55-3.65 mm near the
   canal (Vaiman 2015); intraorbital nerve 25-30 mm long with slack, 0.36-0.41 cm3 on CT (Du 2019);
 * thyroid eye disease: enlargement ratio SR complex 2.3x, IR 2.1x, MR 1.7x, LR 1.6x, SO 1.8x (Cureus 2024),
@@ -38,8 +40,9 @@ __all__ = ["MUSCLES", "draw_anatomy", "muscle_volume_targets_mm3", "TED_ENLARGEM
 
 MUSCLES = ("SR", "LR", "MR", "IR")
 
-# Mean relaxed rectus volumes (mm3). Facts section 3: MRI SR/IR/MR/LR ~510/570/710/670 (tagged U) and
-# CT totals of 1.6-1.9 cm3 for all muscles; these means sit between the two (total ~2.3 cm3 per orbit).
+# Mean relaxed rectus volumes (mm3). MRI SR/IR/MR/LR ~510/570/710/670 (back-calculated from Clark & Demer,
+# IOVS 2016; U) and CT totals of 1.6-1.9 cm3 for all muscles (Du 2019); these means sit between the two
+# (total ~2.3 cm3 per orbit).
 _VOLUME_MEAN = {"SR": 520.0, "LR": 600.0, "MR": 650.0, "IR": 590.0}
 _VOLUME_CV = 0.14  # per-muscle coefficient of variation (MRI SDs are 11-13 %)
 # Belly thickness (max, mm) and width, after the Korean CT table (width x thickness) and Ozgen's ranges.
@@ -54,7 +57,7 @@ _MERIDIAN = {"LR": 0.0, "SR": 87.0, "MR": 180.0, "IR": 270.6}
 # furthest (arc of contact LR ~12 mm, MR ~7 mm; StatPearls).
 _TANGENT_POLAR = {"SR": 100.0, "LR": 112.0, "MR": 94.0, "IR": 99.0}
 
-# Tendon lengths (mm; classic textbook values, tagged U: not in ANATOMY_FACTS.md): the belly keeps its
+# Tendon lengths (mm; classic textbook values, U: no source read): the belly keeps its
 # thickness on the globe until this far from the insertion.
 _TENDON_LENGTH = {"SR": 5.8, "LR": 8.8, "MR": 3.7, "IR": 5.5}
 
@@ -111,6 +114,9 @@ def draw_anatomy(rng: np.random.Generator, ted_probability: float = 0.35, ted: O
 
     ``variation`` scales every random deviation (0 = the mean anatomy); ``ted`` forces the thyroid eye
     disease variant on (True) or off (False); None draws it with ``ted_probability``.
+
+    One long function on purpose: its random draws run in one fixed order, and any change of that order
+    changes the head of every seed (tests and trained models rely on a seed's head staying the same).
     """
     v = float(variation)
 
@@ -140,7 +146,7 @@ def draw_anatomy(rng: np.random.Generator, ted_probability: float = 0.35, ted: O
         apex_depth = n(37.5, 1.8, 33.5, 42.0)  # globe centre to the annulus of Zinn (orbit 40-45 deep)
         muscles = {}
         for m in MUSCLES:
-            # kept inside the normal QC band of the facts (0.3-1.2 cm3, section 3) with a margin
+            # kept inside the QC band of a normal rectus (0.3-1.2 cm3) with a margin
             volume = float(np.clip(_VOLUME_MEAN[m] * (1.0 + n(0.0, _VOLUME_CV)) * size**3, 330.0, 1050.0))
             muscles[m] = {
                 "volume_mm3": volume * t["factors"][m],

@@ -4,10 +4,11 @@ In the spirit of SynthSeg (Billot et al., Medical Image Analysis 2023): the labe
 anatomy, and everything a scanner or a protocol changes is drawn at random per case, so a network trained
 on these images has to learn shape rather than one look:
 
-* per tissue a mean HU drawn around its range (ANATOMY_FACTS.md section 2), plus a smooth texture
-  inside each tissue;
-* voxel size (in-plane 0.3-1.0 mm, slices 0.5-3 mm, facts section 4), head pose (a few to ~15 deg),
-  field of view cutting the body anywhere (both orbits kept in view for training);
+* per tissue a mean HU drawn around its published range (sources beside :data:`HU_RANGES`), plus a
+  smooth texture inside each tissue;
+* voxel size (in-plane 0.3-1.0 mm; slices 0.5-3 mm: 2.5-3 mm suffice for most orbit CT, Aviv & Casselman,
+  Clin Radiol 2005, and thyroid eye disease protocols take 1 mm), head pose (a few to ~15 deg), field of
+  view cutting the body anywhere (both orbits kept in view for training);
 * partial volume: the anatomy is painted on a grid finer than the image (exact integer subdivision of
   each voxel; finest around the orbits) and averaged down, so thin bone and thick slices look as they do;
 * scanner point-spread (Gaussian blur), correlated noise, a low-frequency bias / beam-hardening cupping
@@ -25,8 +26,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from headseg.synth.head import to_anat
 from headseg.synth.phantoms import rotation_matrix_deg
-from headseg.synth.scene import Canvas, Tissue, paint_scene, to_anat, upsample
+from headseg.synth.scene import paint_scene
+from headseg.synth.shapes import Canvas, Tissue, upsample
 
 __all__ = ["HU_RANGES", "draw_acquisition", "render_case"]
 
@@ -34,25 +37,25 @@ __all__ = ["HU_RANGES", "draw_acquisition", "render_case"]
 HU_RANGES: Dict[int, Tuple[float, float, float, float, Tuple[float, float]]] = {
     Tissue.AIR: (-1000.0, 2.0, -1005.0, -995.0, (0.0, 1.0)),
     Tissue.SKIN: (45.0, 8.0, 25.0, 65.0, (2.0, 6.0)),
-    Tissue.FAT: (-100.0, 8.0, -120.0, -80.0, (4.0, 12.0)),  # -50 to -120 (facts)
-    Tissue.SOFT: (42.0, 7.0, 25.0, 60.0, (3.0, 8.0)),  # soft tissue +25 to +60 (uvm, facts)
+    Tissue.FAT: (-100.0, 8.0, -120.0, -80.0, (4.0, 12.0)),  # -50 to -120 (after Buzug 2008, Prokop 2003)
+    Tissue.SOFT: (42.0, 7.0, 25.0, 60.0, (3.0, 8.0)),  # soft tissue +25 to +60 (University of Vermont CT tutorial)
     Tissue.MUSCLE: (48.0, 6.0, 35.0, 62.0, (2.0, 6.0)),
-    Tissue.EOM: (45.0, 7.0, 28.0, 63.0, (2.0, 6.0)),  # normal EOM ~28-63 (Ozgen)
-    Tissue.BONE: (1250.0, 300.0, 700.0, 1800.0, (40.0, 120.0)),  # cortical 700-1900 (facts)
+    Tissue.EOM: (45.0, 7.0, 28.0, 63.0, (2.0, 6.0)),  # normal EOM ~28-63 (Ozgen, quantitative CT of 200 normal orbits)
+    Tissue.BONE: (1250.0, 300.0, 700.0, 1800.0, (40.0, 120.0)),  # cortical 700-1900 (radiology teaching pages)
     Tissue.BONE_THIN: (480.0, 120.0, 250.0, 750.0, (20.0, 60.0)),  # sub-voxel plates, partial volume
     Tissue.BONE_CANCELLOUS: (420.0, 100.0, 250.0, 650.0, (60.0, 150.0)),  # medullary ~ +300
     Tissue.TEETH: (2300.0, 250.0, 1800.0, 2900.0, (50.0, 150.0)),
     Tissue.METAL: (3071.0, 0.0, 3071.0, 3071.0, (0.0, 0.0)),
-    Tissue.BRAIN: (33.0, 3.5, 24.0, 42.0, (1.5, 4.0)),  # grey 37-45 / white 20-30 (radclass)
+    Tissue.BRAIN: (33.0, 3.5, 24.0, 42.0, (1.5, 4.0)),  # grey 37-45 / white 20-30 (radclass.mudr.org)
     Tissue.CSF: (8.0, 4.0, 0.0, 18.0, (1.0, 3.0)),
     Tissue.SINUS_AIR: (-985.0, 12.0, -1000.0, -940.0, (2.0, 10.0)),
     Tissue.MUCOSA: (30.0, 10.0, 10.0, 50.0, (2.0, 6.0)),
     Tissue.ORBITAL_FAT: (-95.0, 10.0, -120.0, -65.0, (4.0, 12.0)),  # orbital fat -100 (higher in GO)
     Tissue.SCLERA: (55.0, 8.0, 35.0, 75.0, (1.0, 3.0)),
-    Tissue.VITREOUS: (10.0, 5.0, 0.0, 22.0, (0.5, 2.0)),  # ~+10 (tagged U)
+    Tissue.VITREOUS: (10.0, 5.0, 0.0, 22.0, (0.5, 2.0)),  # ~+10 (assumed: no human source found)
     Tissue.AQUEOUS: (11.0, 5.0, 0.0, 22.0, (0.5, 2.0)),
-    Tissue.LENS: (105.0, 12.0, 80.0, 130.0, (1.0, 4.0)),  # +80..+130 (tagged U)
-    Tissue.OPTIC_NERVE: (32.0, 5.0, 20.0, 45.0, (1.0, 3.0)),  # +20..+45 (tagged U)
+    Tissue.LENS: (105.0, 12.0, 80.0, 130.0, (1.0, 4.0)),  # +80..+130 (assumed: no human value read)
+    Tissue.OPTIC_NERVE: (32.0, 5.0, 20.0, 45.0, (1.0, 3.0)),  # +20..+45 (assumed, like white matter or muscle)
     Tissue.NERVE_SHEATH: (22.0, 6.0, 8.0, 40.0, (1.0, 3.0)),
     Tissue.GLAND: (42.0, 8.0, 25.0, 60.0, (2.0, 5.0)),
     Tissue.VESSEL: (45.0, 6.0, 35.0, 60.0, (1.0, 3.0)),

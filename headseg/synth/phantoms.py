@@ -20,17 +20,17 @@ How a phantom is built, and why:
 * HU = per-tissue mean (jittered a little per phantom) -> Gaussian blur (CT point-spread, sigma
   ``blur_mm``) -> white Gaussian noise (``noise_hu``) -> int16.
 
-Anatomy (numbers from shared/ANATOMY_FACTS.md): head ellipsoid with skin (+40 HU), subcutaneous fat
-(-100), a three-layer skull (cortical +1400 / diploe +600), brain (+35); a facial block with ethmoid
-cells, nasal cavity and maxillary sinuses (air in thin bone); per side a pear-shaped bony orbit (+900 HU
-walls) opening anteriorly along an axis ~22 deg from the midsagittal plane, filled with orbital fat
-(-100); the globe (axial length ~24 mm, sclera +50, vitreous +10) with an anterior lens (+100) and a
-closed-lid cap; the four recti (+45 HU) as bands from the annulus of Zinn at the apex to insertions in
-front of the globe equator, belly thickness 3.4-4.3 mm; the optic nerve (+30 HU, ~4 mm, gently curved)
-from the back of the globe to the apex. The LEFT orbit's muscles are thicker (``left_scale``, like
-thyroid eye disease) and the two sides get independent small random asymmetries. A dense bead
-(+3000 HU, like a radiographer's "L" marker) sits outside the skin on the patient's LEFT (+x), so a
-left/right swap anywhere in a pipeline is detectable.
+Anatomy (published sizes and HU values; ``anatomy.py`` and ``imaging.py`` name the sources): head
+ellipsoid with skin (+40 HU), subcutaneous fat (-100), a three-layer skull (cortical +1400 / diploe +600),
+brain (+35); a facial block with ethmoid cells, nasal cavity and maxillary sinuses (air in thin bone); per
+side a pear-shaped bony orbit (+900 HU walls) opening anteriorly along an axis ~22 deg from the
+midsagittal plane, filled with orbital fat (-100); the globe (axial length ~24 mm, sclera +50, vitreous
++10) with an anterior lens (+100) and a closed-lid cap; the four recti (+45 HU) as bands from the annulus
+of Zinn at the apex to insertions in front of the globe equator, belly thickness 3.4-4.3 mm; the optic
+nerve (+30 HU, ~4 mm, gently curved) from the back of the globe to the apex. The LEFT orbit's muscles
+are thicker (``left_scale``, like thyroid eye disease) and the two sides get independent small random
+asymmetries. A dense bead (+3000 HU, like a radiographer's "L" marker) sits outside the skin on the
+patient's LEFT (+x), so a left/right swap anywhere in a pipeline is detectable.
 
 Label values follow docs/ARCHITECTURE.md (orbit combined map): right SR=1, LR=2, MR=3, IR=4, ON=5;
 left SR=6, LR=7, MR=8, IR=9, ON=10 (patient sides).
@@ -92,7 +92,7 @@ class Tissue:
     GLOBE = (SCLERA, VITREOUS, LENS)
 
 
-# Mean HU per tissue code (index = code); see ANATOMY_FACTS.md section 2.
+# Mean HU per tissue code (index = code); published ranges with their sources: imaging.HU_RANGES.
 TISSUE_HU = np.array(
     [-1000, 40, -100, 1400, 600, 35, 40, -100, 900, -950, 50, 10, 100, 45, 30, 3000], dtype=np.float32
 )
@@ -336,7 +336,11 @@ def _radius_profile(t, length: float, r_apex: float, r_rim: float):
 
 
 def _paint_orbit(p: _Painter, side: str, prm: Dict[str, Any], head) -> Dict[str, np.ndarray]:
-    """Bony orbit, orbital fat, lids, recti, optic nerve and globe of one side."""
+    """Bony orbit, orbital fat, lids, recti, optic nerve and globe of one side.
+
+    One long function on purpose: every part is painted in the orbit's own frame (axis ``u``, ``e_h``,
+    ``e_v``) on one index box whose local coordinates are computed once, in the order that sets the
+    label priority (later wins)."""
     sign = float(prm["sign"])
     globe = np.asarray(prm["globe_center"], float)
     u, e_h, e_v = _orbit_frame(sign, float(prm["axis_deg"]), float(prm["elevation_deg"]))
