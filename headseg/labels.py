@@ -20,7 +20,7 @@ Code sources (coding scheme "SCT" = SNOMED CT, as DICOM PS3.16 uses it):
   Parotid gland 45289007, Submandibular gland 54019009, Spinal cord 2748008, Esophagus 32849002,
   Larynx 4596009 and the laterality modifiers Right 24028007 / Left 7771000 (DICOM CID 244) are copied
   from Slicer's ``SegmentationCategoryTypeModifier-DICOM-Master.term.json`` (and the anatomic context
-  ``AnatomicRegionAndModifier-DICOM-Master.term.json``) in ``shared/slicer-share/terminologies``.
+  ``AnatomicRegionAndModifier-DICOM-Master.term.json``) in Slicer's own terminologies (Modules/Loadable/Terminologies/Resources in the Slicer source).
 * The extraocular recti and the optic nerve are NOT in those files. Their SNOMED CT concept ids come from
   HL7 FHIR SNOMED body-site value sets: Superior rectus muscle 5815008 (FHIR R4 "approach-site-codes"),
   Lateral rectus muscle 31836009, Medial rectus muscle 24937009, Inferior rectus muscle 47869003 (a FHIR

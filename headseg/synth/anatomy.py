@@ -36,7 +36,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["MUSCLES", "draw_anatomy", "muscle_volume_targets_mm3", "TED_ENLARGEMENT", "TED_INVOLVEMENT"]
+__all__ = ["MUSCLES", "draw_anatomy", "TED_ENLARGEMENT", "TED_INVOLVEMENT"]
 
 MUSCLES = ("SR", "LR", "MR", "IR")
 
@@ -74,11 +74,6 @@ def _n(rng: np.random.Generator, mean: float, sd: float, lo: Optional[float] = N
     if hi is not None:
         value = min(hi, value)
     return value
-
-
-def muscle_volume_targets_mm3() -> Dict[str, float]:
-    """Mean normal rectus volumes used by the generator (mm3), for tests and documentation."""
-    return dict(_VOLUME_MEAN)
 
 
 def _draw_ted(rng: np.random.Generator, probability: float, force: Optional[bool]) -> Dict[str, Any]:
