@@ -79,22 +79,48 @@ def write_rtstruct(
     roi_names: str = "tg263",
 ) -> Path:
     """Write ``labelmap`` as an RT Structure Set on the ``source`` CT series: one ROI per structure present
-    (``roi_names``: "tg263" names such as ``Parotid_R``, or "display" names such as "right parotid"; colour, RTROIInterpretedType ORGAN, SNOMED CT category and type/laterality codes), contours
-    per slice along the pixel edges, each referencing its CT image."""
+    (``roi_names``: "tg263" names such as ``Parotid_R``, or "display" names such as "right parotid"; colour,
+    RTROIInterpretedType ORGAN, SNOMED CT category and type/laterality codes), contours per slice along the
+    pixel edges, each referencing its CT image."""
     pydicom = _require_pydicom()
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
     if roi_names not in ROI_NAMINGS:
         raise InputError(f"Unknown ROI naming {roi_names!r}; choose from {', '.join(ROI_NAMINGS)}.")
     src = load_dicom_source(source)
     src.check_grid(labelmap)
     array, structures = _present_structures(labelmap, label_set)
-    first = src.first
-    grid = src.grid()
-    ijk_to_lps = grid.ijk_to_lps
-    date, time = _now()
+    ds = _structure_set_header(src.first, label_set, structure_set_label, series_description, algorithm_name,
+                               series_number)
+    ds.ReferencedFrameOfReferenceSequence = [_referenced_frame(src)]
+    ijk_to_lps = src.grid().ijk_to_lps
+    roi_items, contour_items, observation_items = [], [], []
+    for number, structure in enumerate(structures, start=1):
+        name = structure.tg263 if roi_names == "tg263" and structure.tg263 else structure.name
+        roi_items.append(_roi_item(number, structure, name, src.first.FrameOfReferenceUID, algorithm_name))
+        contour_items.append(_roi_contour(number, structure, array == structure.label, src, ijk_to_lps))
+        observation_items.append(_observation(number, structure))
+    ds.StructureSetROISequence = roi_items
+    ds.ROIContourSequence = contour_items
+    ds.RTROIObservationsSequence = observation_items
+    ds.ApprovalStatus = "UNAPPROVED"
 
+    def write(temp: Path) -> None:
+        try:
+            pydicom.dcmwrite(str(temp), ds, enforce_file_format=True)
+        except TypeError:  # pydicom 2.x
+            pydicom.dcmwrite(str(temp), ds, write_like_original=False)
+
+    return write_atomically(path, write, overwrite)
+
+
+def _structure_set_header(first: Any, label_set: LabelSet, structure_set_label: str, series_description: str,
+                          algorithm_name: str, series_number: int) -> Any:
+    """The file meta, patient, study, series and structure set modules; patient and study are the CT's, so
+    the structure set files into the same patient and study."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+
+    date, time = _now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(RT_STRUCTURE_SET_STORAGE)
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -106,7 +132,6 @@ def write_rtstruct(
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    # Patient and study: the CT's, so the structure set files into the same patient and study.
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
         setattr(ds, keyword, first.get(keyword, ""))
     _copy_if_present(ds, first, ("IssuerOfPatientID", "PatientAge", "PatientIdentityRemoved"))
@@ -129,7 +154,14 @@ def write_rtstruct(
     ds.StructureSetLabel = structure_set_label[:16]
     ds.StructureSetName = f"{label_set.name} structures"[:64]
     ds.StructureSetDate, ds.StructureSetTime = date, time
+    return ds
 
+
+def _referenced_frame(src: Any) -> Any:
+    """The Frame of Reference, study and series the contours lie on, with every CT image listed."""
+    from pydicom.dataset import Dataset
+
+    first = src.first
     contour_images = []
     for image in src.datasets:
         item = Dataset()
@@ -146,64 +178,62 @@ def write_rtstruct(
     frame_ref = Dataset()
     frame_ref.FrameOfReferenceUID = first.FrameOfReferenceUID
     frame_ref.RTReferencedStudySequence = [study_ref]
-    ds.ReferencedFrameOfReferenceSequence = [frame_ref]
+    return frame_ref
 
-    roi_items, contour_items, observation_items = [], [], []
-    for number, structure in enumerate(structures, start=1):
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
-        roi.ROIName = (structure.tg263 if roi_names == "tg263" and structure.tg263 else structure.name)[:64]
-        roi.ROIDescription = structure.key[:64]
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi.ROIGenerationDescription = f"{algorithm_name} {__version__}"[:64]
-        roi_items.append(roi)
 
-        contours: List[Any] = []  # pydicom Datasets
-        mask3d = array == structure.label
-        for k in np.nonzero(mask3d.any(axis=(1, 2)))[0]:
-            for polygon in mask_to_polygons(mask3d[k]):
-                ijk = np.column_stack([polygon, np.full(len(polygon), float(k)), np.ones(len(polygon))])
-                lps = (ijk_to_lps @ ijk.T).T[:, :3]
-                image_ref = Dataset()
-                image_ref.ReferencedSOPClassUID = src.datasets[k].SOPClassUID
-                image_ref.ReferencedSOPInstanceUID = src.datasets[k].SOPInstanceUID
-                contour = Dataset()
-                contour.ContourImageSequence = [image_ref]
-                contour.ContourGeometricType = "CLOSED_PLANAR"
-                contour.NumberOfContourPoints = len(lps)
-                contour.ContourNumber = len(contours) + 1
-                contour.ContourData = _ds_text(lps)
-                contours.append(contour)
-        roi_contour = Dataset()
-        roi_contour.ROIDisplayColor = _rgb255(structure)
-        roi_contour.ReferencedROINumber = number
-        roi_contour.ContourSequence = contours
-        contour_items.append(roi_contour)
+def _roi_item(number: int, structure: Any, name: str, frame_of_reference: str, algorithm_name: str) -> Any:
+    from pydicom.dataset import Dataset
 
-        observation = Dataset()
-        observation.ObservationNumber = number
-        observation.ReferencedROINumber = number
-        observation.RTROIInterpretedType = "ORGAN"
-        observation.ROIInterpreter = ""
-        # Codes as PS3.3 C.8.8.8 (CP-2343): category, and type with the laterality modifier nested in it.
-        observation.SegmentedPropertyCategoryCodeSequence = [_code_item(structure.terminology.category)]
-        observation.RTROIIdentificationCodeSequence = [
-            _code_item(structure.terminology.type, structure.terminology.type_modifier)
-        ]
-        observation_items.append(observation)
-    ds.StructureSetROISequence = roi_items
-    ds.ROIContourSequence = contour_items
-    ds.RTROIObservationsSequence = observation_items
-    ds.ApprovalStatus = "UNAPPROVED"
+    roi = Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = frame_of_reference
+    roi.ROIName = name[:64]
+    roi.ROIDescription = structure.key[:64]
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    roi.ROIGenerationDescription = f"{algorithm_name} {__version__}"[:64]
+    return roi
 
-    def write(temp: Path) -> None:
-        try:
-            pydicom.dcmwrite(str(temp), ds, enforce_file_format=True)
-        except TypeError:  # pydicom 2.x
-            pydicom.dcmwrite(str(temp), ds, write_like_original=False)
 
-    return write_atomically(path, write, overwrite)
+def _roi_contour(number: int, structure: Any, mask3d: np.ndarray, src: Any, ijk_to_lps: np.ndarray) -> Any:
+    """One closed planar contour per polygon of each slice, in LPS mm, each referencing its CT image."""
+    from pydicom.dataset import Dataset
+
+    contours: List[Any] = []  # pydicom Datasets
+    for k in np.nonzero(mask3d.any(axis=(1, 2)))[0]:
+        for polygon in mask_to_polygons(mask3d[k]):
+            ijk = np.column_stack([polygon, np.full(len(polygon), float(k)), np.ones(len(polygon))])
+            lps = (ijk_to_lps @ ijk.T).T[:, :3]
+            image_ref = Dataset()
+            image_ref.ReferencedSOPClassUID = src.datasets[k].SOPClassUID
+            image_ref.ReferencedSOPInstanceUID = src.datasets[k].SOPInstanceUID
+            contour = Dataset()
+            contour.ContourImageSequence = [image_ref]
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(lps)
+            contour.ContourNumber = len(contours) + 1
+            contour.ContourData = _ds_text(lps)
+            contours.append(contour)
+    roi_contour = Dataset()
+    roi_contour.ROIDisplayColor = _rgb255(structure)
+    roi_contour.ReferencedROINumber = number
+    roi_contour.ContourSequence = contours
+    return roi_contour
+
+
+def _observation(number: int, structure: Any) -> Any:
+    """Codes as PS3.3 C.8.8.8 (CP-2343): category, and type with the laterality modifier nested in it."""
+    from pydicom.dataset import Dataset
+
+    observation = Dataset()
+    observation.ObservationNumber = number
+    observation.ReferencedROINumber = number
+    observation.RTROIInterpretedType = "ORGAN"
+    observation.ROIInterpreter = ""
+    observation.SegmentedPropertyCategoryCodeSequence = [_code_item(structure.terminology.category)]
+    observation.RTROIIdentificationCodeSequence = [
+        _code_item(structure.terminology.type, structure.terminology.type_modifier)
+    ]
+    return observation
 
 
 def read_rtstruct(path: PathLike, label_set: LabelSet, reference: Union[Volume, SourceLike]) -> Volume:
