@@ -18,12 +18,11 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence
 
 from headseg import __version__
-from headseg.errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
-from headseg.io.cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, discover_cases
-from headseg.io.cases import is_image as _is_image
+from headseg.errors import Cancelled, ExitCode, InputError, error_message, exit_code_for
+from headseg.io.cases import Case, discover_cases
 from headseg.measure.volumes import VolumeRow
 from headseg.run.batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
 from headseg.run.segment_case import collect_warnings as _collect_warnings
@@ -334,144 +333,27 @@ def cmd_serve(args, reporter: Reporter, cancel) -> int:
     return serve(config)
 
 
-def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
-    """The reference label map of ``case``: ``<case>.seg.nrrd``/``<case>.<ext>``, ``<case>_labels.<ext>`` or
-    ``<case>/labels.<ext>`` (the layout of ``headseg phantom`` and OpenKBP)."""
-    for suffix in IMAGE_SUFFIXES:
-        for stem in (case, f"{case}_labels", f"{case}_label", f"{case}_seg"):
-            candidate = gt_dir / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
-    folder = gt_dir / case
-    if folder.is_dir():
-        for child in sorted(folder.iterdir()):
-            if _is_image(child) and any(h in child.name.lower() for h in LABEL_HINTS):
-                return child
-    return None
-
-
-def contoured_in(reference: Path) -> Optional[List[str]]:
-    """Structures a ``meta.json`` beside the reference says were contoured (OpenKBP), else None."""
-    meta = reference.parent / "meta.json"
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            return list(data.get("contoured")) if "contoured" in data else None
-        except (OSError, ValueError):
-            return None
-    return None
-
-
 def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
-    import numpy as np
-
-    from headseg.io import read_segmentation
+    """Score a results folder against references (``headseg.review.evaluate``) and say the result."""
     from headseg.labels import get_label_set
-    from headseg.measure.metrics import evaluate_labels
-    from headseg.resample import labels_on_common_grid
-    from headseg.review.evaluate import prediction_files, read_exclude_list, summary_lines, suspect_structures
+    from headseg.review.evaluate import score_folder, summary_lines, write_evaluation
 
     label_set = get_label_set(args.label_set or {"orbit": "orbit", "han": "openkbp"}.get(args.task, args.task))
-    pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
-    for d in (pred_dir, gt_dir):
-        if not d.is_dir():
-            raise InputError(f"{d} is not a folder.")
-    preds = prediction_files(pred_dir)  # not HeadSeg's side files (uncertainty maps)
-    not_scored = suspect_structures(gt_dir, label_set)  # OpenKBP's suspect contours
-    if args.exclude:
-        for case, keys in read_exclude_list(Path(args.exclude), label_set).items():
-            not_scored.setdefault(case, set()).update(keys)
-    excluded: Dict[str, Set[str]] = {}
-    no_reference: List[str] = []
-    if not preds:
-        raise InputError(f"No predicted segmentations (.seg.nrrd or label maps) in {pred_dir}.")
-    rows: List[Dict[str, Any]] = []
-    reporter.start(f"Evaluating {len(preds)} case(s)")
-    for n, (case, pred_path) in enumerate(preds):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        ref_path = find_reference(gt_dir, case)
-        if ref_path is None:
-            no_reference.append(case)
-            continue
-        pred = read_segmentation(pred_path, label_set)
-        ref = read_segmentation(ref_path, label_set)
-        pred, ref, grid_warning = labels_on_common_grid(pred, ref)  # never crop the prediction to the reference
-        if grid_warning:
-            reporter.info(f"{case}: {grid_warning}", "warning")
-        contoured = contoured_in(ref_path)
-        present = set(np.unique(ref.array).tolist())
-        skip = set()
-        contoured_keys = None
-        if contoured is not None:
-            contoured_keys = {getattr(_safe_lookup(label_set, c), "key", None) for c in contoured}
-        for s in label_set.structures:
-            if contoured_keys is not None and s.key not in contoured_keys:
-                skip.add(s.key)  # not contoured in this case (meta.json): missing, not background
-            elif contoured_keys is None and s.label not in present:
-                skip.add(s.key)  # missing from the reference: not contoured, never scored as zero
-            elif s.key in not_scored.get(case, ()):
-                skip.add(s.key)  # a suspect contour (OpenKBP's manifest) or on the exclude list
-                excluded.setdefault(case, set()).add(s.key)
-        for row in evaluate_labels(pred.array, ref.array, {s.key: s.label for s in label_set.structures},
-                                   spacing_kji=ref.spacing_kji, skip=skip):
-            rows.append({"case": case, **row})
-        reporter.progress((n + 1) / len(preds), case)
+
+    def progress(done: int, total: int, case: str) -> None:
+        if done == 0:
+            reporter.start(f"Evaluating {total} case(s)")
+        else:
+            reporter.progress(done / total, case)
+
+    scores = score_folder(Path(args.pred_dir), Path(args.gt_dir), label_set, exclude=args.exclude,
+                          warn=lambda message: reporter.info(message, "warning"), progress=progress, cancel=cancel)
     reporter.close()
-    if not rows:
-        raise InputError(f"No case had a reference to compare with in {gt_dir} (cases: "
-                         f"{', '.join(no_reference[:5])}{' ...' if len(no_reference) > 5 else ''}).")
-    _write_report(Path(args.output), rows)
-    for line in summary_lines(rows, len(preds), no_reference, excluded):
+    summary = write_evaluation(Path(args.output), scores.rows)
+    for line in summary_lines(scores.rows, scores.cases, scores.no_reference, scores.excluded):
         print(line)
-    reporter.info(f"Wrote {args.output} ({len(rows)} rows) and {Path(args.output).with_suffix('')}_summary.csv")
-    return EXIT_OK
-
-
-def _safe_lookup(label_set, name):
-    try:
-        return label_set.by_name(name)
-    except (KeyError, ValueError, HeadSegError):
-        return None
-
-
-METRIC_COLUMNS = ("dsc", "iou", "sensitivity", "specificity", "hd95_mm", "assd_mm", "pred_volume_cm3",
-                  "ref_volume_cm3")
-
-
-def _summarise(rows):
-    import numpy as np
-
-    by_structure: Dict[str, List[Dict[str, Any]]] = {}
-    for r in rows:
-        by_structure.setdefault(r["structure"], []).append(r)
-    summary = []
-    for structure, items in by_structure.items():
-        entry: Dict[str, Any] = {"structure": structure, "cases": len(items)}
-        for m in METRIC_COLUMNS:
-            values = np.array([float(i[m]) for i in items if i.get(m) is not None], dtype=float)
-            values = values[np.isfinite(values)]
-            entry[f"{m}_mean"] = round(float(values.mean()), 4) if values.size else ""
-            entry[f"{m}_std"] = round(float(values.std(ddof=1)), 4) if values.size > 1 else ""
-        summary.append(entry)
-    return summary
-
-
-def _write_report(path: Path, rows) -> None:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["case", "structure"] + [c for c in METRIC_COLUMNS]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-    summary = _summarise(rows)
-    with open(path.with_name(path.stem + "_summary.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0].keys()))
-        writer.writeheader()
-        writer.writerows(summary)
+    reporter.info(f"Wrote {args.output} ({len(scores.rows)} rows) and {summary}")
+    return int(ExitCode.OK)
 
 
 def cmd_phantom(args, reporter: Reporter, cancel) -> int:

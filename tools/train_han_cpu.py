@@ -88,9 +88,10 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     """Score the package on the test split through ``headseg.segment.pipeline`` and write the numbers into its card."""
     import torch
 
+    from headseg.review.evaluate import write_evaluation
     from headseg.segment.packages import load_package, write_package
     from training.datasets import discover_cases
-    from training.evaluate import evaluate_package, write_rows
+    from training.evaluate import RUN_COLUMNS, evaluate_package
 
     torch.set_num_threads(2)
     package = load_package(package_dir)
@@ -102,7 +103,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     seconds = time.perf_counter() - start
     volume_errors(rows)
     if out_csv is not None:
-        write_rows(out_csv, rows)
+        write_evaluation(out_csv, rows, extra_columns=RUN_COLUMNS)
         with open(out_csv.with_name(out_csv.stem + "_volume_error.json"), "w", encoding="utf-8") as f:
             json.dump([{k: r[k] for k in ("case", "structure", "volume_error_pct")} for r in rows], f, indent=1)
     summary = summarise(rows)
