@@ -24,7 +24,8 @@ from headseg import __version__
 from headseg.errors import Cancelled, ExitCode, InputError, error_message, exit_code_for
 from headseg.io.cases import Case, discover_cases
 from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
+from headseg.run.batch import BatchEvents, run_batch
+from headseg.run.plan import CaseOutputs, existing_outputs_error, plan_batch
 from headseg.run.segment_case import collect_warnings as _collect_warnings
 from headseg.run.segment_case import native_stderr_captured as _native_stderr_captured
 

@@ -31,7 +31,8 @@ from headseg.cli import main
 from headseg.errors import InputError
 from headseg.io.cases import Case, discover_cases
 from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import FuturesExecutor, plan_batch, run_batch
+from headseg.run.batch import FuturesExecutor, run_batch
+from headseg.run.plan import plan_batch
 
 PHANTOM_GRID = {"spacing": (0.8, 0.8, 1.5)}  # coarse: quick to write and segment
 

@@ -25,7 +25,8 @@ from functools import partial
 from typing import Any, Collection, Dict, Iterator, Optional, Tuple, Type
 
 from headseg.errors import InputError
-from headseg.run.batch import BatchEvents, BatchPlan, BatchReport, CaseExecutor, CaseLost, run_batch
+from headseg.run.batch import BatchEvents, BatchReport, CaseExecutor, CaseLost, run_batch
+from headseg.run.plan import BatchPlan
 from headseg.run.segment_case import SegmentSettings, segment_case_on_worker
 
 __all__ = ["INSTALL_HINT", "parse_cluster", "require_dask", "DaskExecutor", "dask_executor", "run_on_cluster"]

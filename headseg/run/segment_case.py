@@ -5,7 +5,7 @@ files whichever ran it.
 * :class:`SegmentSettings`: what every case of a run is segmented with, as plain values (a cluster
   worker receives them pickled).
 * :func:`segment_and_write`: one case with a loaded model: ``<case>.seg.nrrd``, ``<case>_volumes.csv``,
-  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.run.batch.CaseOutputs`
+  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.run.plan.CaseOutputs`
   name), the DICOM exports it was asked for; every file written atomically.
 * :func:`segment_case_on_worker`: the same on a worker process, with the model package loaded once per
   process (:func:`loaded_model`, keyed by package folder and device), not once per case.
@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from headseg.io.cases import Case
 from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import CaseOutputs
+from headseg.run.plan import CaseOutputs
 
 __all__ = ["SegmentSettings", "CaseResult", "segment_and_write", "loaded_model", "segment_case_on_worker",
            "collect_warnings", "native_stderr_captured"]

@@ -18,8 +18,9 @@ from typing import Callable, List, Optional, Sequence
 from headseg.errors import HeadSegError
 from headseg.io.cases import Case
 from headseg.measure.volumes import REVIEW_COLUMNS, VolumeRow
-from headseg.run.batch import BatchEvents, BatchReport, CaseOutputs, plan_batch
+from headseg.run.batch import BatchEvents, BatchReport
 from headseg.run.batch import run_batch as run_planned_batch
+from headseg.run.plan import CaseOutputs, plan_batch
 from headseg.slicer.review import COLOR_NODE_TAG
 from headseg.slicer.runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
 from headseg.slicer.scene import (
