@@ -131,11 +131,12 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     from headseg.dicom_export import parse_export_formats
     from headseg.segment.packages import find_package
 
+    cluster = None
     if args.cluster:  # before any work: without Dask, or with a spec that names no cluster, say so
         from headseg.run.cluster import parse_cluster, require_dask
 
         require_dask()
-        parse_cluster(args.cluster)
+        cluster = parse_cluster(args.cluster)
     naming: List[str] = []
     cases = discover_cases(args.inputs, notes=naming)
     for note in naming:
@@ -154,13 +155,13 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats,
                       uncertainty=uncertainty, run_record=True)
     try:
-        return _segment_planned(args, reporter, cancel, plan, package, roi, uncertainty, export_formats)
+        return _segment_planned(args, reporter, cancel, plan, package, roi, uncertainty, export_formats, cluster)
     finally:
         plan.release()  # when the batch never ran (a bad --structures, a model that does not load)
 
 
 def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncertainty: bool,
-                     export_formats) -> int:
+                     export_formats, cluster) -> int:
     """The part of :func:`cmd_segment` after planning (the plan holds the claim on its cases)."""
     from headseg.run.segment_case import SegmentSettings, segment_and_write
 
@@ -173,13 +174,13 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
                       "warning")
-    if args.cluster:
+    if cluster is not None:
         from headseg.run.cluster import run_on_cluster
 
-        reporter.info(f"Cluster {args.cluster}: each worker chooses its device from '{args.device}' and loads the "
+        reporter.info(f"Cluster {cluster}: each worker chooses its device from '{args.device}' and loads the "
                       "model once")
         events = _CliClusterEvents(reporter)
-        report = run_on_cluster(args.cluster, plan, settings, events=events, cancel=cancel,
+        report = run_on_cluster(cluster, plan, settings, events=events, cancel=cancel,
                                 stop_on_error=len(cases) == 1)
         events.summary(report)
     else:
