@@ -23,15 +23,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from headseg import __version__
 from headseg.errors import Cancelled, ExitCode, InputError, error_message, exit_code_for
 from headseg.io.cases import Case, discover_cases
-from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import BatchEvents, run_batch
+from headseg.run.batch import BatchEvents
 from headseg.run.plan import CaseOutputs, existing_outputs_error, plan_batch
-from headseg.run.segment_case import collect_warnings as _collect_warnings
-from headseg.run.segment_case import native_stderr_captured as _native_stderr_captured
-
-# The codes of headseg.errors.ExitCode under their older names (tests and scripts import them from here).
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = (int(c) for c in ExitCode)
-
+from headseg.run.segment_case import SegmentSettings
 
 log = logging.getLogger("headseg")
 
@@ -124,11 +118,16 @@ class _CliBatchEvents(BatchEvents):
         self.reporter.info(f"{case.name}: skipped: {error_message(error)}", "warning")
         self.reporter.emit("error", case=case.name, message=error_message(error), code=int(code))
 
+    def case_done(self, outcome, done: int, failed: int, total: int) -> None:
+        if outcome.state == "succeeded" and outcome.details is not None:
+            self.reporter.close()
+            _report_case(self.reporter, outcome.case, outcome.outputs, outcome.details)
+
 
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
-    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.run.batch``),
-    here or, with ``--cluster``, on Dask workers (``headseg.run.cluster``)."""
-    from headseg.dicom_export import parse_export_formats
+    """Plan the batch (nothing is overwritten; ``headseg.run.plan``), then segment and write each case
+    (``headseg.run.batch``), here or, with ``--cluster``, on Dask workers (``headseg.run.cluster``)."""
+    from headseg.dicom_export import check_export_inputs, parse_export_formats
     from headseg.segment.packages import find_package
 
     cluster = None
@@ -141,11 +140,8 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     cases = discover_cases(args.inputs, notes=naming)
     for note in naming:
         reporter.info(note, "warning")
-    export_formats = parse_export_formats(getattr(args, "export", None))
-    if export_formats and not any(case.is_dicom for case in cases):
-        raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
-                         "give the DICOM folder (or one of its files) as input. For other files, load the result "
-                         "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
+    export_formats = parse_export_formats(args.export)
+    check_export_inputs(cases, export_formats)
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
     uncertainty = not args.no_uncertainty
     roi = parse_roi(args.roi)
@@ -155,21 +151,18 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats,
                       uncertainty=uncertainty, run_record=True)
     try:
-        return _segment_planned(args, reporter, cancel, plan, package, roi, uncertainty, export_formats, cluster)
+        # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
+        keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
+        settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
+                                   uncertainty, tuple(export_formats), roi_names=args.roi_names, tta=args.tta)
+        return _segment_planned(args, reporter, cancel, plan, package, settings, cluster)
     finally:
         plan.release()  # when the batch never ran (a bad --structures, a model that does not load)
 
 
-def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncertainty: bool,
-                     export_formats, cluster) -> int:
+def _segment_planned(args, reporter: Reporter, cancel, plan, package, settings, cluster) -> int:
     """The part of :func:`cmd_segment` after planning (the plan holds the claim on its cases)."""
-    from headseg.run.segment_case import SegmentSettings, segment_and_write
-
     cases = plan.cases
-    # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
-    keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
-    settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
-                               uncertainty, tuple(export_formats), roi_names=args.roi_names, tta=args.tta)
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
@@ -180,26 +173,14 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
         reporter.info(f"Cluster {cluster}: each worker chooses its device from '{args.device}' and loads the "
                       "model once")
         events = _CliClusterEvents(reporter)
-        report = run_on_cluster(cluster, plan, settings, events=events, cancel=cancel,
-                                stop_on_error=len(cases) == 1)
+        report = run_on_cluster(cluster, plan, settings, events=events, cancel=cancel, stop_on_error=len(cases) == 1)
         events.summary(report)
     else:
-        from headseg.segment.windows import select_device
+        from headseg.run.segment_case import run_in_process
 
-        device = select_device(args.device)
-        reporter.info(f"Device: {device.device} ({device.reason})")
-        model = package.load_model(device.device)
-
-        def segment_case(case: Case, outputs: CaseOutputs) -> List[VolumeRow]:
-            result = segment_and_write(case, outputs, package, model, str(device.device), settings,
-                                       warn=lambda message: reporter.info(message, "warning"),
-                                       progress=reporter.progress, cancel=cancel)
-            reporter.close()
-            _report_case(reporter, case, outputs, result)
-            return result.rows
-
-        report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
-                           events=_CliBatchEvents(reporter))
+        report = run_in_process(plan, package, settings, events=_CliBatchEvents(reporter), say=reporter.info,
+                                warn=lambda message: reporter.info(message, "warning"), progress=reporter.progress,
+                                cancel=cancel, stop_on_error=len(cases) == 1)
     _say_flags(reporter)
     if report.cancelled:
         kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
@@ -275,14 +256,12 @@ class _CliClusterEvents(_CliBatchEvents):
 
 def cmd_compare(args, reporter: Reporter, cancel) -> int:
     """Two scans of one patient: volume change per structure against the repeatability bound."""
-    from headseg.review.compare import check_comparison_outputs, compare_timepoints, load_timepoint, write_comparison
+    from headseg.review.compare import compare_results
 
-    baseline = load_timepoint(args.baseline, args.baseline_ct)
-    followup = load_timepoint(args.followup, args.followup_ct)
-    check_comparison_outputs(args.output, baseline.label_set, overwrite=args.overwrite)  # before registering
-    comparison = compare_timepoints(baseline, followup, register=not args.no_register,
-                                    allow_different_models=args.allow_different_models)
-    written = write_comparison(comparison, args.output, overwrite=args.overwrite)
+    comparison, written = compare_results(args.baseline, args.followup, args.output, baseline_ct=args.baseline_ct,
+                                          followup_ct=args.followup_ct, register=not args.no_register,
+                                          allow_different_models=args.allow_different_models,
+                                          overwrite=args.overwrite)
     print(comparison.summary(), end="")
     reporter.info(f"Wrote {', '.join(p.name for p in written)} in {args.output}")
     return int(ExitCode.OK)
@@ -298,28 +277,17 @@ def cmd_report(args, reporter: Reporter, cancel) -> int:
 
 
 def cmd_convert(args, reporter: Reporter, cancel) -> int:
-    """One CT (a DICOM series, one of its files, or any image 'segment' takes) written as one file: exactly
-    the volume 'segment' would segment (the same reader, the same warnings, e.g. a tilted series regularised)."""
-    from headseg.io import OutputExistsError, read_volume, write_volume
-    from headseg.io.files import check_write_extension
+    """One CT written as one file: exactly the volume 'segment' would segment (``headseg.io.convert``)."""
+    from headseg.io.convert import convert_input
 
-    cases = discover_cases([args.input])
-    if len(cases) != 1:
-        raise InputError(f"{args.input} holds {len(cases)} images ({', '.join(c.name for c in cases[:5])}); "
-                         "convert reads one DICOM series or image at a time.")
-    case, output = cases[0], Path(args.output)
-    check_write_extension(output, (".nrrd", ".nii.gz", ".nii", ".mha"))
-    if output.exists() and not args.overwrite:  # before reading: a refusal costs nothing
-        raise OutputExistsError(f"Output file {str(output)!r} already exists. Choose another name or pass --overwrite.")
-    with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
-        volume = read_volume(case.path, allow_non_ct=args.allow_non_ct)
-    for warning in read_warnings:  # the warnings 'segment' shows for this input
-        reporter.info(f"{case.name}: {warning}", "warning")
-    written = write_volume(volume, output, overwrite=args.overwrite)
-    size, spacing = volume.size_ijk, volume.spacing
-    reporter.info(f"{case.name}: wrote {written} ({size[0]} x {size[1]} x {size[2]} voxels of "
+    done = convert_input(args.input, args.output, overwrite=args.overwrite, allow_non_ct=args.allow_non_ct)
+    name = done.case.name
+    for warning in done.warnings:  # the warnings 'segment' shows for this input
+        reporter.info(f"{name}: {warning}", "warning")
+    size, spacing = done.volume.size_ijk, done.volume.spacing
+    reporter.info(f"{name}: wrote {done.path} ({size[0]} x {size[1]} x {size[2]} voxels of "
                   f"{spacing[0]:.3g} x {spacing[1]:.3g} x {spacing[2]:.3g} mm)")
-    reporter.emit("result", case=case.name, image=str(written), size=list(size), spacing=list(spacing))
+    reporter.emit("result", case=name, image=str(done.path), size=list(size), spacing=list(spacing))
     return int(ExitCode.OK)
 
 
@@ -373,7 +341,7 @@ def cmd_phantom(args, reporter: Reporter, cancel) -> int:
     reporter.progress(1.0, "done")
     reporter.close()
     reporter.info(f"Wrote {len(paths)} synthetic phantom case(s) to {out} (synthetic data, not a patient).")
-    return EXIT_OK
+    return int(ExitCode.OK)
 
 
 def cmd_models(args, reporter: Reporter, cancel) -> int:
@@ -390,7 +358,7 @@ def cmd_models(args, reporter: Reporter, cancel) -> int:
             print("\n".join(_describe_package(p)))
     for e in errors:
         print(f"Broken package skipped: {e}", file=sys.stderr)
-    return EXIT_OK
+    return int(ExitCode.OK)
 
 
 def _describe_package(package) -> List[str]:
@@ -429,18 +397,17 @@ def _structures_epilog() -> str:
             + " Another model may segment others: 'headseg models' lists each model's.")
 
 
-# -- entry point ---------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headseg", description="Deep-learning segmentation of head CT.")
-    parser.add_argument("--version", action="version", version=f"headseg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+# -- parser and entry point ---------------------------------------------------------------------------
+def _add_common(p) -> None:
+    """The options of every command."""
+    p.add_argument("--progress-format", choices=("bar", "json", "none"), default="bar",
+                   help="progress bars (default), JSON lines on stdout for programs, or none (warnings and flags are "
+                        "still shown)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
 
-    def common(p):
-        p.add_argument("--progress-format", choices=("bar", "json", "none"), default="bar",
-                       help="progress bars (default), JSON lines on stdout for programs, or none (warnings and flags are "
-                            "still shown)")
-        p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
 
+def _add_segment_parser(sub) -> None:
+    """``headseg segment``'s options."""
     seg = sub.add_parser("segment", help="segment CT images (files, case folders, DICOM series folders)",
                          epilog=_structures_epilog())
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -480,8 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--cluster", metavar="SPEC",
                      help="run the cases on Dask workers: local:N (N processes here) or tcp://HOST:PORT (a running "
                           "scheduler, e.g. from dask-jobqueue); needs pip install 'headseg[cluster]'")
-    common(seg)
+    _add_common(seg)
     seg.set_defaults(func=cmd_segment)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headseg", description="Deep-learning segmentation of head CT.")
+    parser.add_argument("--version", action="version", version=f"headseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_segment_parser(sub)
 
     cp = sub.add_parser("compare", help="volume change between a baseline and a follow-up scan of one patient")
     cp.add_argument("baseline", help="the earlier result: a .seg.nrrd, or a folder holding one (and its CT)")
@@ -495,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                     help="folder for change.csv, summary.txt and the pictures")
     cp.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
-    common(cp)
+    _add_common(cp)
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="one self-contained HTML page for a folder of 'segment' results")
@@ -503,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", default="report.html", metavar="HTML", help="the page to write "
                                                                                   "(default report.html)")
     rp.add_argument("--overwrite", action="store_true", help="replace HTML if it exists")
-    common(rp)
+    _add_common(rp)
     rp.set_defaults(func=cmd_report)
 
     cv = sub.add_parser("convert", help="write a DICOM series (or any input of 'segment') as the one image file "
@@ -512,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("-o", "--output", required=True, metavar="FILE", help=".nrrd, .nii.gz, .nii or .mha")
     cv.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     cv.add_argument("--allow-non-ct", action="store_true", help="read a DICOM series whose Modality is not CT")
-    common(cv)
+    _add_common(cv)
     cv.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("evaluate", help="compare predicted segmentations with references")
@@ -527,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--exclude", metavar="CSV",
                     help="case,structure lines not to score (a key, display or TG-263 name; '*' for the whole case); "
                          "contours OpenKBP's manifest.csv flags as suspect are never scored")
-    common(ev)
+    _add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     ph = sub.add_parser("phantom", help="write synthetic head-CT phantoms with orbit labels")
@@ -539,21 +514,21 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--kind", choices=("geometric", "anatomical"), default="geometric",
                     help="geometric: the simple test phantoms (default); anatomical: randomised anatomy and "
                          "scanner, for training orbit models")
-    common(ph)
+    _add_common(ph)
     ph.set_defaults(func=cmd_phantom)
 
     sv = sub.add_parser("serve", help="a DICOM node: receive CT series, segment them, send the RT Structure Set "
                                       "and/or SEG back (needs pip install 'headseg[node]')")
     sv.add_argument("--config", required=True, metavar="TOML", help="the node's config file (README: 'As a DICOM node')")
     sv.add_argument("--status", action="store_true", help="print the node's jobs and their states, then exit")
-    common(sv)
+    _add_common(sv)
     sv.set_defaults(func=cmd_serve)
 
     mo = sub.add_parser("models", help="list installed model packages and their cards")
     mo.add_argument("--json", action="store_true", help="print the full model cards as JSON, for programs")
     mo.add_argument("--model-dir", action="append", metavar="FOLDER",
                     help="another folder to search for model packages (may be given several times)")
-    common(mo)
+    _add_common(mo)
     mo.set_defaults(func=cmd_models)
     return parser
 
