@@ -13,9 +13,9 @@ The rules every batch follows:
   interrupted batch keeps the cases it finished.
 
 The segmentation of one case is the caller's ``segment_case(case, outputs)``: in this process
-(``headseg segment``, :mod:`headseg.cli`), on a Dask worker (:mod:`headseg.run.cluster`), for a job of
-the DICOM node (:mod:`headseg.node.worker`), or through the Slicer module's child process, saved with
-Slicer's writers (:func:`headseg.slicer.batch.run_batch`).
+(:func:`headseg.run.segment_case.run_in_process`), on a Dask worker (:mod:`headseg.run.cluster`), for a
+job of the DICOM node (:mod:`headseg.node.worker`), or through the Slicer module's child process, saved
+with Slicer's writers (:func:`headseg.slicer.batch.segment_folder`).
 
 **Another executor.** ``run_batch(plan, segment_case, executor=...)`` runs the same batch with the cases as
 tasks elsewhere (``headseg.run.cluster``: Dask workers; :class:`FuturesExecutor`: a thread or process pool).
