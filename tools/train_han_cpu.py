@@ -90,12 +90,12 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
 
     from headseg.review.evaluate import write_evaluation
     from headseg.segment.packages import load_package, write_package
-    from training.datasets import discover_cases
+    from training.datasets import discover_records
     from training.evaluate import RUN_COLUMNS, evaluate_package
 
     torch.set_num_threads(2)
     package = load_package(package_dir)
-    records = [r for r in discover_cases(data_dir) if r.split == "test"]
+    records = [r for r in discover_records(data_dir) if r.split == "test"]
     if not records:
         raise FileNotFoundError(f"No test cases under {data_dir} (expected {data_dir}/test/<patient>/ct.nii.gz).")
     start = time.perf_counter()
@@ -241,11 +241,11 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
 
     from headseg.segment.packages import load_package
     from headseg.segment.pipeline import segment_volume
-    from training.datasets import discover_cases, load_case
+    from training.datasets import discover_records, load_case
 
     torch.set_num_threads(2)
     package = load_package(package_dir)
-    record = next((r for r in discover_cases(data_dir) if r.case == case), None)
+    record = next((r for r in discover_records(data_dir) if r.case == case), None)
     if record is None:
         raise FileNotFoundError(f"No case {case!r} under {data_dir}.")
     loaded = load_case(record, package.label_set)

@@ -69,7 +69,7 @@ def cmd_validate_data(args) -> int:
     from headseg.labels import get_label_set
 
     from .config import load_config
-    from .datasets import discover_cases, validate_dataset
+    from .datasets import discover_records, validate_dataset
 
     task, label_set = args.task, args.label_set
     if args.config:
@@ -77,7 +77,7 @@ def cmd_validate_data(args) -> int:
         task, label_set = task or config["task"], label_set or config["label_set"]
     task = task or "orbit"
     label_set = label_set or {"orbit": "orbit", "han": "openkbp"}[task]
-    records = discover_cases(args.data)
+    records = discover_records(args.data)
     report = validate_dataset(records, get_label_set(label_set), task=task)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -92,11 +92,11 @@ def cmd_evaluate(args) -> int:
     from headseg.review.evaluate import summary_lines, write_evaluation
     from headseg.segment.packages import find_package
 
-    from .datasets import discover_cases
+    from .datasets import discover_records
     from .evaluate import RUN_COLUMNS, evaluate_package
 
     package = find_package(args.model)
-    records = discover_cases(args.data)
+    records = discover_records(args.data)
     if args.split != "all":
         chosen = [r for r in records if (r.split or "") == args.split]
         if not chosen and args.split == "validation":
