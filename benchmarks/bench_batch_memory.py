@@ -139,8 +139,8 @@ def write_cases(folder: Path, n_cases: int, task: str) -> List[Path]:
     return paths
 
 
-def run_batch(case_paths: Sequence[Path], package, out_dir: Path,
-              on_case: Optional[Callable[[CaseMemory], None]] = None, trace_python: bool = True) -> List[CaseMemory]:
+def segment_in_one_process(case_paths: Sequence[Path], package, out_dir: Path,
+                           on_case: Optional[Callable[[CaseMemory], None]] = None, trace_python: bool = True) -> List[CaseMemory]:
     """Read, segment and write every case in this process (one model, as the CLI does); per-case memory.
 
     RSS includes the allocator's reserve, which grows in steps and is returned late, so a small leak hides in
@@ -224,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def show(r: CaseMemory) -> None:
         print(f"{r.case:>5} {r.peak_mb:>12.1f} {r.after_mb:>13.1f} {r.python_mb:>16.2f} {r.seconds:>8.2f}", flush=True)
 
-    records = run_batch(cases, package, work / "out", on_case=show)
+    records = segment_in_one_process(cases, package, work / "out", on_case=show)
     s = growth_summary(records)
     print(f"\npeak RSS: case 1 {s['first_peak_mb']:.1f} MB (warm-up), cases 2-6 median {s['early_peak_mb']:.1f} MB, "
           f"last 5 median {s['late_peak_mb']:.1f} MB")

@@ -110,8 +110,8 @@ def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
     import statistics
 
     from headseg.io.cases import Case, discover_cases
-    from headseg.run.batch import case_outputs
     from headseg.run.cluster import local_worker_settings, worker_threads
+    from headseg.run.plan import case_outputs
     from headseg.run.segment_case import SegmentSettings
     from headseg.segment.packages import find_package
     from headseg.synth.phantoms import write_phantom_cases

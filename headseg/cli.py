@@ -18,20 +18,14 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence
 
 from headseg import __version__
-from headseg.errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
-from headseg.io.cases import IMAGE_SUFFIXES, LABEL_HINTS, Case, discover_cases
-from headseg.io.cases import is_image as _is_image
-from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import BatchEvents, CaseOutputs, existing_outputs_error, plan_batch, run_batch
-from headseg.run.segment_case import collect_warnings as _collect_warnings
-from headseg.run.segment_case import native_stderr_captured as _native_stderr_captured
-
-# The codes of headseg.errors.ExitCode under their older names (tests and scripts import them from here).
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL, EXIT_OOM, EXIT_CANCELLED = (int(c) for c in ExitCode)
-
+from headseg.errors import Cancelled, ExitCode, InputError, error_message, exit_code_for
+from headseg.io.cases import Case, discover_cases
+from headseg.run.batch import BatchEvents
+from headseg.run.plan import CaseOutputs, existing_outputs_error, plan_batch
+from headseg.run.segment_case import SegmentSettings
 
 log = logging.getLogger("headseg")
 
@@ -124,27 +118,30 @@ class _CliBatchEvents(BatchEvents):
         self.reporter.info(f"{case.name}: skipped: {error_message(error)}", "warning")
         self.reporter.emit("error", case=case.name, message=error_message(error), code=int(code))
 
+    def case_done(self, outcome, done: int, failed: int, total: int) -> None:
+        if outcome.state == "succeeded" and outcome.details is not None:
+            self.reporter.close()
+            _report_case(self.reporter, outcome.case, outcome.outputs, outcome.details)
+
 
 def cmd_segment(args, reporter: Reporter, cancel) -> int:
-    """Plan the batch (nothing is overwritten), then segment and write each case (see ``headseg.run.batch``),
-    here or, with ``--cluster``, on Dask workers (``headseg.run.cluster``)."""
-    from headseg.dicom_export import parse_export_formats
+    """Plan the batch (nothing is overwritten; ``headseg.run.plan``), then segment and write each case
+    (``headseg.run.batch``), here or, with ``--cluster``, on Dask workers (``headseg.run.cluster``)."""
+    from headseg.dicom_export import check_export_inputs, parse_export_formats
     from headseg.segment.packages import find_package
 
+    cluster = None
     if args.cluster:  # before any work: without Dask, or with a spec that names no cluster, say so
         from headseg.run.cluster import parse_cluster, require_dask
 
         require_dask()
-        parse_cluster(args.cluster)
+        cluster = parse_cluster(args.cluster)
     naming: List[str] = []
     cases = discover_cases(args.inputs, notes=naming)
     for note in naming:
         reporter.info(note, "warning")
-    export_formats = parse_export_formats(getattr(args, "export", None))
-    if export_formats and not any(case.is_dicom for case in cases):
-        raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
-                         "give the DICOM folder (or one of its files) as input. For other files, load the result "
-                         "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
+    export_formats = parse_export_formats(args.export)
+    check_export_inputs(cases, export_formats)
     package = find_package(args.model, task=args.task, extra_dirs=args.model_dir or ())
     uncertainty = not args.no_uncertainty
     roi = parse_roi(args.roi)
@@ -154,51 +151,36 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
     plan = plan_batch(cases, args.output, overwrite=args.overwrite, export_formats=export_formats,
                       uncertainty=uncertainty, run_record=True)
     try:
-        return _segment_planned(args, reporter, cancel, plan, package, roi, uncertainty, export_formats)
+        # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
+        keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
+        settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
+                                   uncertainty, tuple(export_formats), roi_names=args.roi_names, tta=args.tta)
+        return _segment_planned(args, reporter, cancel, plan, package, settings, cluster)
     finally:
         plan.release()  # when the batch never ran (a bad --structures, a model that does not load)
 
 
-def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncertainty: bool,
-                     export_formats) -> int:
+def _segment_planned(args, reporter: Reporter, cancel, plan, package, settings, cluster) -> int:
     """The part of :func:`cmd_segment` after planning (the plan holds the claim on its cases)."""
-    from headseg.run.segment_case import SegmentSettings, segment_and_write
-
     cases = plan.cases
-    # Keys, display names or TG-263 names, checked before the model is loaded (a typo costs nothing).
-    keep = package.label_set.resolve(args.structures.split(",")) if args.structures else None
-    settings = SegmentSettings(str(package.path), args.device, roi, keep, args.batch_size, args.allow_non_ct,
-                               uncertainty, tuple(export_formats), roi_names=args.roi_names, tta=args.tta)
     reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
     if package.card.get("synthetic"):
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
                       "warning")
-    if args.cluster:
+    if cluster is not None:
         from headseg.run.cluster import run_on_cluster
 
-        reporter.info(f"Cluster {args.cluster}: each worker chooses its device from '{args.device}' and loads the "
+        reporter.info(f"Cluster {cluster}: each worker chooses its device from '{args.device}' and loads the "
                       "model once")
         events = _CliClusterEvents(reporter)
-        report = run_on_cluster(args.cluster, plan, settings, events=events, cancel=cancel,
-                                stop_on_error=len(cases) == 1)
+        report = run_on_cluster(cluster, plan, settings, events=events, cancel=cancel, stop_on_error=len(cases) == 1)
         events.summary(report)
     else:
-        from headseg.segment.windows import select_device
+        from headseg.run.segment_case import run_in_process
 
-        device = select_device(args.device)
-        reporter.info(f"Device: {device.device} ({device.reason})")
-        model = package.load_model(device.device)
-
-        def segment_case(case: Case, outputs: CaseOutputs) -> List[VolumeRow]:
-            result = segment_and_write(case, outputs, package, model, str(device.device), settings,
-                                       warn=lambda message: reporter.info(message, "warning"),
-                                       progress=reporter.progress, cancel=cancel)
-            reporter.close()
-            _report_case(reporter, case, outputs, result)
-            return result.rows
-
-        report = run_batch(plan, segment_case, case_errors=(InputError, MemoryError), stop_on_error=len(cases) == 1,
-                           events=_CliBatchEvents(reporter))
+        report = run_in_process(plan, package, settings, events=_CliBatchEvents(reporter), say=reporter.info,
+                                warn=lambda message: reporter.info(message, "warning"), progress=reporter.progress,
+                                cancel=cancel, stop_on_error=len(cases) == 1)
     _say_flags(reporter)
     if report.cancelled:
         kept = f" The {len(report.succeeded)} finished case(s) are in {report.volumes_csv}." if report.succeeded else ""
@@ -274,14 +256,12 @@ class _CliClusterEvents(_CliBatchEvents):
 
 def cmd_compare(args, reporter: Reporter, cancel) -> int:
     """Two scans of one patient: volume change per structure against the repeatability bound."""
-    from headseg.review.compare import check_comparison_outputs, compare_timepoints, load_timepoint, write_comparison
+    from headseg.review.compare import compare_results
 
-    baseline = load_timepoint(args.baseline, args.baseline_ct)
-    followup = load_timepoint(args.followup, args.followup_ct)
-    check_comparison_outputs(args.output, baseline.label_set, overwrite=args.overwrite)  # before registering
-    comparison = compare_timepoints(baseline, followup, register=not args.no_register,
-                                    allow_different_models=args.allow_different_models)
-    written = write_comparison(comparison, args.output, overwrite=args.overwrite)
+    comparison, written = compare_results(args.baseline, args.followup, args.output, baseline_ct=args.baseline_ct,
+                                          followup_ct=args.followup_ct, register=not args.no_register,
+                                          allow_different_models=args.allow_different_models,
+                                          overwrite=args.overwrite)
     print(comparison.summary(), end="")
     reporter.info(f"Wrote {', '.join(p.name for p in written)} in {args.output}")
     return int(ExitCode.OK)
@@ -297,28 +277,17 @@ def cmd_report(args, reporter: Reporter, cancel) -> int:
 
 
 def cmd_convert(args, reporter: Reporter, cancel) -> int:
-    """One CT (a DICOM series, one of its files, or any image 'segment' takes) written as one file: exactly
-    the volume 'segment' would segment (the same reader, the same warnings, e.g. a tilted series regularised)."""
-    from headseg.io import OutputExistsError, read_volume, write_volume
-    from headseg.io.files import check_write_extension
+    """One CT written as one file: exactly the volume 'segment' would segment (``headseg.io.convert``)."""
+    from headseg.io.convert import convert_input
 
-    cases = discover_cases([args.input])
-    if len(cases) != 1:
-        raise InputError(f"{args.input} holds {len(cases)} images ({', '.join(c.name for c in cases[:5])}); "
-                         "convert reads one DICOM series or image at a time.")
-    case, output = cases[0], Path(args.output)
-    check_write_extension(output, (".nrrd", ".nii.gz", ".nii", ".mha"))
-    if output.exists() and not args.overwrite:  # before reading: a refusal costs nothing
-        raise OutputExistsError(f"Output file {str(output)!r} already exists. Choose another name or pass --overwrite.")
-    with _collect_warnings("headseg.io") as read_warnings, _native_stderr_captured():
-        volume = read_volume(case.path, allow_non_ct=args.allow_non_ct)
-    for warning in read_warnings:  # the warnings 'segment' shows for this input
-        reporter.info(f"{case.name}: {warning}", "warning")
-    written = write_volume(volume, output, overwrite=args.overwrite)
-    size, spacing = volume.size_ijk, volume.spacing
-    reporter.info(f"{case.name}: wrote {written} ({size[0]} x {size[1]} x {size[2]} voxels of "
+    done = convert_input(args.input, args.output, overwrite=args.overwrite, allow_non_ct=args.allow_non_ct)
+    name = done.case.name
+    for warning in done.warnings:  # the warnings 'segment' shows for this input
+        reporter.info(f"{name}: {warning}", "warning")
+    size, spacing = done.volume.size_ijk, done.volume.spacing
+    reporter.info(f"{name}: wrote {done.path} ({size[0]} x {size[1]} x {size[2]} voxels of "
                   f"{spacing[0]:.3g} x {spacing[1]:.3g} x {spacing[2]:.3g} mm)")
-    reporter.emit("result", case=case.name, image=str(written), size=list(size), spacing=list(spacing))
+    reporter.emit("result", case=name, image=str(done.path), size=list(size), spacing=list(spacing))
     return int(ExitCode.OK)
 
 
@@ -334,144 +303,27 @@ def cmd_serve(args, reporter: Reporter, cancel) -> int:
     return serve(config)
 
 
-def find_reference(gt_dir: Path, case: str) -> Optional[Path]:
-    """The reference label map of ``case``: ``<case>.seg.nrrd``/``<case>.<ext>``, ``<case>_labels.<ext>`` or
-    ``<case>/labels.<ext>`` (the layout of ``headseg phantom`` and OpenKBP)."""
-    for suffix in IMAGE_SUFFIXES:
-        for stem in (case, f"{case}_labels", f"{case}_label", f"{case}_seg"):
-            candidate = gt_dir / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
-    folder = gt_dir / case
-    if folder.is_dir():
-        for child in sorted(folder.iterdir()):
-            if _is_image(child) and any(h in child.name.lower() for h in LABEL_HINTS):
-                return child
-    return None
-
-
-def contoured_in(reference: Path) -> Optional[List[str]]:
-    """Structures a ``meta.json`` beside the reference says were contoured (OpenKBP), else None."""
-    meta = reference.parent / "meta.json"
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            return list(data.get("contoured")) if "contoured" in data else None
-        except (OSError, ValueError):
-            return None
-    return None
-
-
 def cmd_evaluate(args, reporter: Reporter, cancel) -> int:
-    import numpy as np
-
-    from headseg.io import read_segmentation
+    """Score a results folder against references (``headseg.review.evaluate``) and say the result."""
     from headseg.labels import get_label_set
-    from headseg.measure.metrics import evaluate_labels
-    from headseg.resample import labels_on_common_grid
-    from headseg.review.evaluate import prediction_files, read_exclude_list, summary_lines, suspect_structures
+    from headseg.review.evaluate import score_folder, summary_lines, write_evaluation
 
     label_set = get_label_set(args.label_set or {"orbit": "orbit", "han": "openkbp"}.get(args.task, args.task))
-    pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
-    for d in (pred_dir, gt_dir):
-        if not d.is_dir():
-            raise InputError(f"{d} is not a folder.")
-    preds = prediction_files(pred_dir)  # not HeadSeg's side files (uncertainty maps)
-    not_scored = suspect_structures(gt_dir, label_set)  # OpenKBP's suspect contours
-    if args.exclude:
-        for case, keys in read_exclude_list(Path(args.exclude), label_set).items():
-            not_scored.setdefault(case, set()).update(keys)
-    excluded: Dict[str, Set[str]] = {}
-    no_reference: List[str] = []
-    if not preds:
-        raise InputError(f"No predicted segmentations (.seg.nrrd or label maps) in {pred_dir}.")
-    rows: List[Dict[str, Any]] = []
-    reporter.start(f"Evaluating {len(preds)} case(s)")
-    for n, (case, pred_path) in enumerate(preds):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        ref_path = find_reference(gt_dir, case)
-        if ref_path is None:
-            no_reference.append(case)
-            continue
-        pred = read_segmentation(pred_path, label_set)
-        ref = read_segmentation(ref_path, label_set)
-        pred, ref, grid_warning = labels_on_common_grid(pred, ref)  # never crop the prediction to the reference
-        if grid_warning:
-            reporter.info(f"{case}: {grid_warning}", "warning")
-        contoured = contoured_in(ref_path)
-        present = set(np.unique(ref.array).tolist())
-        skip = set()
-        contoured_keys = None
-        if contoured is not None:
-            contoured_keys = {getattr(_safe_lookup(label_set, c), "key", None) for c in contoured}
-        for s in label_set.structures:
-            if contoured_keys is not None and s.key not in contoured_keys:
-                skip.add(s.key)  # not contoured in this case (meta.json): missing, not background
-            elif contoured_keys is None and s.label not in present:
-                skip.add(s.key)  # missing from the reference: not contoured, never scored as zero
-            elif s.key in not_scored.get(case, ()):
-                skip.add(s.key)  # a suspect contour (OpenKBP's manifest) or on the exclude list
-                excluded.setdefault(case, set()).add(s.key)
-        for row in evaluate_labels(pred.array, ref.array, {s.key: s.label for s in label_set.structures},
-                                   spacing_kji=ref.spacing_kji, skip=skip):
-            rows.append({"case": case, **row})
-        reporter.progress((n + 1) / len(preds), case)
+
+    def progress(done: int, total: int, case: str) -> None:
+        if done == 0:
+            reporter.start(f"Evaluating {total} case(s)")
+        else:
+            reporter.progress(done / total, case)
+
+    scores = score_folder(Path(args.pred_dir), Path(args.gt_dir), label_set, exclude=args.exclude,
+                          warn=lambda message: reporter.info(message, "warning"), progress=progress, cancel=cancel)
     reporter.close()
-    if not rows:
-        raise InputError(f"No case had a reference to compare with in {gt_dir} (cases: "
-                         f"{', '.join(no_reference[:5])}{' ...' if len(no_reference) > 5 else ''}).")
-    _write_report(Path(args.output), rows)
-    for line in summary_lines(rows, len(preds), no_reference, excluded):
+    summary = write_evaluation(Path(args.output), scores.rows)
+    for line in summary_lines(scores.rows, scores.cases, scores.no_reference, scores.excluded):
         print(line)
-    reporter.info(f"Wrote {args.output} ({len(rows)} rows) and {Path(args.output).with_suffix('')}_summary.csv")
-    return EXIT_OK
-
-
-def _safe_lookup(label_set, name):
-    try:
-        return label_set.by_name(name)
-    except (KeyError, ValueError, HeadSegError):
-        return None
-
-
-METRIC_COLUMNS = ("dsc", "iou", "sensitivity", "specificity", "hd95_mm", "assd_mm", "pred_volume_cm3",
-                  "ref_volume_cm3")
-
-
-def _summarise(rows):
-    import numpy as np
-
-    by_structure: Dict[str, List[Dict[str, Any]]] = {}
-    for r in rows:
-        by_structure.setdefault(r["structure"], []).append(r)
-    summary = []
-    for structure, items in by_structure.items():
-        entry: Dict[str, Any] = {"structure": structure, "cases": len(items)}
-        for m in METRIC_COLUMNS:
-            values = np.array([float(i[m]) for i in items if i.get(m) is not None], dtype=float)
-            values = values[np.isfinite(values)]
-            entry[f"{m}_mean"] = round(float(values.mean()), 4) if values.size else ""
-            entry[f"{m}_std"] = round(float(values.std(ddof=1)), 4) if values.size > 1 else ""
-        summary.append(entry)
-    return summary
-
-
-def _write_report(path: Path, rows) -> None:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["case", "structure"] + [c for c in METRIC_COLUMNS]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-    summary = _summarise(rows)
-    with open(path.with_name(path.stem + "_summary.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0].keys()))
-        writer.writeheader()
-        writer.writerows(summary)
+    reporter.info(f"Wrote {args.output} ({len(scores.rows)} rows) and {summary}")
+    return int(ExitCode.OK)
 
 
 def cmd_phantom(args, reporter: Reporter, cancel) -> int:
@@ -489,7 +341,7 @@ def cmd_phantom(args, reporter: Reporter, cancel) -> int:
     reporter.progress(1.0, "done")
     reporter.close()
     reporter.info(f"Wrote {len(paths)} synthetic phantom case(s) to {out} (synthetic data, not a patient).")
-    return EXIT_OK
+    return int(ExitCode.OK)
 
 
 def cmd_models(args, reporter: Reporter, cancel) -> int:
@@ -506,7 +358,7 @@ def cmd_models(args, reporter: Reporter, cancel) -> int:
             print("\n".join(_describe_package(p)))
     for e in errors:
         print(f"Broken package skipped: {e}", file=sys.stderr)
-    return EXIT_OK
+    return int(ExitCode.OK)
 
 
 def _describe_package(package) -> List[str]:
@@ -545,18 +397,17 @@ def _structures_epilog() -> str:
             + " Another model may segment others: 'headseg models' lists each model's.")
 
 
-# -- entry point ---------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headseg", description="Deep-learning segmentation of head CT.")
-    parser.add_argument("--version", action="version", version=f"headseg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+# -- parser and entry point ---------------------------------------------------------------------------
+def _add_common(p) -> None:
+    """The options of every command."""
+    p.add_argument("--progress-format", choices=("bar", "json", "none"), default="bar",
+                   help="progress bars (default), JSON lines on stdout for programs, or none (warnings and flags are "
+                        "still shown)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
 
-    def common(p):
-        p.add_argument("--progress-format", choices=("bar", "json", "none"), default="bar",
-                       help="progress bars (default), JSON lines on stdout for programs, or none (warnings and flags are "
-                            "still shown)")
-        p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
 
+def _add_segment_parser(sub) -> None:
+    """``headseg segment``'s options."""
     seg = sub.add_parser("segment", help="segment CT images (files, case folders, DICOM series folders)",
                          epilog=_structures_epilog())
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -596,8 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--cluster", metavar="SPEC",
                      help="run the cases on Dask workers: local:N (N processes here) or tcp://HOST:PORT (a running "
                           "scheduler, e.g. from dask-jobqueue); needs pip install 'headseg[cluster]'")
-    common(seg)
+    _add_common(seg)
     seg.set_defaults(func=cmd_segment)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headseg", description="Deep-learning segmentation of head CT.")
+    parser.add_argument("--version", action="version", version=f"headseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_segment_parser(sub)
 
     cp = sub.add_parser("compare", help="volume change between a baseline and a follow-up scan of one patient")
     cp.add_argument("baseline", help="the earlier result: a .seg.nrrd, or a folder holding one (and its CT)")
@@ -611,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                     help="folder for change.csv, summary.txt and the pictures")
     cp.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
-    common(cp)
+    _add_common(cp)
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="one self-contained HTML page for a folder of 'segment' results")
@@ -619,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", default="report.html", metavar="HTML", help="the page to write "
                                                                                   "(default report.html)")
     rp.add_argument("--overwrite", action="store_true", help="replace HTML if it exists")
-    common(rp)
+    _add_common(rp)
     rp.set_defaults(func=cmd_report)
 
     cv = sub.add_parser("convert", help="write a DICOM series (or any input of 'segment') as the one image file "
@@ -628,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("-o", "--output", required=True, metavar="FILE", help=".nrrd, .nii.gz, .nii or .mha")
     cv.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     cv.add_argument("--allow-non-ct", action="store_true", help="read a DICOM series whose Modality is not CT")
-    common(cv)
+    _add_common(cv)
     cv.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("evaluate", help="compare predicted segmentations with references")
@@ -643,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--exclude", metavar="CSV",
                     help="case,structure lines not to score (a key, display or TG-263 name; '*' for the whole case); "
                          "contours OpenKBP's manifest.csv flags as suspect are never scored")
-    common(ev)
+    _add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     ph = sub.add_parser("phantom", help="write synthetic head-CT phantoms with orbit labels")
@@ -655,21 +514,21 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--kind", choices=("geometric", "anatomical"), default="geometric",
                     help="geometric: the simple test phantoms (default); anatomical: randomised anatomy and "
                          "scanner, for training orbit models")
-    common(ph)
+    _add_common(ph)
     ph.set_defaults(func=cmd_phantom)
 
     sv = sub.add_parser("serve", help="a DICOM node: receive CT series, segment them, send the RT Structure Set "
                                       "and/or SEG back (needs pip install 'headseg[node]')")
     sv.add_argument("--config", required=True, metavar="TOML", help="the node's config file (README: 'As a DICOM node')")
     sv.add_argument("--status", action="store_true", help="print the node's jobs and their states, then exit")
-    common(sv)
+    _add_common(sv)
     sv.set_defaults(func=cmd_serve)
 
     mo = sub.add_parser("models", help="list installed model packages and their cards")
     mo.add_argument("--json", action="store_true", help="print the full model cards as JSON, for programs")
     mo.add_argument("--model-dir", action="append", metavar="FOLDER",
                     help="another folder to search for model packages (may be given several times)")
-    common(mo)
+    _add_common(mo)
     mo.set_defaults(func=cmd_models)
     return parser
 

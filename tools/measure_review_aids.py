@@ -47,10 +47,10 @@ def orbit_cases(count: int, seed: int) -> Iterator[Tuple[str, object, object, Op
 
 def han_cases(data: Path, count: int) -> Iterator[Tuple[str, object, object, Optional[List[str]]]]:
     from headseg.labels import get_label_set
-    from training.datasets import discover_cases, load_case
+    from training.datasets import discover_records, load_case
 
     label_set = get_label_set("openkbp")
-    records = [r for r in discover_cases(data) if r.split == "validation"][:count]
+    records = [r for r in discover_records(data) if r.split == "validation"][:count]
     for record in records:
         loaded = load_case(record, label_set)
         yield record.case, loaded.image, loaded.labels, list(loaded.annotated)

@@ -93,13 +93,14 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     """Score the package on the test split through ``headseg.segment.pipeline`` and write the numbers into its card."""
     import torch
 
+    from headseg.review.evaluate import write_evaluation
     from headseg.segment.packages import load_package, write_package
-    from training.datasets import discover_cases
-    from training.evaluate import evaluate_package, write_rows
+    from training.datasets import discover_records
+    from training.evaluate import RUN_COLUMNS, evaluate_package
 
     torch.set_num_threads(2)
     package = load_package(package_dir)
-    records = [r for r in discover_cases(data_dir) if r.split == "test"]
+    records = [r for r in discover_records(data_dir) if r.split == "test"]
     if not records:
         raise FileNotFoundError(f"No test cases under {data_dir} (expected {data_dir}/test/<patient>/ct.nii.gz).")
     start = time.perf_counter()
@@ -107,7 +108,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
     seconds = time.perf_counter() - start
     volume_errors(rows)
     if out_csv is not None:
-        write_rows(out_csv, rows)
+        write_evaluation(out_csv, rows, extra_columns=RUN_COLUMNS)
         with open(out_csv.with_name(out_csv.stem + "_volume_error.json"), "w", encoding="utf-8") as f:
             json.dump([{k: r[k] for k in ("case", "structure", "volume_error_pct")} for r in rows], f, indent=1)
     summary = summarise(rows)
@@ -251,11 +252,11 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
 
     from headseg.segment.packages import load_package
     from headseg.segment.pipeline import segment_volume
-    from training.datasets import discover_cases, load_case
+    from training.datasets import discover_records, load_case
 
     torch.set_num_threads(2)
     package = load_package(package_dir)
-    record = next((r for r in discover_cases(data_dir) if r.case == case), None)
+    record = next((r for r in discover_records(data_dir) if r.case == case), None)
     if record is None:
         raise FileNotFoundError(f"No case {case!r} under {data_dir}.")
     loaded = load_case(record, package.label_set)

@@ -69,7 +69,7 @@ def cmd_validate_data(args) -> int:
     from headseg.labels import get_label_set
 
     from .config import load_config
-    from .datasets import discover_cases, validate_dataset
+    from .datasets import discover_records, validate_dataset
 
     task, label_set = args.task, args.label_set
     if args.config:
@@ -77,7 +77,7 @@ def cmd_validate_data(args) -> int:
         task, label_set = task or config["task"], label_set or config["label_set"]
     task = task or "orbit"
     label_set = label_set or {"orbit": "orbit", "han": "openkbp"}[task]
-    records = discover_cases(args.data)
+    records = discover_records(args.data)
     report = validate_dataset(records, get_label_set(label_set), task=task)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -89,13 +89,14 @@ def cmd_validate_data(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from headseg.review.evaluate import summary_lines, write_evaluation
     from headseg.segment.packages import find_package
 
-    from .datasets import discover_cases
-    from .evaluate import evaluate_package, summarise_rows, write_rows
+    from .datasets import discover_records
+    from .evaluate import RUN_COLUMNS, evaluate_package
 
     package = find_package(args.model)
-    records = discover_cases(args.data)
+    records = discover_records(args.data)
     if args.split != "all":
         chosen = [r for r in records if (r.split or "") == args.split]
         if not chosen and args.split == "validation":
@@ -107,13 +108,11 @@ def cmd_evaluate(args) -> int:
     rows = evaluate_package(package, records, device=args.device, progress=True, say=_say, tta=args.tta)
     if not rows:
         raise ValueError("Nothing to evaluate: no case had a structure that the model predicts.")
-    summary = summarise_rows(rows)
-    write_rows(Path(args.output), rows, summary)
+    summary = write_evaluation(Path(args.output), rows, extra_columns=RUN_COLUMNS)
     _say(f"{package.summary()}")
-    for name, entry in summary.items():
-        _say(f"  {name:<26} n={entry['cases']:<3} DSC {entry['dsc_mean']} ± {entry['dsc_std']}  "
-             f"HD95 {entry['hd95_mm_mean']} mm")
-    _say(f"Wrote {args.output} and its _summary.csv")
+    for line in summary_lines(rows, len(records)):
+        _say(line)
+    _say(f"Wrote {args.output} and {summary}")
     return EXIT_OK
 
 

@@ -1,6 +1,6 @@
 """Datasets of labelled CT cases: discovery, manifests, validation before training, and splits.
 
-Layouts understood (``discover_cases``):
+Layouts understood (``discover_records``):
 
 * **Manifest** -- ``DIR/manifest.csv`` with the columns ``case,image,segmentation,task,label_set,reviewed``
   (and optionally ``split`` and ``date``); paths are relative to ``DIR``. The format is
@@ -41,7 +41,7 @@ __all__ = [
     "LoadedCase",
     "DatasetProblem",
     "DatasetReport",
-    "discover_cases",
+    "discover_records",
     "load_case",
     "validate_dataset",
     "split_cases",
@@ -205,7 +205,7 @@ def _case_folder_record(folder: Path, split: Optional[str], flags: Dict[str, Tup
     return CaseRecord(folder.name, image, segmentation, split, annotated, flags.get(folder.name, ()), source=source)
 
 
-def discover_cases(root: Union[str, Path]) -> List[CaseRecord]:
+def discover_records(root: Union[str, Path]) -> List[CaseRecord]:
     """Every case under ``root`` in one of the layouts of the module docstring."""
     root = Path(root).expanduser()
     if not root.is_dir():

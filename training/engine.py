@@ -57,7 +57,7 @@ from .checkpoints import (
 )
 from .config import load_config
 from .data import Item, SampleSource, collate, epoch_order, make_items, sample_seed
-from .datasets import DatasetReport, discover_cases, load_case, split_cases, validate_dataset
+from .datasets import DatasetReport, discover_records, load_case, split_cases, validate_dataset
 from .distributed import Distributed, rank_device, setup, sync_batchnorm
 from .export import export_run
 from .losses import annotation_weights, build_loss
@@ -336,7 +336,7 @@ def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_s
     """Check the dataset, split it, preprocess the cases (through the item cache) and write
     ``data_report.json`` (``write_report``: only rank 0 of a torchrun run writes it); unusable cases are
     listed, not fatal, unless none is left."""
-    records = discover_cases(data_dir)
+    records = discover_records(data_dir)
     say(f"Dataset {data_dir}: {len(records)} case(s). Checking them...")
     report: DatasetReport = validate_dataset(records, label_set, task=config["task"])
     say(report.summary())

@@ -1,23 +1,23 @@
 """Evaluate a model package on labelled cases exactly as users run it: ``headseg.segment.pipeline.segment_volume``
 on the original CT grid, then ``headseg.measure.metrics`` against the reference, skipping structures that were
-not contoured in a case (missing is not a zero score)."""
+not contoured in a case (missing is not a zero score). The rows are summarised and written by
+``headseg.review.evaluate`` (the same files as ``headseg evaluate``, plus :data:`RUN_COLUMNS`)."""
 
 from __future__ import annotations
 
-import csv
 import math
 import time
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from .datasets import CaseRecord, load_case
 
-__all__ = ["evaluate_package", "summarise_rows", "write_rows", "METRIC_KEYS"]
+__all__ = ["evaluate_package", "RUN_COLUMNS"]
 
-METRIC_KEYS = ("dsc", "iou", "sensitivity", "specificity", "hd95_mm", "assd_mm", "pred_volume_cm3",
-               "ref_volume_cm3")
+#: What :func:`evaluate_package`'s rows add to the metrics (``headseg.review.evaluate.write_evaluation``'s
+#: ``extra_columns``): the seconds the case took, and why the pipeline refused it ("" when it did not).
+RUN_COLUMNS = ("seconds", "failure")
 
 
 def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto", progress: bool = False,
@@ -69,37 +69,3 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
             say(f"  {record.case}: mean DSC {np.mean(dsc) if dsc else float('nan'):.4f} ({seconds:.1f} s)"
                 + (f" FAILED, scored as empty: {failure}" if failure else ""))
     return rows
-
-
-def summarise_rows(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """Per structure: number of cases and mean / std of every metric (NaNs left out)."""
-    out: Dict[str, Dict[str, Any]] = {}
-    for name in dict.fromkeys(r["structure"] for r in rows):
-        items = [r for r in rows if r["structure"] == name]
-        entry: Dict[str, Any] = {"cases": len(items)}
-        for key in METRIC_KEYS:
-            values = np.array([float(r[key]) for r in items if r.get(key) is not None], float)
-            values = values[np.isfinite(values)]
-            entry[f"{key}_mean"] = round(float(values.mean()), 4) if values.size else None
-            entry[f"{key}_std"] = round(float(values.std(ddof=1)), 4) if values.size > 1 else None
-        out[name] = entry
-    return out
-
-
-def write_rows(path: Path, rows: Sequence[Dict[str, Any]], summary: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
-    """``path`` (one row per case and structure) and ``<path stem>_summary.csv`` (one per structure)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["case", "structure", *METRIC_KEYS, "seconds", "failure"], extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-    summary = summary if summary is not None else summarise_rows(rows)
-    if summary:
-        first = next(iter(summary.values()))
-        with open(path.with_name(path.stem + "_summary.csv"), "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["structure", *first.keys()])
-            writer.writeheader()
-            for name, entry in summary.items():
-                writer.writerow({"structure": name, **entry})

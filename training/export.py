@@ -12,9 +12,11 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from headseg.review.evaluate import summarise_rows, write_evaluation
+
 from .checkpoints import checkpoint_path, load_checkpoint
-from .datasets import discover_cases
-from .evaluate import evaluate_package, summarise_rows, write_rows
+from .datasets import discover_records
+from .evaluate import RUN_COLUMNS, evaluate_package
 
 __all__ = ["export_run", "final_card"]
 
@@ -116,11 +118,11 @@ def export_run(run_dir, data_report: Optional[Dict[str, Any]] = None, command: O
     say(f"Exported the model package {folder} (weights of epoch {checkpoint.get('best_epoch')}).")
     validation = data_report.get("split", {}).get("validation", [])
     if evaluate and validation:
-        records = [r for r in discover_cases(data_report["data_dir"]) if r.case in set(validation)]
+        records = [r for r in discover_records(data_report["data_dir"]) if r.case in set(validation)]
         say(f"Evaluating the package on {len(records)} validation case(s) segmented as 'headseg segment' does...")
         rows = evaluate_package(package, records, device=device, say=say)
         summary = summarise_rows(rows)
-        write_rows(run_dir / "validation_metrics.csv", rows, summary)
+        write_evaluation(run_dir / "validation_metrics.csv", rows, summary, extra_columns=RUN_COLUMNS)
         dsc = [e["dsc_mean"] for e in summary.values() if e["dsc_mean"] is not None]
         mean = float(np.mean(dsc)) if dsc else math.nan
         failed = sorted({r["case"] for r in rows if r.get("failure")})

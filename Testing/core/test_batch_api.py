@@ -1,4 +1,4 @@
-"""headseg.run.batch without a model: planning and collisions, volumes.csv assembly, clean-up of failed cases,
+"""headseg.run.batch and headseg.run.plan without a model: planning and collisions, volumes.csv assembly, clean-up of failed cases,
 cancel. The segmentation is a stand-in that writes two small files, as any caller's would."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import pytest
 from headseg.errors import Cancelled, InputError, ModelPackageError
 from headseg.io.cases import Case
 from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import BatchEvents, CombinedVolumes, plan_batch, run_batch
+from headseg.run.batch import BatchEvents, run_batch
+from headseg.run.plan import plan_batch
+from headseg.run.volumes_csv import CombinedVolumes
 
 ROWS = [VolumeRow("mandible", "", 10, 1.25), VolumeRow("parotid", "left", 3, 0.5)]
 

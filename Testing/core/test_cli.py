@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from model_factory import write_tiny_orbit_package
 
-from headseg.cli import EXIT_INPUT, EXIT_MODEL, discover_cases
-from headseg.errors import InputError
+from headseg.errors import ExitCode, InputError
+from headseg.io.cases import discover_cases
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ def test_segment_evaluate_end_to_end(phantom_dir, tmp_path):
 
     # Re-running into the same folder refuses to overwrite unless asked.
     proc = headseg("segment", phantom_dir, "--task", "orbit", "--model", package.path, "-o", out,
-                   check_code=EXIT_INPUT)
+                   check_code=ExitCode.INPUT)
     assert "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
 
     report = tmp_path / "report.csv"
@@ -109,16 +109,16 @@ def test_evaluate_skips_structures_missing_from_reference(tmp_path):
 
 
 def test_clear_errors_and_exit_codes(tmp_path, phantom_dir):
-    proc = headseg("segment", tmp_path / "missing.nrrd", "--task", "orbit", "-o", tmp_path / "o", check_code=EXIT_INPUT)
+    proc = headseg("segment", tmp_path / "missing.nrrd", "--task", "orbit", "-o", tmp_path / "o", check_code=ExitCode.INPUT)
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     bad_model = tmp_path / "badmodel"
     bad_model.mkdir()
     proc = headseg("segment", phantom_dir, "--task", "orbit", "--model", bad_model, "-o", tmp_path / "o",
-                   check_code=EXIT_MODEL)
+                   check_code=ExitCode.MODEL)
     assert "model.json" in proc.stderr
     (tmp_path / "notct.nii.gz").write_bytes(b"this is not an image")
     proc = headseg("segment", tmp_path / "notct.nii.gz", "--task", "orbit", "-o", tmp_path / "o",
-                   check_code=EXIT_INPUT)
+                   check_code=ExitCode.INPUT)
     assert "Traceback" not in proc.stderr
     with pytest.raises(InputError, match="No CT images"):
         discover_cases([str(tmp_path / "o")] if (tmp_path / "o").exists() else [str(bad_model)])
@@ -156,7 +156,7 @@ def test_a_misspelt_structure_is_refused_with_the_nearest_key_before_the_model_l
     code = cli.main(["segment", str(phantom_dir / "phantom_000"), "--task", "orbit", "--model", str(package.path),
                      "-o", str(tmp_path / "out"), "--structures", "superior_rectus_rigth", "--progress-format", "none"])
     err = capsys.readouterr().err
-    assert code == EXIT_INPUT
+    assert code == ExitCode.INPUT
     assert "Did you mean 'superior_rectus_right'" in err and "Musc_RectusSup_R" in err
     assert not (tmp_path / "out" / "phantom_000.seg.nrrd").exists()
 

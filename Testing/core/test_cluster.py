@@ -31,7 +31,8 @@ from headseg.cli import main
 from headseg.errors import InputError
 from headseg.io.cases import Case, discover_cases
 from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import FuturesExecutor, plan_batch, run_batch
+from headseg.run.batch import FuturesExecutor, run_batch
+from headseg.run.plan import plan_batch
 
 PHANTOM_GRID = {"spacing": (0.8, 0.8, 1.5)}  # coarse: quick to write and segment
 
@@ -184,7 +185,7 @@ def _kill_when_marked(mark: Path, killed: list, timeout: float = 240.0) -> None:
 @needs_dask
 def test_a_killed_worker_case_runs_again_elsewhere_and_a_case_that_always_kills_fails_alone(
         phantoms, package, serial, tmp_path):
-    from headseg.run.cluster import dask_executor
+    from headseg.run.cluster import dask_executor, parse_cluster
     from headseg.run.segment_case import SegmentSettings
 
     cases = discover_cases([str(phantoms)])
@@ -195,7 +196,7 @@ def test_a_killed_worker_case_runs_again_elsewhere_and_a_case_that_always_kills_
     killed: list = []
     watcher = threading.Thread(target=_kill_when_marked, args=(marks / "phantom_001.pid", killed), daemon=True)
     watcher.start()
-    with dask_executor("local:2", allowed_failures=1) as executor:
+    with dask_executor(parse_cluster("local:2"), allowed_failures=1) as executor:
         plan = plan_batch(cases[:2], out, uncertainty=True, run_record=True)
         task = partial(_kill_first_attempt, settings=settings, victim="phantom_001", marks=str(marks))
         report = run_batch(plan, task, executor=executor)

@@ -242,13 +242,13 @@ def test_field_of_view_cuts_the_head_but_keeps_both_orbits():
 
 def test_written_cases_are_read_by_training(tmp_path):
     from headseg.labels import get_label_set
-    from training.datasets import discover_cases, load_case
+    from training.datasets import discover_records, load_case
 
     folders = write_synthetic_cases(str(tmp_path), 1, seed=21, spacing=(1.0, 1.0, 2.0),
                                     extent_mm=(160.0, 150.0, 60.0))
     meta = json.loads((tmp_path / "synth_000" / "meta.json").read_text(encoding="utf-8"))
     assert meta["synthetic"] is True and len(meta["contoured"]) == 10
-    records = discover_cases(tmp_path)
+    records = discover_records(tmp_path)
     assert [r.case for r in records] == ["synth_000"] and len(folders) == 1
     loaded = load_case(records[0], get_label_set("orbit"))
     assert len(loaded.annotated) == 10

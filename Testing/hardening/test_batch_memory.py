@@ -24,7 +24,7 @@ def bench():
 
 def test_twenty_cases_in_one_process_do_not_grow(bench, han_package, tmp_path):
     cases = bench.write_cases(tmp_path / "cases", 20, "han")
-    records = bench.run_batch(cases, han_package, tmp_path / "out")
+    records = bench.segment_in_one_process(cases, han_package, tmp_path / "out")
     s = bench.growth_summary(records)
     print(f"20 cases: peak RSS {s['first_peak_mb']:.0f} MB (case 1), {s['early_peak_mb']:.0f} -> "
           f"{s['late_peak_mb']:.0f} MB (cases 2-6 -> last 5), Python+numpy {s['python_growth_mb'] * 1024:+.0f} KB")
@@ -40,7 +40,7 @@ def test_the_measurement_sees_a_leak(bench, han_package, tmp_path):
     """The same measurement with a deliberate leak of 1 MiB per case must report it (the test can fail)."""
     kept = []
     cases = bench.write_cases(tmp_path / "cases", 6, "han")
-    records = bench.run_batch(cases, han_package, tmp_path / "out",
+    records = bench.segment_in_one_process(cases, han_package, tmp_path / "out",
                               on_case=lambda r: kept.append(np.ones(2**20, np.uint8)))
     s = bench.growth_summary(records)
     assert s["python_growth_mb"] == pytest.approx(4.0, abs=0.3)  # cases 2 -> 6: four leaked MiB

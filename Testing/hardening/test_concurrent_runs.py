@@ -141,7 +141,8 @@ def test_an_executor_batch_beside_a_running_cli_run_keeps_both(cts, slow_package
     from headseg.errors import InputError
     from headseg.io.cases import Case
     from headseg.measure.volumes import VolumeRow
-    from headseg.run.batch import FuturesExecutor, plan_batch, run_batch
+    from headseg.run.batch import FuturesExecutor, run_batch
+    from headseg.run.plan import plan_batch
 
     big, small = cts
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ import pytest
 from hardening_factory import head_ct, run_cli
 
 from headseg.io import write_volume
-from headseg.run.batch import CombinedVolumes
+from headseg.run.volumes_csv import CombinedVolumes
 
 
 @pytest.fixture

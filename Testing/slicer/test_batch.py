@@ -1,4 +1,4 @@
-"""The headless batch: ``run_batch`` (the core of the modules' batch scripts) and the script itself.
+"""The headless batch: ``segment_folder`` (the core of the modules' batch scripts) and the script itself.
 
 In Slicer the script runs as ``Slicer --no-main-window --python-script OrbitSegmentationBatch.py ...``; here the same
 file runs under plain Python, where ``batch_main`` builds a headless MRML scene with slicer-core.
@@ -41,12 +41,12 @@ def case_folder(tmp_path, small_phantom, oblique_phantom):
     return folder
 
 
-def test_run_batch_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, case_folder, tmp_path,
+def test_segment_folder_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, case_folder, tmp_path,
                                                                    tiny_orbit_package, oblique_phantom):
     out = tmp_path / "out"
     before = node_classes(mrml_scene.scene)
     lines = []
-    report = batch.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
+    report = batch.segment_folder("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
                              log=lines.append)
     outcomes = report.outcomes
     # a case that cannot be used is reported and the batch goes on with the next one
@@ -77,7 +77,7 @@ def test_run_batch_writes_per_case_files_and_leaves_the_scene_clean(mrml_scene, 
     assert {r["case"] for r in combined} == {"oblique"} and len(combined) == len(rows)
 
     with pytest.raises(InputError, match="already exist"):
-        batch.run_batch("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
+        batch.segment_folder("orbit", case_folder, out, model=str(tiny_orbit_package.path), device="cpu",
                        log=lines.append)
 
 

@@ -305,7 +305,7 @@ def test_add_to_training_set_writes_files_and_manifest_and_never_overwrites(impo
 
     # headseg-train reads every column of what the module wrote
     from training import datasets  # the project's own package: a broken import must fail, not skip
-    records = datasets.discover_cases(dataset)
+    records = datasets.discover_records(dataset)
     assert [r.case for r in records] == ["CT_head", "CT_head_2"]
     record = records[0]
     assert record.source == "manifest"

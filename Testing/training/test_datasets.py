@@ -12,7 +12,7 @@ from headseg.io import write_labelmap, write_segmentation, write_volume
 from headseg.labels import get_label_set
 from training.datasets import (
     add_case_to_manifest,
-    discover_cases,
+    discover_records,
     kfold_split,
     load_case,
     split_cases,
@@ -49,7 +49,7 @@ def test_phantom_layout_and_presence_defines_annotation(tmp_path):
     image, labels = _ct_and_labels()
     _write_case(tmp_path / "case_a", image, labels)
     _write_case(tmp_path / "case_b", image, labels, seg=True)
-    records = discover_cases(tmp_path)
+    records = discover_records(tmp_path)
     assert [r.case for r in records] == ["case_a", "case_b"]
     for record in records:
         case = load_case(record, ORBIT)
@@ -67,7 +67,7 @@ def test_manifest_reviewed_masks_the_other_structures(tmp_path):
     _write_case(tmp_path / "cases" / "p1", image, labels, seg=True)
     add_case_to_manifest(tmp_path, "p1", tmp_path / "cases/p1/image.nrrd", tmp_path / "cases/p1/segmentation.seg.nrrd",
                          "orbit", "orbit", reviewed=["superior_rectus_right"])
-    records = discover_cases(tmp_path)
+    records = discover_records(tmp_path)
     assert len(records) == 1 and records[0].source == "manifest"
     assert records[0].image == tmp_path / "cases/p1/image.nrrd"
     case = load_case(records[0], ORBIT)
@@ -80,7 +80,7 @@ def test_manifest_reviewed_masks_the_other_structures(tmp_path):
     # Re-adding the case replaces its row.
     add_case_to_manifest(tmp_path, "p1", tmp_path / "cases/p1/image.nrrd", tmp_path / "cases/p1/segmentation.seg.nrrd",
                          "orbit", "orbit", reviewed=[])
-    assert load_case(discover_cases(tmp_path)[0], ORBIT).annotated == ("superior_rectus_right", "optic_nerve_right")
+    assert load_case(discover_records(tmp_path)[0], ORBIT).annotated == ("superior_rectus_right", "optic_nerve_right")
 
 
 def test_validation_catches_geometry_mismatch_unknown_segments_empty_and_non_ct(tmp_path):
@@ -102,7 +102,7 @@ def test_validation_catches_geometry_mismatch_unknown_segments_empty_and_non_ct(
     _write_case(tmp_path / "empty", image, labels.with_array(np.zeros_like(labels.array)))
     mr = image.with_array(np.clip(image.array, 0, 400) + 100)
     _write_case(tmp_path / "mr", mr, labels)
-    report = validate_dataset(discover_cases(tmp_path), ORBIT)
+    report = validate_dataset(discover_records(tmp_path), ORBIT)
     errors = {p.case: p.message for p in report.errors}
     assert report.usable == ["good"]
     assert "different geometry" in errors["shifted"]
@@ -124,7 +124,7 @@ def test_openkbp_layout_contoured_and_flags(tmp_path):
         write_labelmap(image.with_array(lab), folder / "labels.nii.gz")
         (folder / "meta.json").write_text(json.dumps({"contoured": ["Brainstem", "SpinalCord", "Mandible"]}))
     (tmp_path / "manifest.csv").write_text("split,patient,Brainstem,flag\nvalidation,pt_2,10,suspect_SpinalCord_PRV\n")
-    records = discover_cases(tmp_path)
+    records = discover_records(tmp_path)
     assert [(r.case, r.split) for r in records] == [("pt_1", "train"), ("pt_2", "validation")]
     assert load_case(records[0], openkbp).annotated == ("brainstem", "spinal_cord", "mandible")
     assert load_case(records[1], openkbp).annotated == ("brainstem", "mandible")  # flagged cord excluded
@@ -152,7 +152,7 @@ def test_training_reads_the_date_and_reexports_the_writer(tmp_path):
     assert datasets.MANIFEST_COLUMNS == manifest.MANIFEST_COLUMNS
     add_case_to_manifest(tmp_path, "pt1", tmp_path / "pt1.nrrd", tmp_path / "pt1.seg.nrrd", "orbit", "orbit",
                          reviewed=["optic_nerve_left"], split="test", date="2026-01-02T03:04:05")
-    (record,) = discover_cases(tmp_path)
+    (record,) = discover_records(tmp_path)
     assert (record.case, record.task, record.label_set, record.split, record.date) == (
         "pt1", "orbit", "orbit", "test", "2026-01-02T03:04:05")
     assert record.annotated == ("optic_nerve_left",)

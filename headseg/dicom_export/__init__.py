@@ -19,7 +19,8 @@ come from the label set (``labels.Terminology``: category, type and laterality m
 
 The package keeps one job per module: :mod:`.source` (the referenced series and grid checks),
 :mod:`.dicom_seg`, :mod:`.contours` and :mod:`.rtstruct`; this module adds the calls the command line
-uses (:func:`parse_export_formats`, :func:`check_export_source`, :func:`export_dicom`).
+uses (:func:`parse_export_formats`, :func:`check_export_inputs`, :func:`check_export_source`,
+:func:`export_dicom`).
 
 Only regular stacks of parallel slices are supported. A gantry-tilted or unevenly spaced source series is
 refused with a message, before any segmentation (:func:`check_export_source`): HeadSeg reads such a series
@@ -32,7 +33,7 @@ slices of the series to lie on. Oblique but orthogonal grids are fine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from headseg.dicom_export.contours import SADDLE_CUT, mask_to_polygons, rasterize_polygons
 from headseg.dicom_export.dicom_seg import read_dicom_seg, write_dicom_seg
@@ -63,6 +64,7 @@ __all__ = [
     "check_export_source",
     "EXPORT_FILE_NAMES",
     "parse_export_formats",
+    "check_export_inputs",
     "EXPORT_FORMATS",
     "GRID_TOLERANCE_MM",
     "SADDLE_CUT",
@@ -85,6 +87,16 @@ def parse_export_formats(text: Optional[str]) -> Tuple[str, ...]:
     for fmt in formats:
         (_require_highdicom if fmt == "dicom-seg" else _require_pydicom)()
     return formats
+
+
+
+def check_export_inputs(cases: Sequence[Any], formats: Sequence[str]) -> None:
+    """Refuse DICOM exports for a batch without DICOM input (each case has ``is_dicom``,
+    :class:`headseg.io.cases.Case`): the objects must reference the CT's DICOM series."""
+    if formats and not any(case.is_dicom for case in cases):
+        raise InputError("--export writes DICOM SEG/RT Structure Sets, which must reference the CT's DICOM series: "
+                         "give the DICOM folder (or one of its files) as input. For other files, load the result "
+                         "in 3D Slicer and use its DICOM export (see 'DICOM in and out' in README.md).")
 
 
 def export_paths(out_dir: Path, case: str, formats: Sequence[str]) -> Dict[str, Path]:

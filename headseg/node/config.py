@@ -10,9 +10,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from headseg.errors import InputError
+
+if TYPE_CHECKING:
+    from headseg.run.cluster import ClusterSpec
 
 __all__ = ["NodeConfig", "Route", "Destination", "load_config", "parse_config"]
 
@@ -77,7 +80,7 @@ class NodeConfig:
     max_instance_mb: float = 64.0
     max_series_instances: int = 2000
     workers: int = 1
-    cluster: Optional[str] = None
+    cluster: Optional[ClusterSpec] = None  # the Dask cluster jobs run on (None: this process)
     device: str = "cpu"
     model_dirs: Tuple[str, ...] = ()
     allowed_ae_titles: Tuple[str, ...] = ()
@@ -180,6 +183,15 @@ def _destination(name: str, item: Mapping[str, Any], base: Path) -> Destination:
     return Destination(name, _ae(item.get("ae_title"), f"destination.{name}.ae_title"), item["host"], port)
 
 
+def _cluster(value: Any) -> Optional[ClusterSpec]:
+    """The ``cluster`` setting, parsed as ``--cluster`` is (``local:N`` or a scheduler address)."""
+    if not value:
+        return None
+    from headseg.run.cluster import parse_cluster
+
+    return parse_cluster(str(value), setting="Node config: cluster")
+
+
 def parse_config(data: Mapping[str, Any], base: Path = Path(".")) -> NodeConfig:
     """A :class:`NodeConfig` from the parsed TOML ``data`` (relative folders are relative to ``base``)."""
     node = data.get("node", {})
@@ -205,7 +217,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path(".")) -> NodeConfig:
         quiet_seconds=_number(node, "quiet_seconds", 5.0), complete_on_release=bool(node.get("complete_on_release")),
         max_disk_mb=_number(node, "max_disk_mb", 20000.0, 1), max_instance_mb=_number(node, "max_instance_mb", 64.0, 0.01),
         max_series_instances=int(_number(node, "max_series_instances", 2000, 1)), workers=workers,
-        cluster=node.get("cluster"), device=str(node.get("device", "cpu")),
+        cluster=_cluster(node.get("cluster")), device=str(node.get("device", "cpu")),
         model_dirs=tuple(str((base / d).resolve()) for d in _strings(node.get("model_dirs"), "model_dirs")),
         allowed_ae_titles=tuple(_ae(a, "allow.ae_titles") for a in _strings(allow.get("ae_titles"), "allow.ae_titles")),
         allowed_hosts=_strings(allow.get("hosts"), "allow.hosts"), routes=routes, destinations=destinations,

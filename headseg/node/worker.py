@@ -1,6 +1,7 @@
 """Segmenting a job: the series in its folder through the same batch as ``headseg segment``
-(``headseg.run.batch.plan_batch`` / ``run_batch`` with ``headseg.run.segment_case.segment_case_on_worker``, so a job
-gives exactly the files the command line gives), here or on the Dask cluster of ``headseg.run.cluster``.
+(``headseg.run.plan.plan_batch`` / ``headseg.run.batch.run_batch`` with
+``headseg.run.segment_case.segment_case_on_worker``, so a job gives exactly the files the command line
+gives), here or on the Dask cluster of ``headseg.run.cluster``.
 
 The case is named after the job id, so the outputs are ``out/<job>.seg.nrrd``, ``out/<job>_volumes.csv``,
 ``out/<job>_run.json`` and ``out/<job>_rtstruct.dcm`` / ``out/<job>_seg.dcm``."""
@@ -18,7 +19,8 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from headseg.errors import HeadSegError, error_message
 from headseg.node.config import NodeConfig, Route
 from headseg.node.queue import Job, JobQueue
-from headseg.run.batch import plan_batch, run_batch
+from headseg.run.batch import run_batch
+from headseg.run.plan import plan_batch
 from headseg.run.segment_case import SegmentSettings, segment_case_on_worker
 
 __all__ = ["Worker", "settings_for", "executor_for"]

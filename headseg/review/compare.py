@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -26,9 +26,9 @@ from headseg.errors import InputError
 from headseg.geometry import Volume, bounding_box
 from headseg.paths import PathLike
 
-__all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "register_rigid",
-           "repeatability_bounds", "write_comparison", "write_change_csv", "CHANGE_COLUMNS", "DEFAULT_BOUND_PCT",
-           "MIN_BONE_DICE"]
+__all__ = ["TimePoint", "ChangeRow", "Comparison", "load_timepoint", "compare_timepoints", "compare_results",
+           "register_rigid", "repeatability_bounds", "write_comparison", "write_change_csv", "CHANGE_COLUMNS",
+           "DEFAULT_BOUND_PCT", "MIN_BONE_DICE"]
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +365,20 @@ def write_comparison(comparison: Comparison, out_dir: PathLike, overwrite: bool 
             draw = functools.partial(_draw_group, comparison, moved, keys, group)
             written.append(write_atomically(out / f"change_{group}.png", draw, overwrite=True))
     return written
+
+
+def compare_results(baseline: PathLike, followup: PathLike, out_dir: PathLike,
+                    baseline_ct: Optional[PathLike] = None, followup_ct: Optional[PathLike] = None,
+                    register: bool = True, allow_different_models: bool = False,
+                    overwrite: bool = False) -> Tuple[Comparison, List[Path]]:
+    """``headseg compare``: two results of one patient (each a ``.seg.nrrd`` or a folder holding one,
+    :func:`load_timepoint`) compared and written into ``out_dir`` (:func:`write_comparison`). The outputs
+    are checked before the registration, so a refusal costs nothing."""
+    first = load_timepoint(baseline, baseline_ct)
+    second = load_timepoint(followup, followup_ct)
+    check_comparison_outputs(out_dir, first.label_set, overwrite=overwrite)
+    comparison = compare_timepoints(first, second, register=register, allow_different_models=allow_different_models)
+    return comparison, write_comparison(comparison, out_dir, overwrite=overwrite)
 
 
 def check_comparison_outputs(out_dir: PathLike, label_set: Any, overwrite: bool = False) -> None:

@@ -1,46 +1,21 @@
-"""One batch of cases, run the same way by ``headseg segment`` and by the Slicer modules' batch scripts.
+"""One batch of cases, run the same way by ``headseg segment`` (here or on a cluster), the DICOM node and
+the Slicer modules' batch scripts.
 
 The rules every batch follows:
 
 * **Nothing overwritten.** The outputs of every case are planned before any work starts
-  (:func:`plan_batch`). If any exists, or ``volumes.csv`` already lists a case of this batch, the batch
-  stops with one sentence, unless ``overwrite``.
+  (:func:`headseg.run.plan.plan_batch`). If any exists, or ``volumes.csv`` already lists a case of this
+  batch, the batch stops with one sentence, unless ``overwrite``.
 * **Nothing half-done.** A case is written completely or not at all: when it fails, the files it wrote
   are removed (:func:`run_batch`).
-* **Nothing lost.** ``volumes.csv`` (all cases, ``case`` column first) is rewritten after each case, so a
-  cancelled or interrupted batch keeps the cases it finished. It keeps the rows of earlier batches in the
-  same folder, gains rows for new cases and replaces a case's rows only with ``overwrite``.
+* **Nothing lost.** ``volumes.csv`` (all cases, ``case`` column first;
+  :class:`headseg.run.volumes_csv.CombinedVolumes`) is rewritten after each case, so a cancelled or
+  interrupted batch keeps the cases it finished.
 
-How a caller uses it; the segmentation itself is the caller's (the CLI runs the pipeline in its own
-process, the Slicer batch runs the module's child process and saves with Slicer's writers). This is the
-Slicer batch (``headseg.slicer.batch.run_batch``) written over this module, as the lead will switch it::
-
-    from headseg.run.batch import BatchEvents, plan_batch, run_batch
-    from headseg.io.cases import discover_cases
-
-    plan = plan_batch(discover_cases([str(input_dir)]), output_dir, overwrite=overwrite)  # before any work
-
-    def segment_case(case, outputs):      # writes outputs.segmentation and outputs.volumes_csv
-        created = []
-        try:
-            volume_node = node_from_volume(read_volume(case.path), case.name)
-            created.append(volume_node)
-            run = SegmentationRun(task, volume_node, model=model, device=device, structures=structures,
-                                  result_name=f"{case.name} segmentation")
-            run.start()
-            state = run.wait(timeout=timeout_per_case)
-            created += [n for n in (run.segmentation_node, run.table_node) if n is not None]
-            if state != "succeeded":
-                raise HeadSegError(run.message)  # fails this case only (case_errors below)
-            write_segmentation_node(run.segmentation_node, outputs.segmentation)
-            export_table_csv(run.table_node, outputs.volumes_csv)
-            return rows_from_table_node(run.table_node)  # the rows volumes.csv gets for this case
-        finally:
-            remove_nodes(created)  # only the caller knows its nodes
-
-    report = run_batch(plan, segment_case, case_errors=(HeadSegError,), events=BatchEvents(log=log))
-    # report.outcomes (case, state, message, outputs), report.succeeded / .failed / .cancelled:
-    # the batch script's exit code (0 all, 1 some, 2 none) comes from them.
+The segmentation of one case is the caller's ``segment_case(case, outputs)``: in this process
+(:func:`headseg.run.segment_case.run_in_process`), on a Dask worker (:mod:`headseg.run.cluster`), for a
+job of the DICOM node (:mod:`headseg.node.worker`), or through the Slicer module's child process, saved
+with Slicer's writers (:func:`headseg.slicer.batch.segment_folder`).
 
 **Another executor.** ``run_batch(plan, segment_case, executor=...)`` runs the same batch with the cases as
 tasks elsewhere (``headseg.run.cluster``: Dask workers; :class:`FuturesExecutor`: a thread or process pool).
@@ -56,266 +31,23 @@ staging folder is removed when the batch ends.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import logging
 import os
 import pickle
-import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple, Type
 
 from headseg.errors import Cancelled, ExitCode, HeadSegError, InputError, error_message, exit_code_for
 from headseg.io.cases import Case
-from headseg.measure.volumes import CSV_COLUMNS, KEY_COLUMN, QUALITY_COLUMNS, REVIEW_COLUMNS, VolumeRow
+from headseg.measure.volumes import VolumeRow
+from headseg.run.plan import BatchPlan, CaseOutputs, existing_outputs_error
 
-__all__ = [
-    "VOLUMES_CSV",
-    "CaseOutputs",
-    "BatchPlan",
-    "CaseOutcome",
-    "BatchReport",
-    "BatchEvents",
-    "CombinedVolumes",
-    "case_outputs",
-    "plan_batch",
-    "run_batch",
-    "existing_outputs_error",
-    "CaseExecutor",
-    "FuturesExecutor",
-    "CaseLost",
-]
+__all__ = ["CaseOutcome", "BatchReport", "BatchEvents", "run_batch", "CaseExecutor", "FuturesExecutor", "CaseLost"]
 
 log = logging.getLogger(__name__)
-
-VOLUMES_CSV = "volumes.csv"
-COMBINED_COLUMNS = ("case",) + REVIEW_COLUMNS
-OLD_COMBINED_COLUMNS = ("case",) + CSV_COLUMNS  # before doubt and flags: read, and written back extended
-KEYLESS_COMBINED_COLUMNS = ("case",) + CSV_COLUMNS + QUALITY_COLUMNS  # before the key column: the same
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-@dataclass(frozen=True)
-class CaseOutputs:
-    """The files one case writes into the output folder."""
-
-    segmentation: Path  # <case>.seg.nrrd
-    volumes_csv: Path  # <case>_volumes.csv
-    dicom: Mapping[str, Path] = field(default_factory=dict)  # export format -> <case>_seg.dcm / _rtstruct.dcm
-    uncertainty: Optional[Path] = None  # <case>_uncertainty.nrrd (headseg.measure.quality), unless turned off
-    run_record: Optional[Path] = None  # <case>_run.json: input, model, device, time, notes (for reports)
-
-    def files(self) -> List[Path]:
-        extra = [p for p in (self.uncertainty, self.run_record) if p is not None]
-        return [self.segmentation, self.volumes_csv, *self.dicom.values(), *extra]
-
-
-def case_outputs(output_dir: PathLike, case: str, export_formats: Sequence[str] = (), uncertainty: bool = False,
-                 run_record: bool = False) -> CaseOutputs:
-    """Where case ``case`` writes (``export_formats``: ``dicom-seg``, ``rtstruct``; ``uncertainty`` and
-    ``run_record`` add ``<case>_uncertainty.nrrd`` and ``<case>_run.json``)."""
-    output_dir = Path(output_dir)
-    dicom: Dict[str, Path] = {}
-    if export_formats:
-        from headseg.dicom_export import export_paths
-
-        dicom = export_paths(output_dir, case, export_formats)
-    return CaseOutputs(output_dir / f"{case}.seg.nrrd", output_dir / f"{case}_volumes.csv", dicom,
-                       output_dir / f"{case}_uncertainty.nrrd" if uncertainty else None,
-                       output_dir / f"{case}_run.json" if run_record else None)
-
-
-class CombinedVolumes:
-    """``volumes.csv`` of an output folder: the volume rows of every case segmented there, ``case`` first.
-
-    Rows are kept as text (as read), so the rows of earlier batches are written back unchanged."""
-
-    def __init__(self, path: Path, rows: Optional[Dict[str, List[Dict[str, str]]]] = None) -> None:
-        self.path = Path(path)
-        self._rows: Dict[str, List[Dict[str, str]]] = dict(rows or {})
-
-    @classmethod
-    def read(cls, path: PathLike, overwrite: bool = False) -> CombinedVolumes:
-        """The table at ``path`` (empty when there is none). A file that is not such a table is an error,
-        or, with ``overwrite``, replaced by an empty table."""
-        path = Path(path)
-        if not path.is_file():
-            return cls(path)
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                header = tuple(reader.fieldnames or ())
-                rows = list(reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            if overwrite:
-                return cls(path)
-            raise InputError(f"Cannot read {path} ({exc}). Move it away, choose another output folder, or pass "
-                             "--overwrite to replace it.") from None
-        if header not in (COMBINED_COLUMNS, OLD_COMBINED_COLUMNS, KEYLESS_COMBINED_COLUMNS):
-            if overwrite:
-                return cls(path)
-            raise InputError(f"{path} is not a HeadSeg volume table (its columns are {', '.join(header) or 'none'}, "
-                             f"expected {','.join(COMBINED_COLUMNS)}). Move it away, choose another output folder, or "
-                             "pass --overwrite to replace it.")
-        table: Dict[str, List[Dict[str, str]]] = {}
-        for row in rows:
-            if not row.get(KEY_COLUMN):  # an older table: its key is structure and side joined
-                row[KEY_COLUMN] = f"{row['structure']}_{row['side']}" if row.get("side") else row["structure"]
-            table.setdefault(row["case"], []).append(row)
-        return cls(path, table)
-
-    @property
-    def cases(self) -> List[str]:
-        return list(self._rows)
-
-    def put(self, case: str, rows: Sequence[VolumeRow]) -> None:
-        """Add the rows of ``case`` (replacing any it had, in place) and rewrite the file atomically.
-
-        Under the folder's lock, into the table as it is on disk now: another run writing into the same
-        folder (:mod:`headseg.run.outputlock`) may have added its cases since this one planned."""
-        with self.locked():
-            self._rows[case] = [{"case": case, **{k: str(v) for k, v in r.as_dict().items()}} for r in rows]
-            self.write()
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the folder's lock, with this table merged with the file's present rows (disk first, then
-        cases only this object knows); a file that is no volume table now is replaced, as planned."""
-        from headseg.run.outputlock import folder_lock
-
-        if not self.path.parent.is_dir():
-            yield
-            return
-        with folder_lock(self.path.parent):
-            try:
-                disk = CombinedVolumes.read(self.path, overwrite=True)._rows
-            except InputError:
-                disk = {}
-            merged = dict(disk)
-            merged.update({c: r for c, r in self._rows.items() if c not in disk})
-            self._rows = merged
-            yield
-
-    def write(self) -> Path:
-        from headseg.io.files import write_atomically
-
-        def write(temp: Path) -> None:
-            with open(temp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=COMBINED_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                for rows in self._rows.values():
-                    writer.writerows(rows)
-
-        return write_atomically(self.path, write, overwrite=True)
-
-
-@dataclass
-class BatchPlan:
-    """What a batch will do, decided before any work: the cases and the files each of them writes."""
-
-    cases: List[Case]
-    output_dir: Path
-    outputs: Dict[str, CaseOutputs]
-    volumes: CombinedVolumes
-    overwrite: bool = False
-    claim: Any = None  # headseg.run.outputlock.CaseClaim: no other run writes these cases while it is held
-    created_folder: bool = False  # the plan made the output folder (removed again when left empty)
-    stale: Dict[str, List[Path]] = field(default_factory=dict)  # case -> older files it does not rewrite
-
-    @property
-    def volumes_csv(self) -> Path:
-        return self.volumes.path
-
-    def release(self) -> None:
-        """Let other runs write these cases again, and remove the folder the plan made when nothing was
-        written into it (:func:`run_batch` does it when the batch ends; call it when the batch never ran)."""
-        if self.claim is not None:
-            self.claim.release()
-            self.claim = None
-        if self.created_folder:
-            with contextlib.suppress(OSError):
-                self.output_dir.rmdir()  # only when empty
-
-
-def existing_outputs_error(existing: Sequence[str]) -> InputError:
-    """The one sentence for outputs that are in the way (the same for the CLI and the Slicer batch)."""
-    return InputError(f"{len(existing)} output(s) already exist (e.g. {existing[0]}). Choose another output "
-                      "folder or pass --overwrite.")
-
-
-def plan_batch(cases: Sequence[Tuple[str, Path]], output_dir: PathLike, overwrite: bool = False,
-               export_formats: Sequence[str] = (), create: bool = True, uncertainty: bool = False,
-               run_record: bool = False) -> BatchPlan:
-    """Plan the outputs of ``cases`` in ``output_dir`` and refuse, before any work, what would overwrite.
-
-    A case collides when one of its files exists (also one it writes only in other runs, e.g. an
-    uncertainty map), ``volumes.csv`` already lists it, or another live run is writing it (always refused,
-    see :mod:`headseg.run.outputlock`); the first two raise :class:`InputError` naming the first collision,
-    unless ``overwrite``. DICOM exports are planned only for DICOM cases. With ``create`` the folder is made
-    and checked to be writable; the plan then holds a claim on its cases until :meth:`BatchPlan.release`."""
-    from headseg.run.outputlock import claim_cases, folder_lock
-
-    output_dir = Path(output_dir)
-    planned = [Case(str(name), Path(path)) for name, path in cases]
-    outputs = {case.name: case_outputs(output_dir, case.name, export_formats if case.is_dicom else (), uncertainty,
-                                       run_record) for case in planned}
-    created = create and not output_dir.exists()
-    if create:
-        if output_dir.is_symlink() and not output_dir.exists():
-            raise InputError(f"The output folder {output_dir} is a symbolic link to nothing (or to itself); choose "
-                             "another one with -o.")
-        if output_dir.exists() and not output_dir.is_dir():
-            raise InputError(f"The output folder {output_dir} exists and is not a folder; choose another one with -o.")
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"Cannot create the output folder {output_dir}: {exc.strerror or exc}.") from exc
-        if not os.access(output_dir, os.W_OK):
-            raise InputError(f"The output folder {output_dir} is not writable. Choose another one with -o.")
-    lock = folder_lock(output_dir) if output_dir.is_dir() else contextlib.nullcontext()
-    with lock:
-        volumes = CombinedVolumes.read(output_dir / VOLUMES_CSV, overwrite=overwrite)
-        stale = {case: [p for p in _other_files(output_dir, case, outputs[case]) if p.exists()] for case in outputs}
-        if not overwrite:
-            existing = [str(p) for planned in outputs.values() for p in planned.files() if p.exists()]
-            existing += [str(p) for paths in stale.values() for p in paths]
-            listed = set(volumes.cases)
-            existing += [f"the rows of case {c.name!r} in {volumes.path}" for c in planned if c.name in listed]
-            if existing:
-                raise existing_outputs_error(existing)
-        claim = claim_cases(output_dir, list(outputs)) if output_dir.is_dir() else None
-        if claim is not None:  # no live run writes these cases or volumes.csv now: any temporary is an orphan
-            _remove_orphan_temporaries(output_dir, [output_dir / VOLUMES_CSV] + [
-                p for case in outputs for p in outputs[case].files() + _other_files(output_dir, case, outputs[case])])
-    return BatchPlan(planned, output_dir, outputs, volumes, overwrite, claim, created,
-                     {c: paths for c, paths in stale.items() if paths})
-
-
-def _other_files(output_dir: Path, case: str, outputs: CaseOutputs) -> List[Path]:
-    """The files ``case`` writes in other runs (uncertainty map, run record, DICOM exports) that this run
-    does not write: a result beside them would be mixed with an older one."""
-    every = case_outputs(output_dir, case, ("dicom-seg", "rtstruct"), uncertainty=True, run_record=True)
-    mine = set(outputs.files())
-    return [p for p in every.files() if p not in mine]
-
-
-def _remove_orphan_temporaries(output_dir: Path, names: Sequence[Path]) -> None:
-    """Remove the temporaries (``.<name>.<8 hex>.partial<ext>``, headseg/io/files.py) that a killed run
-    left for ``names``."""
-    from headseg.io.files import extension
-
-    stems = {p.name[: len(p.name) - len(extension(p))] for p in names}
-    pattern = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.partial")
-    for path in output_dir.glob(".*.partial*"):
-        match = pattern.match(path.name)
-        if match and match.group(1) in stems and path.is_file():
-            with contextlib.suppress(OSError):
-                path.unlink()
-                log.info("Removed %s, left by a run that was killed while writing.", path.name)
 
 
 def _remove_stale(plan: BatchPlan, case: str) -> None:
@@ -668,16 +400,9 @@ def _remove_staging(staging: Path) -> None:
 
 def _in_plan_order(plan: BatchPlan, previous: Sequence[str]) -> None:
     """``volumes.csv`` as a serial run leaves it: earlier cases where they were, this batch's new cases
-    after them in the plan's order (results arrive in any order). Under the folder's lock, with the rows
-    other runs added meanwhile kept."""
-    with plan.volumes.locked():
-        table = plan.volumes._rows
-        before = set(previous)
-        new = [c.name for c in plan.cases if c.name in table and c.name not in before]
-        wanted = [c for c in table if c not in new] + new
-        if list(table) != wanted:
-            plan.volumes._rows = {c: table[c] for c in wanted}
-            plan.volumes.write()
+    after them in the plan's order (results arrive in any order)."""
+    before = set(previous)
+    plan.volumes.move_to_end([c.name for c in plan.cases if c.name not in before])
 
 
 def _signature(path: Path) -> Optional[Tuple[int, int, int]]:

@@ -32,7 +32,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from headseg.errors import EXIT_MESSAGES, ExitCode
 
 __all__ = [
-    "EXIT_MESSAGES",
     "RunState",
     "SegmentationProcess",
     "headseg_search_path",
@@ -41,7 +40,6 @@ __all__ = [
     "windows_tree_kill_command",
 ]
 
-EXIT_CANCELLED = ExitCode.CANCELLED
 STDERR_LINES_KEPT = 40
 
 
@@ -241,7 +239,7 @@ class SegmentationProcess:
         """Ask the child to stop (SIGTERM to its process group); it is killed if it is still there
         after ``kill_timeout_s``. Without ``wait`` this returns at once and :meth:`poll` finishes the job."""
         if self.state is RunState.NOT_STARTED:
-            self._finish(RunState.CANCELLED, EXIT_MESSAGES[EXIT_CANCELLED])
+            self._finish(RunState.CANCELLED, EXIT_MESSAGES[ExitCode.CANCELLED])
             return
         if not self.running:
             return
@@ -310,8 +308,8 @@ class SegmentationProcess:
 
     def _on_exit(self, returncode: int) -> None:
         self.returncode = returncode
-        if self.state is RunState.CANCELLING or returncode == EXIT_CANCELLED:
-            self._finish(RunState.CANCELLED, EXIT_MESSAGES[EXIT_CANCELLED])
+        if self.state is RunState.CANCELLING or returncode == ExitCode.CANCELLED:
+            self._finish(RunState.CANCELLED, EXIT_MESSAGES[ExitCode.CANCELLED])
         elif returncode == 0:  # error events with exit 0 are cases skipped in a multi-case run
             if not self.results:
                 self._finish(RunState.FAILED, "The segmentation process ended without producing a result.")

@@ -20,15 +20,17 @@ import contextlib
 import logging
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Collection, Dict, Iterator, Optional, Tuple, Type
 
 from headseg.errors import InputError
-from headseg.run.batch import BatchEvents, BatchPlan, BatchReport, CaseExecutor, CaseLost, run_batch
+from headseg.run.batch import BatchEvents, BatchReport, CaseExecutor, CaseLost, run_batch
+from headseg.run.plan import BatchPlan
 from headseg.run.segment_case import SegmentSettings, segment_case_on_worker
 
-__all__ = ["INSTALL_HINT", "parse_cluster", "require_dask", "DaskExecutor", "dask_executor", "run_on_cluster"]
+__all__ = ["INSTALL_HINT", "ClusterSpec", "parse_cluster", "require_dask", "DaskExecutor", "dask_executor",
+           "run_on_cluster"]
 
 INSTALL_HINT = "--cluster needs Dask, which is not installed: pip install 'headseg[cluster]'."
 
@@ -42,19 +44,32 @@ def require_dask() -> None:
         raise InputError(INSTALL_HINT) from None
 
 
-def parse_cluster(spec: str) -> Tuple[str, Any]:
-    """``("local", N)`` for ``local:N``, ``("address", spec)`` for a scheduler address such as
-    ``tcp://HOST:PORT``; anything else is an :class:`InputError`."""
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A cluster as ``--cluster`` (or the node's ``cluster`` setting) names it, parsed once by
+    :func:`parse_cluster`: ``workers`` local processes, or the ``address`` of a running scheduler."""
+
+    text: str  # as the user wrote it
+    workers: Optional[int] = None  # local:N
+    address: Optional[str] = None  # tcp://HOST:PORT and the like
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_cluster(spec: str, setting: str = "--cluster") -> ClusterSpec:
+    """The :class:`ClusterSpec` of ``local:N`` or of a scheduler address such as ``tcp://HOST:PORT``;
+    anything else is an :class:`InputError` naming ``setting`` (the option or setting it came from)."""
     text = str(spec).strip()
     match = re.fullmatch(r"local:(\d+)", text)
     if match:
         workers = int(match.group(1))
         if workers < 1:
-            raise InputError("--cluster local:N needs N >= 1 workers.")
-        return "local", workers
+            raise InputError(f"{setting} local:N needs N >= 1 workers.")
+        return ClusterSpec(text, workers=workers)
     if re.fullmatch(r"(tcp|tls|ucx|inproc)://\S+", text):
-        return "address", text
-    raise InputError(f"--cluster {text!r}: give local:N (N worker processes on this machine) or the address of a "
+        return ClusterSpec(text, address=text)
+    raise InputError(f"{setting} {text!r}: give local:N (N worker processes on this machine) or the address of a "
                      "running Dask scheduler, e.g. tcp://HOST:8786.")
 
 
@@ -95,8 +110,8 @@ class DaskExecutor(CaseExecutor):
 
 
 @contextlib.contextmanager
-def dask_executor(spec: str, allowed_failures: Optional[int] = None) -> Iterator[DaskExecutor]:
-    """A :class:`DaskExecutor` on the cluster ``spec`` names (see :func:`parse_cluster`), closed afterwards.
+def dask_executor(cluster: ClusterSpec, allowed_failures: Optional[int] = None) -> Iterator[DaskExecutor]:
+    """A :class:`DaskExecutor` on ``cluster`` (see :func:`parse_cluster`), closed afterwards.
 
     ``allowed_failures`` sets how often a local cluster's scheduler retries a case whose worker died
     (None: Dask's setting); an external scheduler keeps its own."""
@@ -104,26 +119,25 @@ def dask_executor(spec: str, allowed_failures: Optional[int] = None) -> Iterator
     import dask
     from distributed import Client, LocalCluster
 
-    kind, value = parse_cluster(spec)
     settings: Dict[str, Any] = {}
     if allowed_failures is not None:
         settings["distributed.scheduler.allowed-failures"] = int(allowed_failures)
-    if kind == "local":
-        settings.update(local_worker_settings(int(value)))
+    if cluster.workers is not None:
+        settings.update(local_worker_settings(cluster.workers))
     with contextlib.ExitStack() as stack:
         stack.enter_context(dask.config.set(settings))
         stack.enter_context(_quiet_dask())
-        if kind == "local":
-            cluster = stack.enter_context(LocalCluster(n_workers=int(value), threads_per_worker=1, processes=True,
-                                                       dashboard_address=None, silence_logs=logging.ERROR))
-            client = stack.enter_context(Client(cluster))
-            yield DaskExecutor(client, max_in_flight=int(value))
+        if cluster.workers is not None:
+            local = stack.enter_context(LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True,
+                                                     dashboard_address=None, silence_logs=logging.ERROR))
+            client = stack.enter_context(Client(local))
+            yield DaskExecutor(client, max_in_flight=cluster.workers)
         else:
             try:
-                client = stack.enter_context(Client(value, timeout="30s"))
+                client = stack.enter_context(Client(cluster.address, timeout="30s"))
             except (OSError, TimeoutError) as exc:
-                raise InputError(f"Cannot reach the Dask scheduler at {value} ({exc}). Is it running, and is the "
-                                 "address the one it printed?") from None
+                raise InputError(f"Cannot reach the Dask scheduler at {cluster.address} ({exc}). Is it running, and "
+                                 "is the address the one it printed?") from None
             # All cases at once: an adaptive cluster (dask-jobqueue's adapt) scales by the tasks it sees.
             yield DaskExecutor(client)
 
@@ -167,15 +181,14 @@ def _quiet_dask() -> Iterator[None]:
         target.setLevel(level)
 
 
-def run_on_cluster(spec: str, plan: BatchPlan, settings: SegmentSettings, events: Optional[BatchEvents] = None,
-                   cancel: Any = None, stop_on_error: bool = False,
+def run_on_cluster(cluster: ClusterSpec, plan: BatchPlan, settings: SegmentSettings,
+                   events: Optional[BatchEvents] = None, cancel: Any = None, stop_on_error: bool = False,
                    case_errors: Tuple[Type[BaseException], ...] = (InputError, MemoryError),
                    allowed_failures: Optional[int] = None) -> BatchReport:
-    """Run ``plan`` on the cluster ``spec``: :func:`headseg.run.batch.run_batch` with a :class:`DaskExecutor`
-    and :func:`~headseg.run.segment_case.segment_case_on_worker` as each case's task."""
-    kind, value = parse_cluster(spec)
-    if kind == "local" and settings.torch_threads is None:  # N workers share this machine's cores
-        settings = replace(settings, torch_threads=worker_threads(int(value)))
-    with dask_executor(spec, allowed_failures) as executor:
+    """Run ``plan`` on ``cluster``: :func:`headseg.run.batch.run_batch` with a :class:`DaskExecutor` and
+    :func:`~headseg.run.segment_case.segment_case_on_worker` as each case's task."""
+    if cluster.workers is not None and settings.torch_threads is None:  # N workers share this machine's cores
+        settings = replace(settings, torch_threads=worker_threads(cluster.workers))
+    with dask_executor(cluster, allowed_failures) as executor:
         return run_batch(plan, partial(segment_case_on_worker, settings=settings), case_errors=case_errors,
                          stop_on_error=stop_on_error, events=events, executor=executor, cancel=cancel)

@@ -1,8 +1,8 @@
 """Runs that share an output folder: a short lock on the folder and a claim on the cases a run writes.
 
 Two ``headseg segment`` runs (or a Slicer batch and a ``--cluster`` run) may be started into one output
-folder at the same time. Two things keep them from losing each other's work (``headseg/run/batch.py`` uses
-both):
+folder at the same time. Two things keep them from losing each other's work (``headseg/run/plan.py`` and
+``headseg/run/volumes_csv.py`` use both):
 
 * :func:`folder_lock`: held only for the short steps that read and rewrite a shared file (planning,
   ``volumes.csv``), so each run merges its rows into the table as it is on disk, not as it was when it

@@ -5,30 +5,33 @@ files whichever ran it.
 * :class:`SegmentSettings`: what every case of a run is segmented with, as plain values (a cluster
   worker receives them pickled).
 * :func:`segment_and_write`: one case with a loaded model: ``<case>.seg.nrrd``, ``<case>_volumes.csv``,
-  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.run.batch.CaseOutputs`
+  ``<case>_uncertainty.nrrd`` and ``<case>_run.json`` (those its :class:`~headseg.run.plan.CaseOutputs`
   name), the DICOM exports it was asked for; every file written atomically.
+* :func:`run_in_process`: a planned batch of such cases in this process, the model loaded once.
 * :func:`segment_case_on_worker`: the same on a worker process, with the model package loaded once per
   process (:func:`loaded_model`, keyed by package folder and device), not once per case.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import sys
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
+from headseg.errors import InputError
 from headseg.io.cases import Case
+from headseg.io.diagnostics import collect_warnings, native_stderr_captured
 from headseg.measure.volumes import VolumeRow
-from headseg.run.batch import CaseOutputs
+from headseg.run.batch import BatchEvents, BatchReport, run_batch
+from headseg.run.plan import BatchPlan, CaseOutputs
 
-__all__ = ["SegmentSettings", "CaseResult", "segment_and_write", "loaded_model", "segment_case_on_worker",
-           "collect_warnings", "native_stderr_captured"]
+__all__ = ["SegmentSettings", "CaseResult", "segment_and_write", "run_in_process", "loaded_model",
+           "segment_case_on_worker"]
 
 log = logging.getLogger("headseg")
 
@@ -117,6 +120,26 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
                       [str(f) for f in dicom_files], wrote_uncertainty)
 
 
+def run_in_process(plan: BatchPlan, package: Any, settings: SegmentSettings, events: Optional[BatchEvents] = None,
+                   say: Optional[Callable[[str], None]] = None, warn: Optional[Callable[[str], None]] = None,
+                   progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None,
+                   stop_on_error: bool = False,
+                   case_errors: Tuple[Type[BaseException], ...] = (InputError, MemoryError)) -> BatchReport:
+    """Run ``plan`` in this process (``headseg segment`` without ``--cluster``): the model of ``package``
+    loaded once, on the device ``settings.device`` chooses (``say`` is told which), then each case through
+    :func:`segment_and_write` in :func:`headseg.run.batch.run_batch`. Each outcome's ``details`` is the
+    case's :class:`CaseResult`."""
+    from headseg.segment.windows import select_device
+
+    device = select_device(settings.device)
+    if say is not None:
+        say(f"Device: {device.device} ({device.reason})")
+    model = package.load_model(device.device)
+    segment = partial(segment_and_write, package=package, model=model, device=str(device.device),
+                      settings=settings, warn=warn or log.warning, progress=progress, cancel=cancel)
+    return run_batch(plan, segment, case_errors=case_errors, stop_on_error=stop_on_error, events=events)
+
+
 def _hashed_patient_id(case: Case) -> Optional[str]:
     """The case's PatientID as ``<case>_run.json`` keeps it (hashed; ``compare`` checks it), for DICOM input."""
     if not case.is_dicom:
@@ -164,56 +187,3 @@ def segment_case_on_worker(case: Case, outputs: CaseOutputs, settings: SegmentSe
     result.worker = f"{socket.gethostname()}:{os.getpid()}"
     result.loaded_model = loaded_now
     return result
-
-
-# -- what readers print --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def collect_warnings(logger_name: str) -> Iterator[List[str]]:
-    """Warnings logged by ``logger_name`` inside the block, as strings (not also printed by logging)."""
-    messages: List[str] = []
-
-    class _Collector(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    target = logging.getLogger(logger_name)
-    handler, propagate = _Collector(logging.WARNING), target.propagate
-    target.addHandler(handler)
-    target.propagate = False
-    try:
-        yield messages
-    finally:
-        target.removeHandler(handler)
-        target.propagate = propagate
-
-
-@contextlib.contextmanager
-def native_stderr_captured() -> Iterator[None]:
-    """ITK, MetaIO and GDCM print diagnostics straight to file descriptor 2 ("MetaImage: Read: Cannot parse
-    file") before our own clear message; capture them while reading and log them (shown with -v).
-
-    Only in the main thread: file descriptor 2 belongs to the whole process (a worker thread would
-    capture what the others print)."""
-    import tempfile
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real stderr (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace").strip()
-            if text:
-                log.info("Reader diagnostics: %s", text)

@@ -18,8 +18,8 @@ from typing import Callable, List, Optional, Sequence
 from headseg.errors import HeadSegError
 from headseg.io.cases import Case
 from headseg.measure.volumes import REVIEW_COLUMNS, VolumeRow
-from headseg.run.batch import BatchEvents, BatchReport, CaseOutputs, plan_batch
-from headseg.run.batch import run_batch as run_planned_batch
+from headseg.run.batch import BatchEvents, BatchReport, run_batch
+from headseg.run.plan import CaseOutputs, plan_batch
 from headseg.slicer.review import COLOR_NODE_TAG
 from headseg.slicer.runs import TASK_LABEL_SETS, SegmentationRun, missing_packages, model_choices
 from headseg.slicer.scene import (
@@ -32,13 +32,13 @@ from headseg.slicer.scene import (
 )
 from headseg.slicer.tables import export_rows_csv
 
-__all__ = ["run_batch", "batch_main", "batch_self_test"]
+__all__ = ["segment_folder", "batch_main", "batch_self_test"]
 
 
-def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optional[str] = None,
-              device: str = "auto", structures: Optional[Sequence[str]] = None, overwrite: bool = False,
-              log: Callable[[str], None] = print,
-              timeout_per_case: Optional[float] = None) -> BatchReport:
+def segment_folder(task: str, input_dir: PathLike, output_dir: PathLike, model: Optional[str] = None,
+                   device: str = "auto", structures: Optional[Sequence[str]] = None, overwrite: bool = False,
+                   log: Callable[[str], None] = print,
+                   timeout_per_case: Optional[float] = None) -> BatchReport:
     """Segment every CT in ``input_dir`` exactly as the module does, writing ``<case>.seg.nrrd``,
     ``<case>_volumes.csv`` (with doubt and flags) and ``<case>_uncertainty.nrrd`` (when the run made a
     map) per case, plus ``volumes.csv`` for all cases, into ``output_dir`` (:func:`headseg.run.batch.run_batch`).
@@ -50,7 +50,7 @@ def run_batch(task: str, input_dir: PathLike, output_dir: PathLike, model: Optio
     plan = plan_batch(discover_cases([str(input_dir)]), output_dir, overwrite=overwrite, uncertainty=True)
     segment = partial(_segment_case, task=task, model=model, device=device, structures=structures, log=log,
                       timeout=timeout_per_case)
-    return run_planned_batch(plan, segment, case_errors=(HeadSegError, TimeoutError), events=BatchEvents(log=log))
+    return run_batch(plan, segment, case_errors=(HeadSegError, TimeoutError), events=BatchEvents(log=log))
 
 
 def _segment_case(case: Case, outputs: CaseOutputs, task: str, model: Optional[str], device: str,
@@ -128,8 +128,8 @@ def batch_main(argv: Optional[Sequence[str]] = None, default_task: Optional[str]
     init_scene()
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     try:
-        report = run_batch(args.task, args.input_dir, args.output_dir, model=args.model, device=args.device,
-                           structures=structures, overwrite=args.overwrite)
+        report = segment_folder(args.task, args.input_dir, args.output_dir, model=args.model, device=args.device,
+                                structures=structures, overwrite=args.overwrite)
     except HeadSegError as exc:
         print(f"batch: {exc}")
         return 2
