@@ -82,7 +82,7 @@ def headseg_search_path() -> str:
     Inside Slicer the package is installed next to the scripted modules, a folder that is on Slicer's
     ``sys.path`` but not on the ``PYTHONPATH`` a child process inherits.
     """
-    return str(Path(__file__).resolve().parent.parent)
+    return str(Path(__file__).resolve().parents[2])
 
 
 def segment_command(inputs: Sequence[Union[str, Path]], task: str, output_dir: Union[str, Path],

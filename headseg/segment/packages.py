@@ -25,7 +25,7 @@ from headseg.errors import ModelPackageError
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
 FORMAT_VERSION = 1
-SHIPPED_DIR = Path(__file__).resolve().parent / "packaged_models"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "packaged_models"
 USER_DIR = Path.home() / ".headseg" / "models"
 TASKS = ("orbit", "han")
 
