@@ -5,9 +5,11 @@ in the same run.
 The 512 x 512 x 200 CT is an OpenKBP test case resampled onto a typical clinical grid over the same field
 of view (about 0.98 x 0.98 x 1.6 mm), so the pipeline has to resample it to the model's 3.906 x 3.906 x 2.5
 mm grid and the result back: the time a user waits for ``headseg segment --task han``.
-Seed paper 004 reports 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only).
+The AnatomyNet paper reports 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only).
 
-    python benchmarks/bench_han_inference.py --data ../shared/data/openkbp --case pt_306 --threads 2
+    python benchmarks/bench_han_inference.py --data OPENKBP --case pt_306 --threads 2
+
+(OPENKBP: the OpenKBP folder, patients under train/, validation/ and test/).
 """
 
 from __future__ import annotations
@@ -89,17 +91,17 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str,
     big = resample_to_grid(ct, clinical_grid_like(ct), interpolation="linear", default_value=-1000.0,
                            dtype=np.int16)
     card = package.card
-    model_grid = model_grid_for(ct, card["input"]["spacing_mm"])
-    x = normalize(resample_to_grid(ct, model_grid, "linear", -1000.0).array, card["input"]["normalization"])
-    classes = len(card["classes"])
-    inference = card.get("inference", {})
+    model_grid = model_grid_for(ct, card.input.spacing_mm)
+    x = normalize(resample_to_grid(ct, model_grid, "linear", -1000.0).array, card.input.normalization)
+    classes = len(card.classes)
+    inference = card.inference
 
     def network_only() -> None:
-        whole_volume_or_patches(x[None].astype(np.float32), model, max_voxels=int(inference.get("max_voxels")),
-                                patch=tuple(inference.get("patch_kji")), batch_size=1, device=torch.device(device),
-                                amp=False, out_channels=classes, activation=card.get("output_activation", "softmax"))
+        whole_volume_or_patches(x[None].astype(np.float32), model, max_voxels=inference.max_voxels,
+                                patch=inference.patch_kji, batch_size=1, device=torch.device(device),
+                                amp=False, out_channels=classes, activation=card.output_activation)
 
-    print(f"model {package.name} {card['architecture_params']}, device {device}, torch threads "
+    print(f"model {package.name} {card.architecture_params}, device {device}, torch threads "
           f"{torch.get_num_threads()}")
     print(f"case {case}: {ct.shape[::-1]} voxels (i, j, k) at {tuple(round(s, 3) for s in ct.spacing)} mm; "
           f"model grid {model_grid.shape[::-1]}")
@@ -126,7 +128,7 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str,
     print(f"{'headseg segment --tta, same file':<40} {cli_tta['seconds']:6.2f} s   (target <= 40 s); ratio TTA / "
           f"plain {cli_tta['seconds'] / cli['seconds']:.2f}")
     results["cli"] = [cli["seconds"]]
-    print("seed paper 004: 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only, paper's widths)")
+    print("the AnatomyNet paper: 0.12 s per 178 x 302 x 225 volume on a P40 GPU (network only, paper's widths)")
     return results
 
 

@@ -2,7 +2,7 @@
 
 What it answers:
 
-* cost of seed 000's step-1 sliding window (every 32-slice slab, plain mean) against our default
+* cost of the SV-net paper's step-1 sliding window (every 32-slice slab, plain mean) against our default
   (step 16, gaussian weighting along k), and how different the two label maps are (DSC per class);
 * whether our engine computes what MONAI's ``sliding_window_inference`` computes at the same overlap
   and gaussian mode (max |difference| of probabilities, argmax agreement) and at what relative speed;
@@ -71,7 +71,7 @@ def trained_model_and_crop(name: str):
 
     package = default_package("orbit") if name == "demo" else find_package(name, task="orbit")
     crop = orbit_crops(make_head_phantom(seed=0).image, package.card, sides=("right",))[0]
-    image = normalize(crop.image.array, package.card["input"]["normalization"])[None]
+    image = normalize(crop.image.array, package.card.input.normalization)[None]
     return package.load_model(), image, f"model {package.name} on a phantom's right-orbit crop"
 
 

@@ -1,7 +1,8 @@
 """Measure the automatic orbit search on a set of CTs and draw what it found (docs/orbit_search.md).
+OPENKBP below is the OpenKBP folder (patients under train/, validation/ and test/).
 
     # all OpenKBP CTs: per-case table + montage of every localised case (+ overview sheets of the refused)
-    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp \
+    python tools/orbit_search_report.py openkbp --data OPENKBP \
         --csv docs/orbit_search_openkbp.csv --montage docs/images/orbit_search_openkbp.png \
         --refused-montage /tmp/orbit_refused.png
     # any CTs (files or DICOM folders): table + montage of the localised ones, overviews of the refused
@@ -9,10 +10,10 @@
     # synthetic anatomical heads (headseg.synth), all with both orbits in view: table only
     python tools/orbit_search_report.py synth --seeds 0-23 --csv /tmp/synth.csv
     # redraw the pictures from an earlier table without searching again
-    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp --from-csv docs/orbit_search_openkbp.csv \
+    python tools/orbit_search_report.py openkbp --data OPENKBP --from-csv docs/orbit_search_openkbp.csv \
         --montage docs/images/orbit_search_openkbp.png
     # a picture readable at page size: 12 localised cases, evenly spread over the table
-    python tools/orbit_search_report.py openkbp --data ../shared/data/openkbp --from-csv docs/orbit_search_openkbp.csv \
+    python tools/orbit_search_report.py openkbp --data OPENKBP --from-csv docs/orbit_search_openkbp.csv \
         --montage docs/images/orbit_search_openkbp_sample.png --sample 12 --columns 2
 
 The montage shows, per localised case and side, an axial and a coronal slice through the centre of that
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from headseg.geometry import Volume  # noqa: E402
 from headseg.io import read_volume  # noqa: E402
 from headseg.locate.search import SIDES, orbit_box, orbit_crop_grid, search_orbits  # noqa: E402
+from headseg.segment.model_card import InputGrid  # noqa: E402
 
 WINDOW_HU = (-250.0, 350.0)
 CHECKS = ("globes", "distance", "symmetry", "depth", "orbit_walls", "cranium", "field_of_view")
@@ -124,17 +126,18 @@ def _slice(volume_sitk, origin: np.ndarray, u: np.ndarray, v: np.ndarray, size: 
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _crop_extent(box, side: str, card_input: Dict[str, object]) -> Tuple[np.ndarray, np.ndarray]:
+def _crop_extent(box, side: str, card_input: InputGrid) -> Tuple[np.ndarray, np.ndarray]:
     """LPS min and max corners of the crop the default orbit model sees for this box."""
-    grid = orbit_crop_grid(box, card_input["spacing_mm"], (None,) + tuple(card_input["window_kji"][1:]), side)
+    assert card_input.window_kji is not None  # an orbit model's input
+    grid = orbit_crop_grid(box, card_input.spacing_mm, (None,) + tuple(card_input.window_kji[1:]), side)
     half = np.asarray(grid.spacing) * np.asarray(grid.size_ijk) / 2
     return box.center_lps - half, box.center_lps + half
 
 
-def _default_card_input() -> Dict[str, object]:
+def _default_card_input() -> InputGrid:
     from headseg.segment.packages import default_package
 
-    return default_package("orbit").card["input"]
+    return default_package("orbit").card.input
 
 
 def case_tiles(volume: Volume, globes: Dict[str, np.ndarray], card_input) -> List[np.ndarray]:

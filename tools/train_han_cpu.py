@@ -2,16 +2,16 @@
 
 Training itself is plain ``headseg-train`` (the package already trains on random patches and validates on
 a few cases per epoch); this script does what comes after, so that the shipped card holds numbers measured
-through the real inference path:
+through the real inference path (OPENKBP: the OpenKBP folder, patients under train/, validation/ and test/):
 
     # 1. train (26 minutes of training on 2 CPU cores; the GPU recipe is anatomynet_openkbp)
-    headseg-train train --config anatomynet_openkbp_cpu --data ../shared/data/openkbp --out runs/han_cpu
+    headseg-train train --config anatomynet_openkbp_cpu --data OPENKBP --out runs/han_cpu
     # 2. copy the package into headseg/packaged_models/han-anatomynet-openkbp
     python tools/train_han_cpu.py ship runs/han_cpu
     # 3. score it ONCE on the 20 test cases (headseg.segment.pipeline on each CT's own grid) and write the card
-    python tools/train_han_cpu.py test --data ../shared/data/openkbp --run runs/han_cpu
+    python tools/train_han_cpu.py test --data OPENKBP --run runs/han_cpu
     # 4. the overlay picture of docs/han_model.md
-    python tools/train_han_cpu.py overlay --data ../shared/data/openkbp --case pt_246
+    python tools/train_han_cpu.py overlay --data OPENKBP --case pt_246
 
 Volume error is (predicted - reference) / reference in percent, per case and organ; organs not contoured
 in a case (``meta.json`` ``contoured``, and the flagged spinal cord of pt_260) are skipped, never scored 0.
@@ -106,7 +106,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
         with open(out_csv.with_name(out_csv.stem + "_volume_error.json"), "w", encoding="utf-8") as f:
             json.dump([{k: r[k] for k in ("case", "structure", "volume_error_pct")} for r in rows], f, indent=1)
     summary = summarise(rows)
-    card = dict(package.card)
+    card = package.card.to_dict()
     mean_dsc = float(np.mean([e["dsc"]["mean"] for e in summary.values() if e["dsc"]["mean"] is not None]))
     card["test_metrics"] = {
         "split": "test", "cases": [r.case for r in records],
@@ -250,9 +250,7 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
     loaded = load_case(record, package.label_set)
     ct, ref = loaded.image, loaded.labels.array
     pred = segment_volume(ct, package, device="cpu").labelmap.array
-    from headseg.segment.sides import output_classes
-
-    structures = [s for s in package.label_set.structures if s.key in output_classes(package.card)]
+    structures = [s for s in package.label_set.structures if s.key in package.card.output_classes]
     colours = plt.get_cmap("tab10")
     k_of = {s.key: _centre_slices(ref == s.label)[0] for s in structures if (ref == s.label).any()}
     axial = sorted({k_of.get("brainstem"), k_of.get("parotid_right"), k_of.get("larynx") or k_of.get("mandible")}

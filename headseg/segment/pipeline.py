@@ -2,15 +2,17 @@
 
 The two tasks differ only in how the model sees the CT:
 
-* ``orbit`` (SV-net, seed 000): each orbit is located, resampled into the model's crop (left orbits
+* ``orbit`` (the SV-net paper): each orbit is located, resampled into the model's crop (left orbits
   mirrored so the network always sees a right orbit), predicted with the 32-slice sliding window, and the
   class probabilities are resampled back onto the input grid and labelled per side.
-* ``han`` (AnatomyNet, seed 004): the whole CT is resampled onto the model's LPS grid and spacing,
+* ``han`` (the AnatomyNet paper): the whole CT is resampled onto the model's LPS grid and spacing,
   predicted whole (or in large patches when it does not fit), and the probabilities resampled back.
 
-In both, probabilities are interpolated before the argmax, and seed 000's post-processing (hole filling
-and largest connected component per class) runs on the input grid, so what the user sees and measures
-is what was cleaned.
+In both, probabilities are interpolated before the argmax, and the SV-net paper's post-processing (hole
+filling and largest connected component per class) runs on the input grid, so what the user sees and
+measures is what was cleaned.
+
+The card (``headseg.segment.model_card.ModelCard``) says which of the two a model is and how it is run.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
+from headseg.segment.model_card import ModelCard
 from headseg.segment.packages import ModelPackage
 from headseg.segment.preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
-from headseg.segment.sides import output_classes, split_classes_by_side
+from headseg.segment.sides import split_classes_by_side
 from headseg.validation import check_ct, check_roi, orbit_resolution_note
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
     if model is None:
         model = package.load_model(choice.device)
     review = _Review(volume.shape, uncertainty)
-    if package.task == "orbit":
+    if package.card.is_orbit:
         coarse = orbit_resolution_note(volume)
         notes += [coarse] if coarse else []
         labels, regions, more = _segment_orbits(volume, package, model, choice.device, roi, progress, cancel,
@@ -121,34 +124,31 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
     return result
 
 
-def _predict(model, image: np.ndarray, card: Dict[str, Any], device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
+def _predict(model, image: np.ndarray, card: ModelCard, device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
     """Class probabilities [C, k, j, i] for one normalised image, with the card's window strategy."""
     from headseg.segment.windows import run_with_fallback, sliding_window_predict, whole_volume_or_patches
 
-    inference = card.get("inference", {})
-    out_channels = len(card["classes"])
-    activation = card.get("output_activation", "softmax")
+    inference = card.inference
+    out_channels = len(card.classes)
+    activation = card.output_activation
     x = image[None].astype(np.float32, copy=False)
-    if card["task"] == "orbit":
-        wk, wj, wi = card["input"]["window_kji"]
-        step_k = int(inference.get("step_k", max(1, wk // 2)))
+    if card.window_kji is not None:
+        wk = card.window_kji[0]
+        step_k = inference.step_k
         window = (wk, x.shape[2], x.shape[3])  # the crop is exactly the in-plane window: slide along k only
 
         def run(dev, bs):
             return sliding_window_predict(
                 x, model, window=window, step=(step_k, window[1], window[2]),
-                blend=inference.get("blend", "gaussian"), batch_size=bs, device=dev,
+                blend=inference.blend, batch_size=bs, device=dev,
                 out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
     else:
-        max_voxels = int(inference.get("max_voxels", 160 ** 3))
-        patch = tuple(inference.get("patch_kji", (96, 160, 160)))
-
         def run(dev, bs):
             return whole_volume_or_patches(
-                x, model, max_voxels=max_voxels, patch=patch, batch_size=bs, device=dev,
+                x, model, max_voxels=inference.max_voxels, patch=inference.patch_kji, batch_size=bs, device=dev,
                 out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
 
-    result = run_with_fallback(run, device, batch_size or int(inference.get("batch_size", 2)), model=model)
+    result = run_with_fallback(run, device, batch_size or inference.batch_size, model=model)
     return result.output, list(result.notes)
 
 
@@ -213,7 +213,7 @@ def _predict_orbit_crop(volume, crop, card, model, device, progress, cancel, bat
     notes: List[str] = []
     for n, shift in enumerate(shifts):
         image = crop.image if not any(shift) else _shifted(volume, crop.image, shift)
-        x = normalize(image.array, card["input"]["normalization"])
+        x = normalize(image.array, card.input.normalization)
 
         def report(fraction: float, text: str = "", n=n) -> None:
             if progress is not None:
@@ -255,7 +255,7 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
         notes += more
         sub_grid, slices = subgrid_covering(volume, crop.image)
         raw = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
-        sub_labels = postprocess_labels(raw, **_post_kwargs(card))
+        sub_labels = postprocess_labels(raw, **card.postprocess.kwargs())
         review.add_removed(raw, sub_labels, np.array([0] + [orbit_label(crop.side, c)
                                                             for c in range(1, probs.shape[0])]))
         review.add_uncertainty(probs, crop.image, sub_grid, slices)
@@ -273,9 +273,9 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
     return labels, regions, notes
 
 
-def _mirror_channels(card: Dict[str, Any], label_set) -> List[int]:
+def _mirror_channels(network_classes: Sequence[str], label_set) -> List[int]:
     """For each network class, the class it becomes in the left-right mirror image (its other side)."""
-    classes = list(card["classes"])
+    classes = list(network_classes)
     order = list(range(len(classes)))
     for c, key in enumerate(classes):
         if key in label_set and label_set.by_key(key).side:
@@ -293,17 +293,17 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     card = package.card
     stages = _Stages(progress, [1, 8, 2])
     stages.report(0, 0.0, "Resampling to the model grid")
-    grid = model_grid_for(volume, card["input"]["spacing_mm"])
+    grid = model_grid_for(volume, card.input.spacing_mm)
     image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
     # Only the box around the patient is segmented and resampled back; the air around it is background.
     image = body_crop(image)
-    x = normalize(image.array, card["input"]["normalization"])
+    x = normalize(image.array, card.input.normalization)
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
     if tta:  # the model grid is LPS, so i runs along the patient's left-right axis
         mirrored, more = _predict(model, np.ascontiguousarray(x[:, :, ::-1]), card, device,
                                   stages.callback(1, "Segmenting organs (mirrored)"), cancel, batch_size)
         notes += [m for m in more if m not in notes]
-        probs = 0.5 * (probs + mirrored[_mirror_channels(card, package.label_set)][:, :, :, ::-1])
+        probs = 0.5 * (probs + mirrored[_mirror_channels(card.classes, package.label_set)][:, :, :, ::-1])
     stages.report(2, 0.0, "Resampling the result to the CT grid")
     sub_grid, slices = subgrid_covering(volume, image)
     model_labels = np.zeros(volume.shape, np.uint8)
@@ -311,21 +311,15 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     # Paired organs predicted as one class get their side from the patient's midline before the
     # largest-component step, which would otherwise keep only one of the two glands.
     raw = split_classes_by_side(model_labels, volume, card, image=volume.array)
-    model_labels = postprocess_labels(raw, **_post_kwargs(card))
+    model_labels = postprocess_labels(raw, **card.postprocess.kwargs())
     label_set = package.label_set
-    classes = output_classes(card)
+    classes = card.output_classes
     lut = np.zeros(len(classes), np.uint8)
     for c, key in enumerate(classes[1:], start=1):
         lut[c] = label_set.by_key(key).label
     review.add_removed(raw, model_labels, lut)
     review.add_uncertainty(probs, image, sub_grid, slices)
     return lut[model_labels], notes
-
-
-def _post_kwargs(card: Dict[str, Any]) -> Dict[str, Any]:
-    post = card.get("postprocess", {})
-    return {"fill_holes": bool(post.get("fill_holes", True)),
-            "largest_component": bool(post.get("largest_component", True))}
 
 
 def plausibility_notes(labelmap: Volume, label_set) -> List[str]:
