@@ -160,7 +160,7 @@ def build_card(config: Dict[str, Any]) -> ModelCard:
 
 
 def _device(spec: str) -> torch.device:
-    from headseg.segment.windows import select_device
+    from headseg.segment.runtime import select_device
 
     return torch.device(select_device(spec).device)
 
@@ -224,34 +224,22 @@ def _reopen_extended_phase(state: TrainingState, phases: List[Dict[str, Any]]) -
 # -- validation --------------------------------------------------------------------------------------
 def validate_items(model: torch.nn.Module, items: Sequence[Item], card: ModelCard, device: torch.device,
                    amp: bool = True) -> Dict[str, Any]:
-    """DSC per class on the model grid, predicted exactly as the pipeline predicts (sliding window over an
-    orbit crop, whole volume or patches for ``han``); missing structures are skipped, NaNs ignored."""
+    """DSC per class on the model grid, predicted by the pipeline's own predictor
+    (``headseg.segment.windows.predict_probabilities``: the slab window over an orbit crop, the whole volume
+    or patches for ``han``); missing structures are skipped, NaNs ignored."""
     from headseg.measure.metrics import dice
     from headseg.segment.sides import split_classes_by_side
-    from headseg.segment.windows import sliding_window_predict, whole_volume_or_patches
+    from headseg.segment.windows import predict_probabilities
 
-    classes = card.classes
     names = card.output_classes
-    activation = card.output_activation
-    inference = card.inference
     scores: Dict[str, List[float]] = {c: [] for c in names[1:]}
     was_training = model.training
     model.eval()
     try:
         for item in items:
-            x = np.asarray(item.image, np.float32)[None]
-            if card.window_kji is not None:
-                wk = card.window_kji[0]
-                window = (wk, x.shape[2], x.shape[3])
-                probs = sliding_window_predict(
-                    x, model, window, step=(inference.step_k, window[1], window[2]),
-                    blend=inference.blend, batch_size=inference.batch_size,
-                    device=device, amp=amp, out_channels=len(classes), activation=activation)
-            else:
-                probs = whole_volume_or_patches(
-                    x, model, max_voxels=inference.max_voxels,
-                    patch=inference.patch_kji, batch_size=1, device=device,
-                    amp=amp, out_channels=len(classes), activation=activation)
+            # han volumes go one patch at a time here, beside the training state (the card's batch in segment)
+            probs = predict_probabilities(model, item.image, card, device, amp=amp,
+                                          batch_size=None if card.is_orbit else 1)
             pred = probs.argmax(axis=0)
             reference, mask = np.asarray(item.labels), item.class_mask
             if item.output_labels is not None:  # a side-split card: score each side as inference gives it

@@ -12,7 +12,9 @@ In both, probabilities are interpolated before the argmax, and the SV-net paper'
 filling and largest connected component per class) runs on the input grid, so what the user sees and
 measures is what was cleaned.
 
-The card (``headseg.segment.model_card.ModelCard``) says which of the two a model is and how it is run.
+The card (``headseg.segment.model_card.ModelCard``) says which of the two a model is and how it is run;
+:func:`headseg.segment.windows.predict_probabilities` is the one predictor (training validates with it
+too).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
     averages the model's probabilities over test-time variants of the input (:func:`tta_variants`), and
     the uncertainty map is then that of the average, which also holds where the variants disagree."""
     from headseg.measure.quality import body_midline_x, structure_quality
-    from headseg.segment.windows import select_device
+    from headseg.segment.runtime import select_device
 
     start = time.perf_counter()
     notes = check_ct(volume)
@@ -125,30 +127,15 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
 
 
 def _predict(model, image: np.ndarray, card: ModelCard, device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
-    """Class probabilities [C, k, j, i] for one normalised image, with the card's window strategy."""
-    from headseg.segment.windows import run_with_fallback, sliding_window_predict, whole_volume_or_patches
+    """Class probabilities [C, k, j, i] for one normalised image (``predict_probabilities``), retried with
+    a smaller batch or on the CPU when the device runs out of memory."""
+    from headseg.segment.runtime import run_with_fallback
+    from headseg.segment.windows import predict_probabilities
 
-    inference = card.inference
-    out_channels = len(card.classes)
-    activation = card.output_activation
-    x = image[None].astype(np.float32, copy=False)
-    if card.window_kji is not None:
-        wk = card.window_kji[0]
-        step_k = inference.step_k
-        window = (wk, x.shape[2], x.shape[3])  # the crop is exactly the in-plane window: slide along k only
+    def run(dev, bs):
+        return predict_probabilities(model, image, card, dev, batch_size=bs, progress=progress, cancel=cancel)
 
-        def run(dev, bs):
-            return sliding_window_predict(
-                x, model, window=window, step=(step_k, window[1], window[2]),
-                blend=inference.blend, batch_size=bs, device=dev,
-                out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
-    else:
-        def run(dev, bs):
-            return whole_volume_or_patches(
-                x, model, max_voxels=inference.max_voxels, patch=inference.patch_kji, batch_size=bs, device=dev,
-                out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
-
-    result = run_with_fallback(run, device, batch_size or inference.batch_size, model=model)
+    result = run_with_fallback(run, device, batch_size or card.inference.batch_size, model=model)
     return result.output, list(result.notes)
 
 
