@@ -183,14 +183,13 @@ def _segment_planned(args, reporter: Reporter, cancel, plan, package, roi, uncer
                                 stop_on_error=len(cases) == 1)
         events.summary(report)
     else:
-        from headseg.segment.windows import select_device
+        from headseg.segment.runtime import load_on_device
 
-        device = select_device(args.device)
+        device, model = load_on_device(package, args.device)  # once for every case
         reporter.info(f"Device: {device.device} ({device.reason})")
-        model = package.load_model(device.device)
 
         def segment_case(case: Case, outputs: CaseOutputs) -> List[VolumeRow]:
-            result = segment_and_write(case, outputs, package, model, str(device.device), settings,
+            result = segment_and_write(case, outputs, package, model, device, settings,
                                        warn=lambda message: reporter.info(message, "warning"),
                                        progress=reporter.progress, cancel=cancel)
             reporter.close()

@@ -14,7 +14,8 @@ measures is what was cleaned.
 
 The card (``headseg.segment.model_card.ModelCard``) says which of the two a model is and how it is run;
 :func:`headseg.segment.windows.predict_probabilities` is the one predictor (training validates with it
-too).
+too). A run chooses its device once and may pass the :class:`~headseg.segment.runtime.DeviceChoice` and
+the loaded model to every :func:`segment_volume`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from headseg.segment.packages import ModelPackage
 from headseg.segment.preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
 from headseg.segment.sides import split_classes_by_side
 from headseg.validation import check_ct, check_roi, orbit_resolution_note
+
+if TYPE_CHECKING:
+    from headseg.segment.runtime import DeviceChoice  # torch: imported when a volume is segmented
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class SegmentationResult:
     uncertainty: Optional[Volume] = None  # float32 normalised entropy in [0, 1] on the input grid
     quality: Dict[str, Any] = field(default_factory=dict)  # label-set key -> headseg.measure.quality.StructureQuality
     tta: bool = False  # the probabilities were averaged over test-time variants (tta_variants)
+    volumes: List[Any] = field(default_factory=list)  # headseg.measure.volumes.VolumeRow of labelmap, once per case
 
 
 class _Stages:
@@ -73,28 +78,31 @@ class _Stages:
         return report
 
 
-def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
+def segment_volume(volume: Volume, package: ModelPackage, device: Union[str, DeviceChoice] = "auto",
                    roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                    keep: Optional[Sequence[str]] = None, progress: Optional[ProgressCallback] = None,
                    cancel: Any = None, batch_size: Optional[int] = None, model: Any = None,
                    uncertainty: bool = True, tta: bool = False) -> SegmentationResult:
     """Segment ``volume`` with ``package``; ``roi`` = (centre LPS mm, size mm) restricts the orbit search,
     ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.segment.windows.CancelToken``.
+    ``device``: a request (``"auto"``, ``"cpu"``, ``"cuda:1"``, ...) or the run's
+    :class:`~headseg.segment.runtime.DeviceChoice`; ``model``: the package's network already loaded there.
     ``uncertainty`` also returns the per-voxel uncertainty map (normalised entropy of the model's
     probabilities, ``headseg.measure.quality``) and each structure's doubt; flags are always computed. ``tta``
     averages the model's probabilities over test-time variants of the input (:func:`tta_variants`), and
     the uncertainty map is then that of the average, which also holds where the variants disagree."""
     from headseg.measure.quality import body_midline_x, structure_quality
-    from headseg.segment.runtime import select_device
+    from headseg.measure.volumes import volume_table
+    from headseg.segment.runtime import as_device_choice, load_on_device
 
     start = time.perf_counter()
     notes = check_ct(volume)
     if roi is not None:
         check_roi(roi, volume)  # before any work: a box outside the image or of metres fails here, not later
-    choice = select_device(device)
+    choice = as_device_choice(device)
     log.info("Device: %s (%s)", choice.device, choice.reason)
     if model is None:
-        model = package.load_model(choice.device)
+        choice, model = load_on_device(package, choice)
     review = _Review(volume.shape, uncertainty)
     if package.card.is_orbit:
         coarse = orbit_resolution_note(volume)
@@ -114,13 +122,14 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
         kept = [label_set.by_key(k).label for k in keep]
         labels[~np.isin(labels, kept)] = 0
     labelmap = volume.with_array(labels)
-    notes += plausibility_notes(labelmap, label_set)
+    rows = volume_table(labelmap, label_set)
+    notes += plausibility_notes(labelmap, label_set, rows)
     removed = {label_set.by_label(v).key: share for v, share in review.removed.items() if v in label_set.labels}
     quality = structure_quality(labelmap, label_set, review.map, body_midline_x(volume, near=labels > 0), removed,
                                 structures=list(keep) if keep else None)
     unc = None if review.map is None else volume.with_array(review.map)
     result = SegmentationResult(labelmap, label_set, package.name, str(choice.device), notes,
-                                regions, time.perf_counter() - start, unc, quality, bool(tta))
+                                regions, time.perf_counter() - start, unc, quality, bool(tta), rows)
     if progress:
         progress(1.0, "Done")
     return result
@@ -309,14 +318,14 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     return lut[model_labels], notes
 
 
-def plausibility_notes(labelmap: Volume, label_set) -> List[str]:
+def plausibility_notes(labelmap: Volume, label_set, rows: Optional[Sequence[Any]] = None) -> List[str]:
     """Warnings for the orbit structures outside their normal adult band (``headseg.measure.bands``, the same
-    band the volume table's flags use)."""
+    band the volume table's flags use); ``rows``: the volume table of ``labelmap`` when already made."""
     from headseg.measure.bands import volume_band
     from headseg.measure.volumes import volume_table
 
     notes = []
-    for row in volume_table(labelmap, label_set):
+    for row in volume_table(labelmap, label_set) if rows is None else rows:
         band = volume_band(row.structure)
         if row.derived or band is None or label_set.name != "orbit":
             continue

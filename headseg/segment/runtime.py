@@ -1,6 +1,6 @@
-"""Where and how a network runs: the device (:func:`select_device`), the model put there
-(:func:`prepare_model`), and what happens when it runs out of memory (:func:`run_with_fallback`: a
-smaller batch, then the CPU).
+"""Where and how a network runs: the device (chosen once per run, :func:`select_device`), the model put
+there (:func:`prepare_model`, :func:`load_on_device`), and what happens when it runs out of memory
+(:func:`run_with_fallback`: a smaller batch, then the CPU).
 
 ``headseg.segment.windows`` runs the network over an image; this module decides where."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Generic, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Generic, List, Optional, Tuple, TypeVar, Union
 
 import torch
 
@@ -21,6 +21,8 @@ __all__ = [
     "InferenceOutOfMemoryError",
     "FallbackResult",
     "select_device",
+    "as_device_choice",
+    "load_on_device",
     "prepare_model",
     "run_with_fallback",
     "is_out_of_memory",
@@ -96,6 +98,19 @@ def select_device(requested: Union[str, torch.device] = "auto") -> DeviceChoice:
             )
         return DeviceChoice(device, "requested: Apple GPU (MPS)")
     raise InputError(f"Unsupported device {requested!r}; choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+
+
+def as_device_choice(device: Union[str, torch.device, DeviceChoice]) -> DeviceChoice:
+    """``device`` itself when it was already chosen (a :class:`DeviceChoice`), else :func:`select_device`'s
+    choice for the request: a run chooses once and passes the choice down to every case."""
+    return device if isinstance(device, DeviceChoice) else select_device(device)
+
+
+def load_on_device(package: Any, requested: Union[str, torch.device, DeviceChoice] = "auto") -> Tuple[DeviceChoice, Any]:
+    """``(device, model)``: the device chosen for ``requested`` and the network of ``package``
+    (``headseg.segment.packages.ModelPackage``) loaded there, once for a whole run of cases."""
+    choice = as_device_choice(requested)
+    return choice, package.load_model(choice.device)
 
 
 def prepare_model(
