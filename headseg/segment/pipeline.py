@@ -29,7 +29,7 @@ import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
-from headseg.segment.model_card import ModelCard
+from headseg.segment.model_card import ModelCard, is_orbit_task
 from headseg.segment.packages import ModelPackage
 from headseg.segment.preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
 from headseg.segment.sides import split_classes_by_side
@@ -188,7 +188,7 @@ def tta_variants(task: str, tta: bool) -> int:
     head-and-neck volume and its left-right mirror."""
     if not tta:
         return 1
-    return len(ORBIT_TTA_SHIFTS_KJI) if task == "orbit" else 2
+    return len(ORBIT_TTA_SHIFTS_KJI) if is_orbit_task(task) else 2
 
 
 def _shifted(volume: Volume, crop: Volume, shift_kji: Sequence[int]) -> Volume:
