@@ -89,17 +89,17 @@ def run(data_dir: Path, case: str, threads: int, repeats: int, device: str,
     big = resample_to_grid(ct, clinical_grid_like(ct), interpolation="linear", default_value=-1000.0,
                            dtype=np.int16)
     card = package.card
-    model_grid = model_grid_for(ct, card["input"]["spacing_mm"])
-    x = normalize(resample_to_grid(ct, model_grid, "linear", -1000.0).array, card["input"]["normalization"])
-    classes = len(card["classes"])
-    inference = card.get("inference", {})
+    model_grid = model_grid_for(ct, card.input.spacing_mm)
+    x = normalize(resample_to_grid(ct, model_grid, "linear", -1000.0).array, card.input.normalization)
+    classes = len(card.classes)
+    inference = card.inference
 
     def network_only() -> None:
-        whole_volume_or_patches(x[None].astype(np.float32), model, max_voxels=int(inference.get("max_voxels")),
-                                patch=tuple(inference.get("patch_kji")), batch_size=1, device=torch.device(device),
-                                amp=False, out_channels=classes, activation=card.get("output_activation", "softmax"))
+        whole_volume_or_patches(x[None].astype(np.float32), model, max_voxels=inference.max_voxels,
+                                patch=inference.patch_kji, batch_size=1, device=torch.device(device),
+                                amp=False, out_channels=classes, activation=card.output_activation)
 
-    print(f"model {package.name} {card['architecture_params']}, device {device}, torch threads "
+    print(f"model {package.name} {card.architecture_params}, device {device}, torch threads "
           f"{torch.get_num_threads()}")
     print(f"case {case}: {ct.shape[::-1]} voxels (i, j, k) at {tuple(round(s, 3) for s in ct.spacing)} mm; "
           f"model grid {model_grid.shape[::-1]}")

@@ -71,7 +71,7 @@ def trained_model_and_crop(name: str):
 
     package = default_package("orbit") if name == "demo" else find_package(name, task="orbit")
     crop = orbit_crops(make_head_phantom(seed=0).image, package.card, sides=("right",))[0]
-    image = normalize(crop.image.array, package.card["input"]["normalization"])[None]
+    image = normalize(crop.image.array, package.card.input.normalization)[None]
     return package.load_model(), image, f"model {package.name} on a phantom's right-orbit crop"
 
 

@@ -163,8 +163,8 @@ def cmd_segment(args, reporter: Reporter, cancel) -> int:
 def _segment_planned(args, reporter: Reporter, cancel, plan, package, settings, cluster) -> int:
     """The part of :func:`cmd_segment` after planning (the plan holds the claim on its cases)."""
     cases = plan.cases
-    reporter.info(f"Model {package.name} ({package.card['architecture']}); {len(cases)} case(s)")
-    if package.card.get("synthetic"):
+    reporter.info(f"Model {package.name} ({package.card.architecture}); {len(cases)} case(s)")
+    if package.card.synthetic:
         reporter.info(f"Model {package.name} was trained on synthetic phantoms: a demonstration, not for clinical use.",
                       "warning")
     if cluster is not None:
@@ -350,7 +350,7 @@ def cmd_models(args, reporter: Reporter, cancel) -> int:
     errors: List[str] = []
     packages = list_packages(args.model_dir or (), errors=errors)
     if args.json:
-        print(json.dumps([{"path": str(p.path), **p.card} for p in packages], indent=2))
+        print(json.dumps([{"path": str(p.path), **p.card.to_dict()} for p in packages], indent=2))
     else:
         if not packages:
             print("No model packages installed. Searched: " + ", ".join(str(d) for d in search_dirs(args.model_dir or ())))
@@ -366,19 +366,19 @@ def _describe_package(package) -> List[str]:
     --structures takes), the grid it works on, what it was trained on and measured, where it lies."""
     card = package.card
     label_set = package.label_set
-    named = set(card.get("classes", []))  # keys, or side-less keys for both sides
+    named = set(card.classes)  # keys, or side-less keys for both sides
     classes = [s.key for s in label_set if s.key in named or s.base_key in named] or list(label_set.keys())
-    spacing = " x ".join(f"{v:g}" for v in card["input"]["spacing_mm"])
-    window = card["input"].get("window_kji")
+    spacing = " x ".join(f"{v:g}" for v in card.input.spacing_mm)
+    window = card.input.window_kji
     region = (f"crops of {' x '.join(str(v) for v in window)} voxels (slices x rows x columns)" if window
               else "the whole image at once")
-    lines = [f"{package.name}  (--task {package.task}{', the default' if card.get('default') else ''})",
-             f"    {card.get('description', '')}",
+    lines = [f"{package.name}  (--task {package.task}{', the default' if card.default else ''})",
+             f"    {card.description}",
              "    segments: " + ", ".join(f"{k} ({label_set.by_key(k).tg263})" for k in classes),
-             f"    works on: voxels of {spacing} mm, {region}; licence {card.get('license', 'unknown')}"]
-    if card.get("synthetic"):
+             f"    works on: voxels of {spacing} mm, {region}; licence {card.license}"]
+    if card.synthetic:
         lines.append("    trained on SYNTHETIC images only: a demonstration, not for clinical use")
-    summary = (card.get("metrics") or {}).get("summary")
+    summary = card.metrics.get("summary")
     if summary:
         lines.append(f"    measured: {summary}")
     lines.append(f"    folder: {package.path}")

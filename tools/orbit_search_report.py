@@ -1,4 +1,5 @@
 """Measure the automatic orbit search on a set of CTs and draw what it found (docs/orbit_search.md).
+OPENKBP below is the OpenKBP folder (patients under train/, validation/ and test/).
 
     # all OpenKBP CTs: per-case table + montage of every localised case (+ overview sheets of the refused)
     python tools/orbit_search_report.py openkbp --data /path/to/openkbp \
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from headseg.geometry import Volume  # noqa: E402
 from headseg.io import read_volume  # noqa: E402
 from headseg.locate import SIDES, orbit_box, orbit_crop_grid, search_orbits  # noqa: E402
+from headseg.segment.model_card import InputGrid  # noqa: E402
 
 WINDOW_HU = (-250.0, 350.0)
 CHECKS = ("globes", "distance", "symmetry", "depth", "orbit_walls", "cranium", "field_of_view")
@@ -124,17 +126,18 @@ def _slice(volume_sitk, origin: np.ndarray, u: np.ndarray, v: np.ndarray, size: 
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _crop_extent(box, side: str, card_input: Dict[str, object]) -> Tuple[np.ndarray, np.ndarray]:
+def _crop_extent(box, side: str, card_input: InputGrid) -> Tuple[np.ndarray, np.ndarray]:
     """LPS min and max corners of the crop the default orbit model sees for this box."""
-    grid = orbit_crop_grid(box, card_input["spacing_mm"], (None,) + tuple(card_input["window_kji"][1:]), side)
+    assert card_input.window_kji is not None  # an orbit model's input
+    grid = orbit_crop_grid(box, card_input.spacing_mm, (None,) + tuple(card_input.window_kji[1:]), side)
     half = np.asarray(grid.spacing) * np.asarray(grid.size_ijk) / 2
     return box.center_lps - half, box.center_lps + half
 
 
-def _default_card_input() -> Dict[str, object]:
+def _default_card_input() -> InputGrid:
     from headseg.segment.packages import default_package
 
-    return default_package("orbit").card["input"]
+    return default_package("orbit").card.input
 
 
 def case_tiles(volume: Volume, globes: Dict[str, np.ndarray], card_input) -> List[np.ndarray]:

@@ -2,7 +2,7 @@
 
 Training itself is plain ``headseg-train`` (the package already trains on random patches and validates on
 a few cases per epoch); this script does what comes after, so that the shipped card holds numbers measured
-through the real inference path:
+through the real inference path (OPENKBP: the OpenKBP folder, patients under train/, validation/ and test/):
 
     # 1. train (26 minutes of training on 2 CPU cores; the GPU recipe is anatomynet_openkbp)
     headseg-train train --config anatomynet_openkbp_cpu --data /path/to/openkbp --out runs/han_cpu
@@ -112,7 +112,7 @@ def evaluate_test(data_dir: Path, package_dir: Path = SHIPPED, out_csv: Optional
         with open(out_csv.with_name(out_csv.stem + "_volume_error.json"), "w", encoding="utf-8") as f:
             json.dump([{k: r[k] for k in ("case", "structure", "volume_error_pct")} for r in rows], f, indent=1)
     summary = summarise(rows)
-    card = dict(package.card)
+    card = package.card.to_dict()
     mean_dsc = float(np.mean([e["dsc"]["mean"] for e in summary.values() if e["dsc"]["mean"] is not None]))
     card["test_metrics"] = {
         "split": "test", "cases": [r.case for r in records],
@@ -262,9 +262,7 @@ def overlay(data_dir: Path, case: str, out_png: Path, package_dir: Path = SHIPPE
     loaded = load_case(record, package.label_set)
     ct, ref = loaded.image, loaded.labels.array
     pred = segment_volume(ct, package, device="cpu").labelmap.array
-    from headseg.segment.sides import output_classes
-
-    structures = [s for s in package.label_set.structures if s.key in output_classes(package.card)]
+    structures = [s for s in package.label_set.structures if s.key in package.card.output_classes]
     colours = plt.get_cmap("tab10")
     k_of = {s.key: _centre_slices(ref == s.label)[0] for s in structures if (ref == s.label).any()}
     axial = sorted({k_of.get("brainstem"), k_of.get("parotid_right"), k_of.get("larynx") or k_of.get("mandible")}

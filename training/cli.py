@@ -100,7 +100,7 @@ def cmd_evaluate(args) -> int:
     if args.split != "all":
         chosen = [r for r in records if (r.split or "") == args.split]
         if not chosen and args.split == "validation":
-            trained = set((package.card.get("training") or {}).get("split", {}).get("validation", []))
+            trained = set(package.card.training.get("split", {}).get("validation", []))
             chosen = [r for r in records if r.case in trained]
         if not chosen:
             raise ValueError(f"No case of split {args.split!r} in {args.data}; use --split all.")

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from headseg.segment.model_card import ModelCard
+
 from .augment import AugmentOptions, augment_pair
 
 __all__ = ["Item", "make_items", "sample_seed", "epoch_order", "SampleSource", "collate"]
@@ -49,7 +51,7 @@ class Item:
         return f"{self.case}/{self.side}" if self.side else self.case
 
 
-def make_items(loaded_case, card: Dict[str, Any], crop_source: str = "locate") -> List[Item]:
+def make_items(loaded_case, card: ModelCard, crop_source: str = "locate") -> List[Item]:
     """Model-grid items of one :class:`training.datasets.LoadedCase` for the model ``card``.
 
     Orbit crops are placed by ``crop_source``: ``"locate"`` the automatic localiser (what inference
@@ -61,7 +63,7 @@ def make_items(loaded_case, card: Dict[str, Any], crop_source: str = "locate") -
     if crop_source not in ("locate", "labels", "auto"):
         raise ValueError(f"data.crop_source must be 'locate', 'labels' or 'auto', got {crop_source!r}.")
     case = loaded_case
-    if card["task"] == "orbit":
+    if card.is_orbit:
         roi = _roi_from_labels(case.labels) if crop_source == "labels" else None
         try:
             crops = orbit_label_crops(case.image, case.labels, card, annotated=case.annotated, roi=roi)
@@ -75,7 +77,7 @@ def make_items(loaded_case, card: Dict[str, Any], crop_source: str = "locate") -
         crops = [whole_volume_labelled(case.image, case.labels, card, annotated=case.annotated)]
     items = []
     for crop in crops:
-        image = normalize(crop.image.array, card["input"]["normalization"]).astype(np.float32)
+        image = normalize(crop.image.array, card.input.normalization).astype(np.float32)
         out_labels = None if crop.output_labels is None else np.ascontiguousarray(crop.output_labels.array, np.uint8)
         out_mask = None if crop.output_annotated is None else crop.output_annotated.astype(np.float32)
         items.append(Item(case.record.case, crop.side, image, np.ascontiguousarray(crop.labels.array, np.uint8),
@@ -88,15 +90,16 @@ def make_items(loaded_case, card: Dict[str, Any], crop_source: str = "locate") -
 CACHE_VERSION = 1
 
 
-def cache_key(record, card: Dict[str, Any], crop_source: str) -> str:
+def cache_key(record, card: ModelCard, crop_source: str) -> str:
     """What an item depends on: the card's preprocessing and classes, the files (path, size, mtime) and
     which structures count. Any change gives a new key, so a stale cache is never read."""
     files = []
     for path in (record.image, record.segmentation):
         stat = Path(path).stat()
         files.append([str(Path(path).resolve()), stat.st_size, int(stat.st_mtime)])
-    spec = {"version": CACHE_VERSION, "input": card["input"], "classes": card["classes"], "task": card["task"],
-            "label_set": card["label_set"], "side_split": card.get("side_split"), "crop_source": crop_source,
+    document = card.to_dict()  # the card's own entries, as written: a key does not change with the code
+    spec = {"version": CACHE_VERSION, "input": document["input"], "classes": document["classes"], "task": card.task,
+            "label_set": card.label_set, "side_split": document.get("side_split"), "crop_source": crop_source,
             "files": files, "annotated": record.annotated, "excluded": list(record.excluded)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

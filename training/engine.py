@@ -43,7 +43,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from headseg.segment.sides import output_classes
+from headseg.segment.model_card import (
+    DEFAULT_ACTIVATION,
+    FORMAT_VERSION,
+    ModelCard,
+    is_orbit_task,
+    new_inference_section,
+)
 
 from .augment import AugmentOptions
 from .checkpoints import (
@@ -97,7 +103,7 @@ def set_determinism(seed: int, deterministic: bool = True) -> None:
 def _classes(config: Dict[str, Any]) -> List[str]:
     from headseg.labels import ORBIT_MODEL_CLASSES, get_label_set
 
-    if config["task"] == "orbit":
+    if is_orbit_task(config["task"]):
         return ["background", *ORBIT_MODEL_CLASSES]
     label_set = get_label_set(config["label_set"])
     wanted = config["data"].get("structures") or list(label_set.keys())
@@ -118,13 +124,13 @@ def _classes(config: Dict[str, Any]) -> List[str]:
     return classes
 
 
-def build_card(config: Dict[str, Any]) -> Dict[str, Any]:
+def build_card(config: Dict[str, Any]) -> ModelCard:
     """The model card of a recipe before training (what preprocessing and inference need); training
-    facts and metrics are added at export."""
+    facts and metrics are added at export (to its ``to_dict()``, which the checkpoints keep)."""
     inp = config["input"]
     classes = _classes(config)
     card: Dict[str, Any] = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "name": config["name"],
         "description": config.get("description", ""),
         "task": config["task"],
@@ -133,7 +139,7 @@ def build_card(config: Dict[str, Any]) -> Dict[str, Any]:
         "in_channels": 1,
         "label_set": config["label_set"],
         "classes": classes,
-        "output_activation": config["loss"].get("activation", "softmax"),
+        "output_activation": config["loss"].get("activation", DEFAULT_ACTIVATION),
         "input": {"spacing_mm": [float(s) for s in inp["spacing_mm"]], "orientation": "LPS",
                   "normalization": dict(inp["normalization"])},
         "postprocess": dict(config.get("postprocess") or {}),
@@ -141,20 +147,20 @@ def build_card(config: Dict[str, Any]) -> Dict[str, Any]:
     }
     if config.get("side_split"):
         card["side_split"] = {k: dict(v) for k, v in config["side_split"].items()}
-    if config["task"] == "orbit":
+    if is_orbit_task(config["task"]):
         window = [int(w) for w in inp["window_kji"]]
         card["input"]["window_kji"] = window
         card["input"]["mirror_left"] = bool(inp.get("mirror_left", True))
-        card["inference"] = {"step_k": max(1, window[0] // 2), "blend": "gaussian", "batch_size": 2}
+        card["inference"] = new_inference_section(window)
     else:
-        card["inference"] = {"max_voxels": int(config["data"].get("max_voxels") or 160 ** 3),
-                             "patch_kji": list(config["data"].get("patch_kji") or (96, 160, 160))}
+        card["inference"] = new_inference_section(max_voxels=config["data"].get("max_voxels"),
+                                                  patch_kji=config["data"].get("patch_kji"))
     card["inference"].update(config.get("inference") or {})
-    return card
+    return ModelCard.from_dict(card, where=f"model card of the recipe {config['name']!r}")
 
 
 def _device(spec: str) -> torch.device:
-    from headseg.segment.windows import select_device
+    from headseg.segment.runtime import select_device
 
     return torch.device(select_device(spec).device)
 
@@ -169,7 +175,7 @@ def _hardware(device: torch.device) -> Dict[str, Any]:
 
 
 # -- data --------------------------------------------------------------------------------------------
-def load_items(records, names: Sequence[str], label_set, card: Dict[str, Any], crop_source: str,
+def load_items(records, names: Sequence[str], label_set, card: ModelCard, crop_source: str,
                progress: bool = False, cache_dir: Optional[Path] = None) -> Tuple[List[Item], List[str]]:
     """Items of the named cases; cases that fail to preprocess are reported, not fatal.
 
@@ -216,36 +222,24 @@ def _reopen_extended_phase(state: TrainingState, phases: List[Dict[str, Any]]) -
 
 
 # -- validation --------------------------------------------------------------------------------------
-def validate_items(model: torch.nn.Module, items: Sequence[Item], card: Dict[str, Any], device: torch.device,
+def validate_items(model: torch.nn.Module, items: Sequence[Item], card: ModelCard, device: torch.device,
                    amp: bool = True) -> Dict[str, Any]:
-    """DSC per class on the model grid, predicted exactly as the pipeline predicts (sliding window over an
-    orbit crop, whole volume or patches for ``han``); missing structures are skipped, NaNs ignored."""
+    """DSC per class on the model grid, predicted by the pipeline's own predictor
+    (``headseg.segment.windows.predict_probabilities``: the slab window over an orbit crop, the whole volume
+    or patches for ``han``); missing structures are skipped, NaNs ignored."""
     from headseg.measure.metrics import dice
     from headseg.segment.sides import split_classes_by_side
-    from headseg.segment.windows import sliding_window_predict, whole_volume_or_patches
+    from headseg.segment.windows import predict_probabilities
 
-    classes = card["classes"]
-    names = output_classes(card)
-    activation = card.get("output_activation", "softmax")
-    inference = card.get("inference", {})
+    names = card.output_classes
     scores: Dict[str, List[float]] = {c: [] for c in names[1:]}
     was_training = model.training
     model.eval()
     try:
         for item in items:
-            x = np.asarray(item.image, np.float32)[None]
-            if card["task"] == "orbit":
-                wk = int(card["input"]["window_kji"][0])
-                window = (wk, x.shape[2], x.shape[3])
-                probs = sliding_window_predict(
-                    x, model, window, step=(int(inference.get("step_k", max(1, wk // 2))), window[1], window[2]),
-                    blend=inference.get("blend", "gaussian"), batch_size=int(inference.get("batch_size", 2)),
-                    device=device, amp=amp, out_channels=len(classes), activation=activation)
-            else:
-                probs = whole_volume_or_patches(
-                    x, model, max_voxels=int(inference.get("max_voxels", 160 ** 3)),
-                    patch=tuple(inference.get("patch_kji", (96, 160, 160))), batch_size=1, device=device,
-                    amp=amp, out_channels=len(classes), activation=activation)
+            # han volumes go one patch at a time here, beside the training state (the card's batch in segment)
+            probs = predict_probabilities(model, item.image, card, device, amp=amp,
+                                          batch_size=None if card.is_orbit else 1)
             pred = probs.argmax(axis=0)
             reference, mask = np.asarray(item.labels), item.class_mask
             if item.output_labels is not None:  # a side-split card: score each side as inference gives it
@@ -331,7 +325,7 @@ class TrainingData:
     report: Dict[str, Any]  # what data_report.json holds: the dataset check, the split, skipped cases
 
 
-def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_set, run_dir: Path,
+def prepare_data(config: Dict[str, Any], data_dir, card: ModelCard, label_set, run_dir: Path,
                  say: Callable[[str], None], progress: bool = False, write_report: bool = True) -> TrainingData:
     """Check the dataset, split it, preprocess the cases (through the item cache) and write
     ``data_report.json`` (``write_report``: only rank 0 of a torchrun run writes it); unusable cases are
@@ -365,17 +359,17 @@ def prepare_data(config: Dict[str, Any], data_dir, card: Dict[str, Any], label_s
 
     augment = AugmentOptions.from_dict(config.get("augment"))
     if augment.mirror_probability > 0:
-        sided = [c for c in card["classes"] if c in label_set and label_set.by_key(c).side]
-        if config["task"] == "orbit" or sided:
+        sided = [c for c in card.classes if c in label_set and label_set.by_key(c).side]
+        if card.is_orbit or sided:
             raise ValueError("augment.mirror_probability flips left and right, which would swap the labels of "
                              f"sided classes ({', '.join(sided) or 'the orbit recti'}); train one class per pair "
                              "with side_split, or leave mirroring off.")
-    window = config["data"].get("train_window_kji") or (card["input"].get("window_kji") if config["task"] == "orbit"
+    window = config["data"].get("train_window_kji") or (card.window_kji if card.is_orbit
                                                         else config["data"].get("patch_kji"))
     source = SampleSource(train_items, window, augment,
                           float(config["data"].get("foreground_fraction", 0.9)),
                           max_voxels=config["data"].get("max_voxels"),
-                          fallback_patch_kji=card.get("inference", {}).get("patch_kji"),
+                          fallback_patch_kji=card.inference.patch_kji,
                           sampling=config["data"].get("sampling", "slices"))
     return TrainingData(train_items, val_items, source, data_report)
 
@@ -451,9 +445,9 @@ class _Run:
                  f"{[round(float(w), 4) for w in class_weights]}")
         if self.ranks.active and self.config["loss"].get("reduction") == "sum":
             loss_fn = _scaled(loss_fn, self.ranks.world)  # DDP averages gradients; a summed loss must not shrink
-        model = precision.prepare(build_model(card["architecture"], 1, len(card["classes"]),
-                                              **card["architecture_params"]))
-        self.say(f"Model {card['architecture']} {card['architecture_params']}: {count_parameters(model):,} "
+        model = precision.prepare(build_model(card.architecture, card.in_channels, len(card.classes),
+                                              **card.architecture_params))
+        self.say(f"Model {card.architecture} {card.architecture_params}: {count_parameters(model):,} "
                  f"parameters, device {precision.device}, {precision.name}"
                  f"{', channels_last_3d' if precision.channels_last else ''}.")
         if self.ranks.active:
@@ -499,7 +493,7 @@ class _Run:
 
     def payload(self) -> Dict[str, Any]:
         """A checkpoint of the run as it stands (see ``training.checkpoints``)."""
-        return {"format": CHECKPOINT_FORMAT, "config": self.config, "card": self.card, **self.trainer.state_dicts(),
+        return {"format": CHECKPOINT_FORMAT, "config": self.config, "card": self.card.to_dict(), **self.trainer.state_dicts(),
                 "rng": rng_state(), **self.state.to_dict()}
 
     def elapsed(self) -> float:
@@ -619,7 +613,7 @@ class _Run:
                      or phase_over):
             save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
         if main:
-            _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
+            _write_metrics(self.run_dir / "metrics.csv", state.history, self.card.output_classes)
         self._log_epoch(row, phase, improved)
 
     def _next_phase(self) -> None:
@@ -652,7 +646,7 @@ class _Run:
             return RunResult(self.run_dir, None, float(state.best_metric), int(state.best_epoch), int(state.epoch),
                              list(state.history), bool(state.stopped_early), float(state.elapsed))
         save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
-        _write_metrics(self.run_dir / "metrics.csv", state.history, output_classes(self.card))
+        _write_metrics(self.run_dir / "metrics.csv", state.history, self.card.output_classes)
         if state.history:
             try:
                 plot_curve(self.run_dir / "training_curve.png", state.history, self.config["name"])

@@ -31,12 +31,7 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
     from headseg.segment.pipeline import segment_volume
 
     label_set = package.label_set
-    if package.task == "orbit":
-        predicted = {s.key for s in label_set.structures}
-    else:
-        from headseg.segment.sides import output_classes
-
-        predicted = set(output_classes(package.card)[1:])
+    predicted = set(package.card.structure_keys())
     model = None
     rows: List[Dict[str, Any]] = []
     iterator = records

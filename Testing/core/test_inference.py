@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from headseg.errors import Cancelled, InputError
-from headseg.segment.windows import (
-    CancelToken,
+from headseg.segment.runtime import (
     DeviceUnavailableError,
     InferenceOutOfMemoryError,
-    SlidingWindowOptions,
     is_out_of_memory,
-    paper_sliding_window,
     run_with_fallback,
     select_device,
+)
+from headseg.segment.windows import (
+    CancelToken,
+    SlidingWindowOptions,
+    paper_sliding_window,
     slab_sliding_window,
     sliding_window_predict,
     whole_volume_or_patches,

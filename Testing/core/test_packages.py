@@ -22,7 +22,7 @@ from headseg.segment.packages import (
 
 def test_round_trip_gives_identical_network(tiny_orbit_package):
     package = load_package(tiny_orbit_package.path)
-    assert package.card["weights"]["sha256"] == tiny_orbit_package.card["weights"]["sha256"]
+    assert package.card.weights.sha256 == tiny_orbit_package.card.weights.sha256
     a, b = tiny_orbit_package.load_model(), package.load_model()
     x = torch.randn(1, 1, 16, 32, 32)
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_card_problems_are_named(tmp_path):
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     package = write_tiny_orbit_package(tmp_path / "p")
-    card = dict(package.card)
+    card = package.card.to_dict()
     card["architecture_params"] = {"base_channels": 4}
     (package.path / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelPackageError, match="do not fit"):
@@ -94,8 +94,8 @@ def test_discovery_by_env_name_and_task(tmp_path, monkeypatch):
 def test_shipped_demo_model_is_valid_and_default():
     package = default_package("orbit")
     assert package.path.parent == SHIPPED_DIR
-    assert package.card["synthetic"] is True
-    assert "not for clinical use" in json.dumps(package.card).lower()
+    assert package.card.synthetic is True
+    assert "not for clinical use" in json.dumps(package.card.to_dict()).lower()
     package.verify()
     assert package.weights_path.stat().st_size < 20 * 2**20
     model = package.load_model()

@@ -54,9 +54,9 @@ def test_variant_counts():
 def test_mirror_maps_each_sided_class_to_its_twin():
     han = get_label_set("openkbp")
     merged = {"classes": ["background", "brainstem", "parotid", "mandible"]}
-    assert _mirror_channels(merged, han) == [0, 1, 2, 3]  # one parotid class: nothing to swap
+    assert _mirror_channels(merged["classes"], han) == [0, 1, 2, 3]  # one parotid class: nothing to swap
     sided = {"classes": ["background", "parotid_right", "brainstem", "parotid_left"]}
-    assert _mirror_channels(sided, han) == [0, 3, 2, 1]
+    assert _mirror_channels(sided["classes"], han) == [0, 3, 2, 1]
 
 
 def test_cli_tta_is_on_record(tmp_path):

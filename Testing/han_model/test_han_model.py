@@ -4,8 +4,8 @@ Checks: it is installed as the default ``han`` model with a card that holds its 
 ``headseg segment --task han`` through the real CLI segments three ``validation`` patients with per-organ
 DSC at or above floors a little under what was measured; and the same CT on another grid and extent
 (1 x 1 x 2 mm, padded with 40 mm of air) gets its organs in the same places. Organs a patient has no
-contour for are skipped, never scored. The data lives outside the repository (``../shared/data/openkbp``);
-without it the data tests skip.
+contour for are skipped, never scored. The data lives outside the repository (``DATA`` below: an OpenKBP
+folder beside the checkout); without it the data tests skip.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def model(package):
 
 
 def test_default_han_model_is_the_shipped_one_with_its_measured_card(package):
-    card = package.card
+    card = package.card.to_dict()  # model.json as written
     assert package.name == "han-anatomynet-openkbp"
     assert card["default"] is True and card["synthetic"] is False
     assert card["label_set"] == "openkbp" and card["task"] == "han"

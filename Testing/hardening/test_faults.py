@@ -23,7 +23,8 @@ from headseg.errors import Cancelled, ModelPackageError
 from headseg.io import read_segmentation, write_segmentation, write_volume
 from headseg.labels import get_label_set
 from headseg.segment.pipeline import segment_volume
-from headseg.segment.windows import CancelToken, InferenceOutOfMemoryError, run_with_fallback, whole_volume_or_patches
+from headseg.segment.runtime import InferenceOutOfMemoryError, run_with_fallback
+from headseg.segment.windows import CancelToken, whole_volume_or_patches
 
 REPO = Path(__file__).resolve().parents[2]
 OPENKBP = get_label_set("openkbp")

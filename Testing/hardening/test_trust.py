@@ -49,7 +49,7 @@ def test_compare_refuses_two_models_unless_allowed_and_then_says_so_first(tmp_pa
     ct = write_volume(head_ct(), tmp_path / "scan.nrrd")
     segment([ct], han_package.path, tmp_path / "r1")
     segment([ct], other_package.path, tmp_path / "r2")
-    assert run_record(tmp_path / "r1", "scan")["model_sha256"] == han_package.card["weights"]["sha256"]
+    assert run_record(tmp_path / "r1", "scan")["model_sha256"] == han_package.card.weights.sha256
 
     run = run_cli(["compare", tmp_path / "r1", tmp_path / "r2", "-o", tmp_path / "c", "--progress-format", "none"],
                   "compare two models")

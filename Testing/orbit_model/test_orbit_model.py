@@ -2,7 +2,7 @@
 muscles, and the older demonstration model trained on geometric phantoms. Honest cards; the README's
 first run; a synthetic head the default model never saw; and two real head CTs without muscle labels,
 judged by the label-free scorecard (headseg.review.scorecard): the gantry-tilted GE head CT of Testing/data
-(BSD-2) and, where ../shared is beside the checkout, the Stanford CThead. Neither chose the model (8
+(BSD-2) and, where a copy lies beside the checkout, the Stanford CThead. Neither chose the model (8
 synthetic validation heads did). Floors are the measured values minus a margin; what the model does
 not yet do is a strict xfail, so that it is noticed when it does. Measured values: MEASURED below and
 docs/orbit_real_ct.md."""
@@ -33,7 +33,7 @@ def default_orbit():
 def test_default_orbit_card_says_what_it_learned_from(default_orbit):
     package, _ = default_orbit
     assert package.path.resolve() == SYNTH.resolve()
-    card = package.card
+    card = package.card.to_dict()  # model.json as written
     assert card["default"] is True and card["synthetic"] is True and card["task"] == "orbit"
     assert "headseg.synth" in card["description"] and "headseg.synth.phantoms" not in card["description"]
     assert "not for clinical use" in card["intended_use"].lower() and "scorecard" in card["intended_use"]
@@ -48,8 +48,9 @@ def test_default_orbit_card_says_what_it_learned_from(default_orbit):
 
 def test_demo_model_stays_installed_but_is_not_the_default():
     demo = load_package(DEMO)
-    assert demo.card["default"] is False and demo.card["synthetic"] is True
-    assert "headseg.synth.phantoms" in demo.card["description"] and "not for clinical use" in demo.card["intended_use"].lower()
+    card = demo.card.to_dict()
+    assert card["default"] is False and card["synthetic"] is True
+    assert "headseg.synth.phantoms" in card["description"] and "not for clinical use" in card["intended_use"].lower()
     assert find_package("orbit-svnet-demo", task="orbit").path.resolve() == DEMO.resolve()
     demo.verify()
 
@@ -127,7 +128,7 @@ def test_the_real_tilted_ge_head_ct_is_plausible(ge_result):
 
 @pytest.fixture(scope="module")
 def stanford_scorecard(default_orbit):
-    """The scorecard of the Stanford CThead (public domain, in ../shared, never in the repository)."""
+    """The scorecard of the Stanford CThead (public domain, beside the checkout, never in the repository)."""
     from headseg.io import read_volume
     from headseg.review.compare import repeatability_bounds
     from headseg.review.scorecard import orbit_scorecard

@@ -69,9 +69,10 @@ def test_anatomynet_recipe_runs_both_phases_and_exports(openkbp_like, tmp_path):
     # w(c) = 1/#annotations over the two training cases: background 1/1, brainstem 1/2, cord 1/1, mandible 1/2.
     assert "[1.0, 0.5, 1.0, 0.5]" in log
     package = load_package(result.package_dir)
-    assert package.card["classes"] == ["background", "brainstem", "spinal_cord", "mandible"]
-    assert package.card["training"]["loss"]["masked"] and package.card["training"]["loss"]["weighted"]
-    assert set(package.card["metrics"]["per_structure"]) == {"brainstem", "spinal_cord", "mandible"}
+    card = package.card.to_dict()  # model.json as written
+    assert card["classes"] == ["background", "brainstem", "spinal_cord", "mandible"]
+    assert card["training"]["loss"]["masked"] and card["training"]["loss"]["weighted"]
+    assert set(card["metrics"]["per_structure"]) == {"brainstem", "spinal_cord", "mandible"}
     image, _ = _case(7)
     out = segment_volume(image, package, device="cpu")
     assert out.labelmap.same_geometry(image)

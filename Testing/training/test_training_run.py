@@ -79,7 +79,7 @@ def test_exported_package_loads_and_segments_a_new_phantom(overfit_run):
 
     result, _ = overfit_run
     package = load_package(result.package_dir)
-    card = package.card
+    card = package.card.to_dict()  # model.json as written
     assert card["synthetic"] is True and "NOT for clinical use" in card["intended_use"]
     assert card["training"]["split"]["train"] == ["phantom_000"]
     assert card["training"]["best_epoch"] == result.best_epoch and card["training"]["training_seconds"] > 0
@@ -106,8 +106,8 @@ def test_export_can_change_what_the_card_claims_not_the_weights(overfit_run, tmp
     code = train_main(["export", "--run", str(result.run_dir), "--out", str(out), "--no-evaluate",
                        "--set", "export.default=true", "--set", f"export.synthetic_note={note}"])
     assert code == 0
-    card = load_package(out).card
-    original = load_package(result.package_dir).card
+    card = load_package(out).card.to_dict()
+    original = load_package(result.package_dir).card.to_dict()
     assert card["default"] is True and original["default"] is False
     assert card["intended_use"] == note and note in card["description"]
     assert "headseg.synth.phantoms" not in card["description"]  # not the geometric phantoms' note
@@ -151,7 +151,7 @@ def test_cli_validate_data_and_overrides(phantom_dir, tmp_path, capsys):
         from training.engine import build_card
 
         card = build_card(load_config(name))
-        assert card["classes"][0] == "background"
+        assert card.classes[0] == "background"
 
 
 def test_fine_tuning_starts_from_a_package_and_mirroring_is_refused_for_sided_classes(overfit_run, phantom_dir,

@@ -123,8 +123,8 @@ def write_run_record(path: PathLike, case: Any, package: Any, result: Any, notes
 
     flags = {key: q.flags for key, q in (result.quality or {}).items() if q.flags}
     record = {"case": case.name, "input": str(Path(case.path).resolve()), "model": package.name,
-              "model_synthetic": bool(package.card.get("synthetic")), "device": result.device,
-              "model_sha256": (package.card.get("weights") or {}).get("sha256"), "patient_id_sha256": patient,
+              "model_synthetic": package.card.synthetic, "device": result.device,
+              "model_sha256": package.card.weights.sha256, "patient_id_sha256": patient,
               "test_time_augmentation": bool(getattr(result, "tta", False)),
               "seconds": round(float(result.seconds), 2), "notes": list(result.notes if notes is None else notes),
               "flags": flags,

@@ -10,6 +10,10 @@ files whichever ran it.
 * :func:`run_in_process`: a planned batch of such cases in this process, the model loaded once.
 * :func:`segment_case_on_worker`: the same on a worker process, with the model package loaded once per
   process (:func:`loaded_model`, keyed by package folder and device), not once per case.
+
+A run chooses its device and loads its model once (``headseg.segment.runtime.load_on_device``: the command
+line before its cases, a worker on its first case) and passes both to every case; a case builds its
+volume table once (``SegmentationResult.volumes``).
 """
 
 from __future__ import annotations
@@ -70,15 +74,16 @@ class CaseResult:
     loaded_model: bool = False  # this case loaded the model (the worker's first case)
 
 
-def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any, device: str,
+def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any, device: Any,
                       settings: SegmentSettings, warn: Callable[[str], None],
                       progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None) -> CaseResult:
-    """Segment ``case`` with ``model`` (loaded from ``package`` on ``device``) and write the files of
-    ``outputs``. ``warn`` receives each warning (a sentence naming the case) as soon as it is known."""
+    """Segment ``case`` with ``model`` (loaded from ``package`` on ``device``, the run's
+    ``headseg.segment.runtime.DeviceChoice`` or a device request) and write the files of ``outputs``.
+    ``warn`` receives each warning (a sentence naming the case) as soon as it is known."""
     from headseg.dicom_export import check_export_source, export_dicom
     from headseg.io import read_volume, write_segmentation, write_volume
     from headseg.io.coverage import coverage_notes, dicom_folder_extras
-    from headseg.measure.volumes import volume_table, with_quality, write_volume_csv
+    from headseg.measure.volumes import with_quality, write_volume_csv
     from headseg.review.report import write_run_record
     from headseg.segment import pipeline
 
@@ -98,7 +103,7 @@ def segment_and_write(case: Case, outputs: CaseOutputs, package: Any, model: Any
     result = pipeline.segment_volume(volume, package, device=device, roi=settings.roi, keep=keep, progress=progress,
                                      cancel=cancel, batch_size=settings.batch_size, model=model,
                                      uncertainty=settings.uncertainty, tta=settings.tta)
-    rows = with_quality(volume_table(result.labelmap, result.label_set), result.quality)
+    rows = with_quality(result.volumes, result.quality)
     write_segmentation(result.labelmap, result.label_set, outputs.segmentation, overwrite=True)
     write_volume_csv(rows, outputs.volumes_csv)
     wrote_uncertainty = False
@@ -129,13 +134,12 @@ def run_in_process(plan: BatchPlan, package: Any, settings: SegmentSettings, eve
     loaded once, on the device ``settings.device`` chooses (``say`` is told which), then each case through
     :func:`segment_and_write` in :func:`headseg.run.batch.run_batch`. Each outcome's ``details`` is the
     case's :class:`CaseResult`."""
-    from headseg.segment.windows import select_device
+    from headseg.segment.runtime import load_on_device
 
-    device = select_device(settings.device)
+    device, model = load_on_device(package, settings.device)  # once for every case
     if say is not None:
         say(f"Device: {device.device} ({device.reason})")
-    model = package.load_model(device.device)
-    segment = partial(segment_and_write, package=package, model=model, device=str(device.device),
+    segment = partial(segment_and_write, package=package, model=model, device=device,
                       settings=settings, warn=warn or log.warning, progress=progress, cancel=cancel)
     return run_batch(plan, segment, case_errors=case_errors, stop_on_error=stop_on_error, events=events)
 
@@ -150,24 +154,24 @@ def _hashed_patient_id(case: Case) -> Optional[str]:
 
 
 # -- on a worker process -------------------------------------------------------------------------------
-_MODELS: Dict[Tuple[str, str], Tuple[Any, Any, str]] = {}
+_MODELS: Dict[Tuple[str, str], Tuple[Any, Any, Any]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def loaded_model(package_dir: str, device_request: str) -> Tuple[Any, Any, str, bool]:
-    """``(package, model, device, loaded_now)`` for this process: the package is read and its weights
-    loaded on the first call for ``(package_dir, device_request)`` only; later calls reuse them."""
+def loaded_model(package_dir: str, device_request: str) -> Tuple[Any, Any, Any, bool]:
+    """``(package, model, device, loaded_now)`` for this process (``device``: the
+    ``headseg.segment.runtime.DeviceChoice``): the package is read, the device chosen and the weights loaded
+    on the first call for ``(package_dir, device_request)`` only; later calls reuse them."""
     key = (str(Path(package_dir).resolve()), str(device_request))
     with _MODELS_LOCK:
         if key in _MODELS:
             package, model, device = _MODELS[key]
             return package, model, device, False
         from headseg.segment.packages import load_package
-        from headseg.segment.windows import select_device
+        from headseg.segment.runtime import load_on_device
 
         package = load_package(package_dir)
-        device = str(select_device(device_request).device)
-        model = package.load_model(device)
+        device, model = load_on_device(package, device_request)
         _MODELS[key] = (package, model, device)
         return package, model, device, True
 

@@ -4,7 +4,7 @@ needed to use it correctly (input spacing, orientation, intensity window, label 
 
 A package folder holds::
 
-    model.json   the model card (schema below, ``format_version`` 1)
+    model.json   the model card (``headseg.segment.model_card``, ``format_version`` 1)
     model.pt     a ``state_dict`` saved with ``torch.save``; loaded with ``weights_only=True``
 
 Packages are searched, in order, in the folders of ``$HEADSEG_MODEL_PATH`` (``os.pathsep``-separated),
@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from headseg.errors import ModelPackageError
+from headseg.segment.model_card import FORMAT_VERSION, TASKS, WEIGHTS_FILE, ModelCard
+
+__all__ = ["ModelPackage", "ModelCard", "load_package", "list_packages", "find_package", "default_package",
+           "write_package", "search_dirs", "sha256_of", "CARD_FILE", "WEIGHTS_FILE", "FORMAT_VERSION", "TASKS",
+           "SHIPPED_DIR", "USER_DIR"]
 
 CARD_FILE = "model.json"
-WEIGHTS_FILE = "model.pt"
-FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "packaged_models"
 USER_DIR = Path.home() / ".headseg" / "models"
-TASKS = ("orbit", "han")
-
-# Keys every card must have; nested requirements are checked in ``validate_card``.
-REQUIRED_KEYS = ("format_version", "name", "task", "architecture", "label_set", "classes", "input", "weights")
 
 
 def sha256_of(path: Union[str, Path]) -> str:
@@ -41,131 +40,30 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def validate_card(card: Dict[str, Any], where: str = "model card") -> None:
-    """Raise ModelPackageError naming the first problem of a card (missing key, bad value)."""
-    missing = [k for k in REQUIRED_KEYS if k not in card]
-    if missing:
-        raise ModelPackageError(f"The {where} lacks {', '.join(missing)}. Re-export the model with headseg-train.")
-    if card["format_version"] != FORMAT_VERSION:
-        raise ModelPackageError(
-            f"The {where} has format_version {card['format_version']}; this headseg reads version "
-            f"{FORMAT_VERSION}. Update headseg or re-export the model."
-        )
-    if card["task"] not in TASKS:
-        raise ModelPackageError(f"The {where} names task {card['task']!r}; expected one of {TASKS}.")
-    _check_card_types(card, where)
-    inp = card["input"]
-    if card["task"] == "orbit" and len(inp.get("window_kji") or ()) != 3:
-        raise ModelPackageError(f"The {where} of an orbit model needs input.window_kji (slices, rows, columns).")
-    if not card["classes"] or card["classes"][0] != "background":
-        raise ModelPackageError(f"The {where} must list the output classes, starting with 'background'.")
-    from headseg.labels import get_label_set  # local: labels is light, but keep import order simple
-
-    try:
-        label_set = get_label_set(card["label_set"])
-    except (KeyError, ValueError) as exc:
-        raise ModelPackageError(f"The {where} names an unknown label set {card['label_set']!r}: {exc}") from exc
-    if card["task"] == "orbit":
-        from headseg.labels import ORBIT_MODEL_CLASSES
-
-        unknown = [c for c in card["classes"][1:] if c not in ORBIT_MODEL_CLASSES]
-    else:
-        from headseg.segment.sides import output_classes
-
-        known = set(label_set.keys())
-        try:
-            outputs = output_classes(card)
-        except ValueError as exc:
-            raise ModelPackageError(f"The {where} has an invalid side_split: {exc}") from exc
-        unknown = [c for c in outputs[1:] if c not in known]
-    if unknown:
-        raise ModelPackageError(
-            f"The {where} lists classes {unknown} that the label set '{card['label_set']}' does not have."
-        )
-
-
-#: The largest whole number a card's architecture may give (channels, widths, blocks): far above any model
-#: HeadSeg builds, far below one that would ask for terabytes.
-MAX_ARCHITECTURE_INT = 4096
-
-
-def _numbers(value: Any, count: int, whole: bool = False) -> bool:
-    """Whether ``value`` is a list of ``count`` finite positive numbers (whole numbers with ``whole``)."""
-    import math
-
-    kinds = (int,) if whole else (int, float)
-    return (isinstance(value, list) and len(value) == count and
-            all(isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value))
-
-
-def _check_card_types(card: Dict[str, Any], where: str) -> None:
-    """Refuse a card whose fields have the wrong type or impossible values, naming the field, before any of
-    them is used (a mistyped card must not end in a traceback or a model of terabytes)."""
-    def refuse(field_name: str, expected: str) -> None:
-        raise ModelPackageError(f"The {where} has an invalid {field_name} ({json.dumps(_get(card, field_name))}): "
-                                f"expected {expected}. Fix the card or re-export the model with headseg-train.")
-
-    if not isinstance(card["input"], dict):
-        refuse("input", "an object with spacing_mm and normalization")
-    for key in ("spacing_mm", "normalization"):
-        if key not in card["input"]:
-            raise ModelPackageError(f"The {where} lacks input.{key}.")
-    if not _numbers(card["input"]["spacing_mm"], 3):
-        refuse("input.spacing_mm", "three positive numbers (mm)")
-    if not isinstance(card["input"]["normalization"], dict):
-        refuse("input.normalization", "an object such as {\"type\": \"window\", \"lower\": -300, \"upper\": 400}")
-    if "window_kji" in card["input"] and not _numbers(card["input"]["window_kji"], 3, whole=True):
-        refuse("input.window_kji", "three positive whole numbers (slices, rows, columns)")
-    if not isinstance(card["weights"], dict) or not isinstance(card["weights"].get("file", WEIGHTS_FILE), str):
-        refuse("weights", "an object naming the weights file, e.g. {\"file\": \"model.pt\", \"sha256\": \"...\"}")
-    inference = card.get("inference", {})
-    if not isinstance(inference, dict):
-        refuse("inference", "an object")
-    if "patch_kji" in inference and not _numbers(inference["patch_kji"], 3, whole=True):
-        refuse("inference.patch_kji", "three positive whole numbers")
-    for key in ("max_voxels", "batch_size"):
-        if key in inference and not _numbers([inference[key]], 1, whole=True):
-            refuse(f"inference.{key}", "a positive whole number")
-    params = card.get("architecture_params", {})
-    if not isinstance(params, dict):
-        refuse("architecture_params", "an object")
-    for key, value in params.items():
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, int) and not isinstance(v, bool) and not 0 < v <= MAX_ARCHITECTURE_INT for v in values):
-            refuse(f"architecture_params.{key}", f"whole numbers from 1 to {MAX_ARCHITECTURE_INT}")
-
-
-def _get(card: Dict[str, Any], dotted: str) -> Any:
-    value: Any = card
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 @dataclass
 class ModelPackage:
     """A model folder and its parsed card. Weights are only read by :meth:`load_model`."""
 
     path: Path
-    card: Dict[str, Any] = field(repr=False)
+    card: ModelCard = field(repr=False)
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
     @property
     def task(self) -> str:
-        return str(self.card["task"])
+        return self.card.task
 
     @property
     def weights_path(self) -> Path:
-        return self.path / self.card["weights"].get("file", WEIGHTS_FILE)
+        return self.path / self.card.weights.file
 
     @property
     def label_set(self):
         from headseg.labels import get_label_set
 
-        return get_label_set(self.card["label_set"])
+        return get_label_set(self.card.label_set)
 
     def verify(self) -> None:
         """Check that the weights exist and match the card's sha256 (a corrupt download, a wrong file)."""
@@ -173,7 +71,7 @@ class ModelPackage:
             raise ModelPackageError(
                 f"Model '{self.name}' has no weights file {self.weights_path}. Reinstall or re-export the model."
             )
-        expected = self.card["weights"].get("sha256")
+        expected = self.card.weights.sha256
         if expected and sha256_of(self.weights_path) != expected:
             raise ModelPackageError(
                 f"The weights of model '{self.name}' ({self.weights_path}) do not match the checksum in its "
@@ -184,16 +82,12 @@ class ModelPackage:
         from headseg.errors import HeadSegError
         from headseg.models import build_model
 
+        card = self.card
         try:
-            return build_model(
-                self.card["architecture"],
-                int(self.card.get("in_channels", 1)),
-                len(self.card["classes"]),
-                **self.card.get("architecture_params", {}),
-            )
+            return build_model(card.architecture, card.in_channels, len(card.classes), **card.architecture_params)
         except (HeadSegError, TypeError, ValueError, RuntimeError, MemoryError) as exc:  # the card's numbers
-            raise ModelPackageError(f"Model '{self.name}' cannot be built from its card ({self.card['architecture']}, "
-                                    f"{self.card.get('architecture_params', {})}): {str(exc).splitlines()[0]}. Fix "
+            raise ModelPackageError(f"Model '{self.name}' cannot be built from its card ({card.architecture}, "
+                                    f"{card.architecture_params}): {str(exc).splitlines()[0]}. Fix "
                                     "the card or re-export the model.") from None
 
     def load_model(self, device: Any = "cpu", verify: bool = True):
@@ -216,15 +110,14 @@ class ModelPackage:
         except RuntimeError as exc:
             raise ModelPackageError(
                 f"The weights of model '{self.name}' do not fit its declared architecture "
-                f"({self.card['architecture']}): {str(exc).splitlines()[0]}"
+                f"({self.card.architecture}): {str(exc).splitlines()[0]}"
             ) from exc
         return model.to(device).eval()
 
     def summary(self) -> str:
-        metrics = self.card.get("metrics") or {}
-        headline = metrics.get("summary", "")
-        synthetic = " [synthetic training data, not for clinical use]" if self.card.get("synthetic") else ""
-        return f"{self.name} ({self.task}, {self.card['architecture']}){synthetic} {headline}".strip()
+        headline = self.card.metrics.get("summary", "")
+        synthetic = " [synthetic training data, not for clinical use]" if self.card.synthetic else ""
+        return f"{self.name} ({self.task}, {self.card.architecture}){synthetic} {headline}".strip()
 
 
 def load_package(path: Union[str, Path]) -> ModelPackage:
@@ -244,8 +137,7 @@ def load_package(path: Union[str, Path]) -> ModelPackage:
         raise ModelPackageError(f"The model card {card_path} cannot be read: {exc}") from exc
     if not isinstance(card, dict):
         raise ModelPackageError(f"The model card {card_path} is not a JSON object.")
-    validate_card(card, where=f"model card {card_path}")
-    return ModelPackage(path, card)
+    return ModelPackage(path, ModelCard.from_dict(card, where=f"model card {card_path}"))
 
 
 def search_dirs(extra_dirs: Iterable[Union[str, Path]] = ()) -> List[Path]:
@@ -315,12 +207,14 @@ def default_package(task: str, extra_dirs: Sequence[Union[str, Path]] = ()) -> M
             f"No model for task '{task}' is installed. Train one with headseg-train, or point "
             "HEADSEG_MODEL_PATH at a folder of model packages."
         )
-    defaults = [p for p in packages if p.card.get("default")]
+    defaults = [p for p in packages if p.card.default]
     return (defaults or packages)[0]
 
 
-def write_package(folder: Union[str, Path], card: Dict[str, Any], state_dict: Dict[str, Any]) -> ModelPackage:
-    """Save weights and card (with the weights' sha256) into ``folder``; used by training's exporter."""
+def write_package(folder: Union[str, Path], card: Union[ModelCard, Dict[str, Any]],
+                  state_dict: Dict[str, Any]) -> ModelPackage:
+    """Save weights and card (with the weights' sha256) into ``folder``; used by training's exporter.
+    ``card`` is a :class:`ModelCard` or its JSON object; model.json is that object with ``weights`` filled in."""
     import torch
 
     folder = Path(folder)
@@ -329,11 +223,11 @@ def write_package(folder: Union[str, Path], card: Dict[str, Any], state_dict: Di
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     os.replace(tmp, weights)
-    card = dict(card)
-    card.setdefault("format_version", FORMAT_VERSION)
-    card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
-    validate_card(card, where=f"model card for {folder}")
+    document = card.to_dict() if isinstance(card, ModelCard) else dict(card)
+    document.setdefault("format_version", FORMAT_VERSION)
+    document["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
+    written = ModelCard.from_dict(document, where=f"model card for {folder}")
     tmp_card = folder / (CARD_FILE + ".tmp")
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    tmp_card.write_text(json.dumps(written.to_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp_card, folder / CARD_FILE)
-    return ModelPackage(folder, card)
+    return ModelPackage(folder, written)

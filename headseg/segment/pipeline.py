@@ -2,15 +2,20 @@
 
 The two tasks differ only in how the model sees the CT:
 
-* ``orbit`` (SV-net, seed 000): each orbit is located, resampled into the model's crop (left orbits
+* ``orbit`` (the SV-net paper): each orbit is located, resampled into the model's crop (left orbits
   mirrored so the network always sees a right orbit), predicted with the 32-slice sliding window, and the
   class probabilities are resampled back onto the input grid and labelled per side.
-* ``han`` (AnatomyNet, seed 004): the whole CT is resampled onto the model's LPS grid and spacing,
+* ``han`` (the AnatomyNet paper): the whole CT is resampled onto the model's LPS grid and spacing,
   predicted whole (or in large patches when it does not fit), and the probabilities resampled back.
 
-In both, probabilities are interpolated before the argmax, and seed 000's post-processing (hole filling
-and largest connected component per class) runs on the input grid, so what the user sees and measures
-is what was cleaned.
+In both, probabilities are interpolated before the argmax, and the SV-net paper's post-processing (hole
+filling and largest connected component per class) runs on the input grid, so what the user sees and
+measures is what was cleaned.
+
+The card (``headseg.segment.model_card.ModelCard``) says which of the two a model is and how it is run;
+:func:`headseg.segment.windows.predict_probabilities` is the one predictor (training validates with it
+too). A run chooses its device once and may pass the :class:`~headseg.segment.runtime.DeviceChoice` and
+the loaded model to every :func:`segment_volume`.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from headseg.errors import InputError
 from headseg.geometry import Volume
+from headseg.segment.model_card import ModelCard, is_orbit_task
 from headseg.segment.packages import ModelPackage
 from headseg.segment.preprocessing import AIR_HU, body_crop, model_grid_for, normalize, orbit_crops, subgrid_covering
-from headseg.segment.sides import output_classes, split_classes_by_side
+from headseg.segment.sides import split_classes_by_side
 from headseg.validation import check_ct, check_roi, orbit_resolution_note
+
+if TYPE_CHECKING:
+    from headseg.segment.runtime import DeviceChoice  # torch: imported when a volume is segmented
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,7 @@ class SegmentationResult:
     uncertainty: Optional[Volume] = None  # float32 normalised entropy in [0, 1] on the input grid
     quality: Dict[str, Any] = field(default_factory=dict)  # label-set key -> headseg.measure.quality.StructureQuality
     tta: bool = False  # the probabilities were averaged over test-time variants (tta_variants)
+    volumes: List[Any] = field(default_factory=list)  # headseg.measure.volumes.VolumeRow of labelmap, once per case
 
 
 class _Stages:
@@ -68,30 +78,33 @@ class _Stages:
         return report
 
 
-def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
+def segment_volume(volume: Volume, package: ModelPackage, device: Union[str, DeviceChoice] = "auto",
                    roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                    keep: Optional[Sequence[str]] = None, progress: Optional[ProgressCallback] = None,
                    cancel: Any = None, batch_size: Optional[int] = None, model: Any = None,
                    uncertainty: bool = True, tta: bool = False) -> SegmentationResult:
     """Segment ``volume`` with ``package``; ``roi`` = (centre LPS mm, size mm) restricts the orbit search,
     ``keep`` = label-set keys to keep (others are dropped), ``cancel`` a ``headseg.segment.windows.CancelToken``.
+    ``device``: a request (``"auto"``, ``"cpu"``, ``"cuda:1"``, ...) or the run's
+    :class:`~headseg.segment.runtime.DeviceChoice`; ``model``: the package's network already loaded there.
     ``uncertainty`` also returns the per-voxel uncertainty map (normalised entropy of the model's
     probabilities, ``headseg.measure.quality``) and each structure's doubt; flags are always computed. ``tta``
     averages the model's probabilities over test-time variants of the input (:func:`tta_variants`), and
     the uncertainty map is then that of the average, which also holds where the variants disagree."""
     from headseg.measure.quality import body_midline_x, structure_quality
-    from headseg.segment.windows import select_device
+    from headseg.measure.volumes import volume_table
+    from headseg.segment.runtime import as_device_choice, load_on_device
 
     start = time.perf_counter()
     notes = check_ct(volume)
     if roi is not None:
         check_roi(roi, volume)  # before any work: a box outside the image or of metres fails here, not later
-    choice = select_device(device)
+    choice = as_device_choice(device)
     log.info("Device: %s (%s)", choice.device, choice.reason)
     if model is None:
-        model = package.load_model(choice.device)
+        choice, model = load_on_device(package, choice)
     review = _Review(volume.shape, uncertainty)
-    if package.task == "orbit":
+    if package.card.is_orbit:
         coarse = orbit_resolution_note(volume)
         notes += [coarse] if coarse else []
         labels, regions, more = _segment_orbits(volume, package, model, choice.device, roi, progress, cancel,
@@ -109,46 +122,29 @@ def segment_volume(volume: Volume, package: ModelPackage, device: str = "auto",
         kept = [label_set.by_key(k).label for k in keep]
         labels[~np.isin(labels, kept)] = 0
     labelmap = volume.with_array(labels)
-    notes += plausibility_notes(labelmap, label_set)
+    rows = volume_table(labelmap, label_set)
+    notes += plausibility_notes(labelmap, label_set, rows)
     removed = {label_set.by_label(v).key: share for v, share in review.removed.items() if v in label_set.labels}
     quality = structure_quality(labelmap, label_set, review.map, body_midline_x(volume, near=labels > 0), removed,
                                 structures=list(keep) if keep else None)
     unc = None if review.map is None else volume.with_array(review.map)
     result = SegmentationResult(labelmap, label_set, package.name, str(choice.device), notes,
-                                regions, time.perf_counter() - start, unc, quality, bool(tta))
+                                regions, time.perf_counter() - start, unc, quality, bool(tta), rows)
     if progress:
         progress(1.0, "Done")
     return result
 
 
-def _predict(model, image: np.ndarray, card: Dict[str, Any], device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
-    """Class probabilities [C, k, j, i] for one normalised image, with the card's window strategy."""
-    from headseg.segment.windows import run_with_fallback, sliding_window_predict, whole_volume_or_patches
+def _predict(model, image: np.ndarray, card: ModelCard, device, progress, cancel, batch_size) -> Tuple[np.ndarray, List[str]]:
+    """Class probabilities [C, k, j, i] for one normalised image (``predict_probabilities``), retried with
+    a smaller batch or on the CPU when the device runs out of memory."""
+    from headseg.segment.runtime import run_with_fallback
+    from headseg.segment.windows import predict_probabilities
 
-    inference = card.get("inference", {})
-    out_channels = len(card["classes"])
-    activation = card.get("output_activation", "softmax")
-    x = image[None].astype(np.float32, copy=False)
-    if card["task"] == "orbit":
-        wk, wj, wi = card["input"]["window_kji"]
-        step_k = int(inference.get("step_k", max(1, wk // 2)))
-        window = (wk, x.shape[2], x.shape[3])  # the crop is exactly the in-plane window: slide along k only
+    def run(dev, bs):
+        return predict_probabilities(model, image, card, dev, batch_size=bs, progress=progress, cancel=cancel)
 
-        def run(dev, bs):
-            return sliding_window_predict(
-                x, model, window=window, step=(step_k, window[1], window[2]),
-                blend=inference.get("blend", "gaussian"), batch_size=bs, device=dev,
-                out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
-    else:
-        max_voxels = int(inference.get("max_voxels", 160 ** 3))
-        patch = tuple(inference.get("patch_kji", (96, 160, 160)))
-
-        def run(dev, bs):
-            return whole_volume_or_patches(
-                x, model, max_voxels=max_voxels, patch=patch, batch_size=bs, device=dev,
-                out_channels=out_channels, activation=activation, progress=progress, cancel=cancel)
-
-    result = run_with_fallback(run, device, batch_size or int(inference.get("batch_size", 2)), model=model)
+    result = run_with_fallback(run, device, batch_size or card.inference.batch_size, model=model)
     return result.output, list(result.notes)
 
 
@@ -192,7 +188,7 @@ def tta_variants(task: str, tta: bool) -> int:
     head-and-neck volume and its left-right mirror."""
     if not tta:
         return 1
-    return len(ORBIT_TTA_SHIFTS_KJI) if task == "orbit" else 2
+    return len(ORBIT_TTA_SHIFTS_KJI) if is_orbit_task(task) else 2
 
 
 def _shifted(volume: Volume, crop: Volume, shift_kji: Sequence[int]) -> Volume:
@@ -213,7 +209,7 @@ def _predict_orbit_crop(volume, crop, card, model, device, progress, cancel, bat
     notes: List[str] = []
     for n, shift in enumerate(shifts):
         image = crop.image if not any(shift) else _shifted(volume, crop.image, shift)
-        x = normalize(image.array, card["input"]["normalization"])
+        x = normalize(image.array, card.input.normalization)
 
         def report(fraction: float, text: str = "", n=n) -> None:
             if progress is not None:
@@ -255,7 +251,7 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
         notes += more
         sub_grid, slices = subgrid_covering(volume, crop.image)
         raw = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
-        sub_labels = postprocess_labels(raw, **_post_kwargs(card))
+        sub_labels = postprocess_labels(raw, **card.postprocess.kwargs())
         review.add_removed(raw, sub_labels, np.array([0] + [orbit_label(crop.side, c)
                                                             for c in range(1, probs.shape[0])]))
         review.add_uncertainty(probs, crop.image, sub_grid, slices)
@@ -273,9 +269,9 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
     return labels, regions, notes
 
 
-def _mirror_channels(card: Dict[str, Any], label_set) -> List[int]:
+def _mirror_channels(network_classes: Sequence[str], label_set) -> List[int]:
     """For each network class, the class it becomes in the left-right mirror image (its other side)."""
-    classes = list(card["classes"])
+    classes = list(network_classes)
     order = list(range(len(classes)))
     for c, key in enumerate(classes):
         if key in label_set and label_set.by_key(key).side:
@@ -293,17 +289,17 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     card = package.card
     stages = _Stages(progress, [1, 8, 2])
     stages.report(0, 0.0, "Resampling to the model grid")
-    grid = model_grid_for(volume, card["input"]["spacing_mm"])
+    grid = model_grid_for(volume, card.input.spacing_mm)
     image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
     # Only the box around the patient is segmented and resampled back; the air around it is background.
     image = body_crop(image)
-    x = normalize(image.array, card["input"]["normalization"])
+    x = normalize(image.array, card.input.normalization)
     probs, notes = _predict(model, x, card, device, stages.callback(1, "Segmenting organs"), cancel, batch_size)
     if tta:  # the model grid is LPS, so i runs along the patient's left-right axis
         mirrored, more = _predict(model, np.ascontiguousarray(x[:, :, ::-1]), card, device,
                                   stages.callback(1, "Segmenting organs (mirrored)"), cancel, batch_size)
         notes += [m for m in more if m not in notes]
-        probs = 0.5 * (probs + mirrored[_mirror_channels(card, package.label_set)][:, :, :, ::-1])
+        probs = 0.5 * (probs + mirrored[_mirror_channels(card.classes, package.label_set)][:, :, :, ::-1])
     stages.report(2, 0.0, "Resampling the result to the CT grid")
     sub_grid, slices = subgrid_covering(volume, image)
     model_labels = np.zeros(volume.shape, np.uint8)
@@ -311,9 +307,9 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     # Paired organs predicted as one class get their side from the patient's midline before the
     # largest-component step, which would otherwise keep only one of the two glands.
     raw = split_classes_by_side(model_labels, volume, card, image=volume.array)
-    model_labels = postprocess_labels(raw, **_post_kwargs(card))
+    model_labels = postprocess_labels(raw, **card.postprocess.kwargs())
     label_set = package.label_set
-    classes = output_classes(card)
+    classes = card.output_classes
     lut = np.zeros(len(classes), np.uint8)
     for c, key in enumerate(classes[1:], start=1):
         lut[c] = label_set.by_key(key).label
@@ -322,20 +318,14 @@ def _segment_whole(volume, package, model, device, progress, cancel, batch_size,
     return lut[model_labels], notes
 
 
-def _post_kwargs(card: Dict[str, Any]) -> Dict[str, Any]:
-    post = card.get("postprocess", {})
-    return {"fill_holes": bool(post.get("fill_holes", True)),
-            "largest_component": bool(post.get("largest_component", True))}
-
-
-def plausibility_notes(labelmap: Volume, label_set) -> List[str]:
+def plausibility_notes(labelmap: Volume, label_set, rows: Optional[Sequence[Any]] = None) -> List[str]:
     """Warnings for the orbit structures outside their normal adult band (``headseg.measure.bands``, the same
-    band the volume table's flags use)."""
+    band the volume table's flags use); ``rows``: the volume table of ``labelmap`` when already made."""
     from headseg.measure.bands import volume_band
     from headseg.measure.volumes import volume_table
 
     notes = []
-    for row in volume_table(labelmap, label_set):
+    for row in volume_table(labelmap, label_set) if rows is None else rows:
         band = volume_band(row.structure)
         if row.derived or band is None or label_set.name != "orbit":
             continue

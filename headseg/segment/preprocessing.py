@@ -4,17 +4,20 @@ intensity normalisation, the whole-volume model grid, and the per-orbit crops.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from headseg.geometry import Volume, bounding_box
 
+if TYPE_CHECKING:
+    from headseg.segment.model_card import ModelCard
+
 AIR_HU = -1000.0
 
 
-def normalize(array: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
+def normalize(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     """Map Hounsfield units to network input as the model card says.
 
     ``{"type": "window", "lower": L, "upper": U}``: clip to [L, U] and scale to [0, 1] (a CT window is
@@ -98,13 +101,13 @@ class OrbitCrop:
     box: Any  # headseg.locate.boxes.RegionBox
 
 
-def orbit_crops(volume: Volume, card: Dict[str, Any], roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+def orbit_crops(volume: Volume, card: ModelCard, roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                 sides: Sequence[str] = ("right", "left")) -> List[OrbitCrop]:
     """Locate the orbits (or use the user's ROI) and resample each into the model's crop grid."""
     from headseg.locate import boxes_from_roi, locate_orbits, orbit_crop_grid
     from headseg.resample import resample_to_grid
 
-    inp = card["input"]
+    inp = card.input
     locations = boxes_from_roi(roi[0], roi[1], volume) if roi is not None else locate_orbits(volume)
     boxes = {loc.side: loc.box for loc in locations}
     crops = []
@@ -112,10 +115,11 @@ def orbit_crops(volume: Volume, card: Dict[str, Any], roi: Optional[Tuple[Sequen
         if side not in boxes:
             continue
         # In-plane the crop is exactly the model's window; along k it covers the whole box and the
-        # sliding window runs over it (seed 000's 32-slice window).
-        size_kji = (None, inp["window_kji"][1], inp["window_kji"][2])
-        grid = orbit_crop_grid(boxes[side], inp["spacing_mm"], size_kji, side,
-                               mirror_left=bool(inp.get("mirror_left", True)))
+        # sliding window runs over it (the SV-net paper's 32-slice window).
+        window = card.window_kji
+        assert window is not None  # an orbit card has one (validate_card)
+        size_kji = (None, window[1], window[2])
+        grid = orbit_crop_grid(boxes[side], inp.spacing_mm, size_kji, side, mirror_left=inp.mirror_left)
         image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
         crops.append(OrbitCrop(side, image, boxes[side]))
     return crops
@@ -163,7 +167,7 @@ def orbit_class_lut(side: str, max_label: int) -> np.ndarray:
     return lut
 
 
-def orbit_label_crops(volume: Volume, labels: Volume, card: Dict[str, Any],
+def orbit_label_crops(volume: Volume, labels: Volume, card: ModelCard,
                       annotated: Optional[Sequence[str]] = None,
                       roi: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                       sides: Sequence[str] = ("right", "left")) -> List[LabelledCrop]:
@@ -185,7 +189,7 @@ def orbit_label_crops(volume: Volume, labels: Volume, card: Dict[str, Any],
     return out
 
 
-def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
+def whole_volume_labelled(volume: Volume, labels: Volume, card: ModelCard,
                           annotated: Optional[Sequence[str]] = None) -> LabelledCrop:
     """The whole-volume (``han``) model input: the CT and its label map on :func:`model_grid_for`'s grid
     (linear / nearest), label-set values mapped to the card's class indices.
@@ -195,17 +199,17 @@ def whole_volume_labelled(volume: Volume, labels: Volume, card: Dict[str, Any],
     keep the per-side classes for validation."""
     from headseg.labels import get_label_set
     from headseg.resample import resample_to_grid
-    from headseg.segment.sides import network_class_of, output_classes
+    from headseg.segment.sides import network_class_of
 
     if not volume.same_geometry(labels, tol=1e-3):
         raise ValueError("The label map is not on the image's grid; resample or re-export it first.")
-    grid = model_grid_for(volume, card["input"]["spacing_mm"])
+    grid = model_grid_for(volume, card.input.spacing_mm)
     image = resample_to_grid(volume, grid, interpolation="linear", default_value=AIR_HU)
     on_grid = resample_to_grid(labels, grid, interpolation="nearest", default_value=0)
-    label_set = get_label_set(card["label_set"])
+    label_set = get_label_set(card.label_set)
     size = max(label_set.max_label, int(on_grid.array.max())) + 1
-    classes = list(card["classes"])
-    outputs = output_classes(card)
+    classes = list(card.classes)
+    outputs = list(card.output_classes)
     to_network = network_class_of(card)
     lut = np.zeros(size, np.uint8)
     out_lut = np.zeros(size, np.uint8)

@@ -9,6 +9,9 @@ A card opts in with ``"side_split": {"parotid": {"right": "parotid_right", "left
 its ``classes`` then hold ``parotid`` (the network's class) and :func:`output_classes` gives the classes
 after the split, which map onto the label set.
 
+The functions take a parsed card (``headseg.segment.model_card.ModelCard``, which reads its side split
+once) or the card's JSON object (anything with ``classes`` and an optional ``side_split``).
+
 The midline is the LPS x of the centroid of the other (midline) foreground classes predicted in the same
 volume (brainstem, spinal cord, mandible, larynx, oesophagus all straddle it), else the centroid of the
 body (voxels above -300 HU), else the volume's centre. LPS +x is the patient's left, so voxels with
@@ -17,41 +20,77 @@ x greater than the midline are left.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
 from headseg.geometry import Volume
 
-__all__ = ["side_split_spec", "output_classes", "split_classes_by_side", "midline_x", "network_class_of"]
+__all__ = ["side_split_spec", "parse_side_split", "split_output_classes", "output_classes", "split_classes_by_side",
+           "midline_x", "network_class_of"]
 
 BODY_HU = -300.0
 
+SideSplit = Dict[str, Dict[str, str]]
 
-def side_split_spec(card: Mapping[str, Any]) -> Dict[str, Dict[str, str]]:
-    """The card's ``side_split`` (merged class -> {"right": key, "left": key}); empty when absent."""
-    spec = card.get("side_split") or {}
-    out: Dict[str, Dict[str, str]] = {}
-    for merged, sides in spec.items():
+
+class SplitCard(Protocol):
+    """What the functions here read of a parsed card (``headseg.segment.model_card.ModelCard``)."""
+
+    @property
+    def classes(self) -> Sequence[str]: ...
+
+    @property
+    def side_split(self) -> Mapping[str, Mapping[str, str]]: ...
+
+    @property
+    def output_classes(self) -> Sequence[str]: ...
+
+
+CardLike = Union[SplitCard, Mapping[str, Any]]
+
+
+def parse_side_split(spec: Any) -> SideSplit:
+    """A card's ``side_split`` value (merged class -> {"right": key, "left": key}) checked and copied;
+    empty when absent. Raises ValueError naming the first bad entry."""
+    out: SideSplit = {}
+    for merged, sides in (spec or {}).items():
         if not isinstance(sides, Mapping) or set(sides) != {"right", "left"}:
             raise ValueError(f"side_split[{merged!r}] must name exactly a 'right' and a 'left' class, got {sides!r}.")
         out[str(merged)] = {"right": str(sides["right"]), "left": str(sides["left"])}
     return out
 
 
-def output_classes(card: Mapping[str, Any]) -> List[str]:
-    """The card's classes with every side-split class replaced by its right and left class, in place."""
-    spec = side_split_spec(card)
+def split_output_classes(classes: Sequence[str], spec: Mapping[str, Mapping[str, str]]) -> List[str]:
+    """``classes`` with every side-split class replaced by its right and left class, in place."""
     out: List[str] = []
-    for name in card["classes"]:
+    for name in classes:
         out += [spec[name]["right"], spec[name]["left"]] if name in spec else [name]
     return out
 
 
-def network_class_of(card: Mapping[str, Any]) -> Dict[str, str]:
+def side_split_spec(card: Mapping[str, Any]) -> SideSplit:
+    """The ``side_split`` of a card's JSON object (merged class -> {"right": key, "left": key}); empty when absent."""
+    return parse_side_split(card.get("side_split"))
+
+
+def _parts(card: CardLike) -> Tuple[List[str], Mapping[str, Mapping[str, str]], List[str]]:
+    """(network classes, side split, output classes) of a parsed card or a card's JSON object."""
+    if isinstance(card, Mapping):
+        classes, spec = list(card["classes"]), side_split_spec(card)
+        return classes, spec, split_output_classes(classes, spec)
+    return list(card.classes), card.side_split, list(card.output_classes)
+
+
+def output_classes(card: CardLike) -> List[str]:
+    """The card's classes with every side-split class replaced by its right and left class, in place."""
+    return _parts(card)[2]
+
+
+def network_class_of(card: CardLike) -> Dict[str, str]:
     """Output class -> the network class that predicts it (itself, or its merged class)."""
-    spec = side_split_spec(card)
-    mapping = {name: name for name in card["classes"]}
+    classes, spec, _ = _parts(card)
+    mapping = {name: name for name in classes}
     for merged, sides in spec.items():
         mapping[sides["right"]] = merged
         mapping[sides["left"]] = merged
@@ -82,16 +121,14 @@ def midline_x(labels: np.ndarray, grid: Volume, midline_classes: Sequence[int],
     return float(grid.index_to_lps(centre)[0])
 
 
-def split_classes_by_side(labels: np.ndarray, grid: Volume, card: Mapping[str, Any],
+def split_classes_by_side(labels: np.ndarray, grid: Volume, card: CardLike,
                           image: Optional[np.ndarray] = None) -> np.ndarray:
     """Network-class labels ``[k, j, i]`` on ``grid`` -> output-class labels (:func:`output_classes`).
 
     Returns the array unchanged (same values) when the card has no side split."""
-    spec = side_split_spec(card)
-    classes = list(card["classes"])
+    classes, spec, outputs = _parts(card)
     if not spec:
         return labels
-    outputs = output_classes(card)
     lut = np.zeros(len(classes), np.uint8)
     for c, name in enumerate(classes):
         lut[c] = outputs.index(spec[name]["right"]) if name in spec else outputs.index(name)

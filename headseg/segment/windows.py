@@ -1,4 +1,7 @@
-"""Run a segmentation network over a whole CT: device choice, sliding window, AMP, OOM fallback.
+"""Run a segmentation network over a whole CT: the sliding window (AMP, cancel, progress) and
+:func:`predict_probabilities`, the one mapping from a model card and a model-grid image to class
+probabilities that ``headseg segment`` and training's validation both use. Where it runs (device choice,
+out-of-memory fallback) is ``headseg.segment.runtime``'s.
 
 Arrays are ``[C, k, j, i]`` per case; the network sees ``[B, C, k, j, i]`` tensors (see
 docs/ARCHITECTURE.md). Probabilities are accumulated on the CPU so that the GPU only ever holds one
@@ -12,7 +15,7 @@ contribution in [0, 1] (safe for float16 accumulation) and lets memory be the ou
 
 Modes:
 
-* ``"constant"``: plain mean of the overlapping windows -- seed 000's step-1 sliding window.
+* ``"constant"``: plain mean of the overlapping windows -- the SV-net paper's step-1 sliding window.
 * ``"gaussian"``: nnU-Net's importance weighting (sigma = window / 8) along the axes where windows
   actually slide, floored at ``MIN_IMPORTANCE`` so that voxels seen only by a window edge still count.
 
@@ -32,33 +35,47 @@ Agreement with MONAI's ``sliding_window_inference`` at the same window grid (che
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from headseg.errors import Cancelled, DeviceUnavailableError, InferenceOutOfMemoryError, InputError
 
+# Re-exported for older imports: these moved to headseg.segment.runtime.
+from headseg.segment.runtime import (
+    DeviceChoice,
+    FallbackResult,
+    is_out_of_memory,
+    prepare_model,
+    run_with_fallback,
+    select_device,
+)
+
+if TYPE_CHECKING:
+    from headseg.segment.model_card import ModelCard
+
 __all__ = [
     "ProgressCallback",
     "Predictor",
-    "DeviceChoice",
-    "DeviceUnavailableError",
-    "InferenceOutOfMemoryError",
     "CancelToken",
     "SlidingWindowOptions",
-    "FallbackResult",
-    "select_device",
     "window_starts",
     "sliding_window_predict",
     "slab_sliding_window",
     "paper_sliding_window",
     "whole_volume_or_patches",
+    "predict_probabilities",
+    # re-exported from headseg.segment.runtime and headseg.errors for older imports
+    "DeviceChoice",
+    "DeviceUnavailableError",
+    "InferenceOutOfMemoryError",
+    "FallbackResult",
+    "select_device",
     "prepare_model",
     "run_with_fallback",
     "is_out_of_memory",
@@ -76,79 +93,15 @@ BLEND_MODES = ("gaussian", "constant")
 ACTIVATIONS = ("softmax", "sigmoid", None)
 GAUSSIAN_SIGMA_FRACTION = 1.0 / 8.0  # nnU-Net's choice: sigma = window / 8
 MIN_IMPORTANCE = 1e-3  # floor of the 1D gaussian (peak 1), so edge voxels keep a usable weight
-PAPER_SLAB_SLICES = 32  # seed 000: 32-slice inputs, sliding along the slice axis with a step of 1
+PAPER_SLAB_SLICES = 32  # the SV-net paper: 32-slice inputs, sliding along the slice axis with a step of 1
 
 Size3 = Tuple[int, int, int]
 WindowSpec = Union[int, None, Sequence[Optional[int]]]
-T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------------
-# Device, cancel (the errors live in headseg.errors and are re-exported here for older imports)
+# Cancel
 # ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DeviceChoice:
-    """The device to run on and a sentence saying why (shown to users in logs and the Slicer status)."""
-
-    device: torch.device
-    reason: str
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def select_device(requested: Union[str, torch.device] = "auto") -> DeviceChoice:
-    """Pick a torch device: ``"auto"`` tries CUDA, then Apple MPS, then the CPU.
-
-    Explicit requests (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``) are honoured or refused with
-    :class:`DeviceUnavailableError`, never silently replaced: a user who asked for the GPU should learn
-    that it is not used rather than wait ten times longer without knowing why.
-    """
-    text = str(requested).strip().lower()
-    if text == "auto":
-        if torch.cuda.is_available():
-            name = torch.cuda.get_device_name(0)
-            return DeviceChoice(torch.device("cuda", 0), f"automatic: CUDA GPU found ({name})")
-        if _mps_available():
-            return DeviceChoice(torch.device("mps"), "automatic: Apple GPU (MPS) found")
-        return DeviceChoice(
-            torch.device("cpu"), "automatic: no CUDA or Apple MPS GPU found; using the CPU (slower)"
-        )
-    try:
-        device = torch.device(text)
-    except RuntimeError as err:
-        raise InputError(
-            f"Unknown device {requested!r}; choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
-        ) from err
-    if device.type == "cpu":
-        return DeviceChoice(device, "requested: CPU")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailableError(
-                f"A CUDA GPU was requested but PyTorch {torch.__version__} cannot use one on this machine "
-                "(no NVIDIA GPU/driver, or a CPU-only PyTorch build). Choose device 'auto' or 'cpu', "
-                "or install a CUDA-enabled PyTorch."
-            )
-        index = 0 if device.index is None else device.index
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise DeviceUnavailableError(
-                f"GPU cuda:{index} was requested but only {count} CUDA GPU(s) exist."
-            )
-        device = torch.device("cuda", index)
-        return DeviceChoice(device, f"requested: CUDA GPU {index} ({torch.cuda.get_device_name(index)})")
-    if device.type == "mps":
-        if not _mps_available():
-            raise DeviceUnavailableError(
-                "Apple MPS was requested but is not available (needs macOS 12.3+ on Apple silicon and an "
-                "MPS-enabled PyTorch). Choose device 'auto' or 'cpu'."
-            )
-        return DeviceChoice(device, "requested: Apple GPU (MPS)")
-    raise InputError(f"Unsupported device {requested!r}; choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-
-
 class CancelToken:
     """A thread-safe stop flag: the GUI thread calls :meth:`cancel`, the worker checks it per batch."""
 
@@ -513,7 +466,7 @@ def slab_sliding_window(
 def paper_sliding_window(
     image, predictor: Predictor, *, slab_slices: int = PAPER_SLAB_SLICES, **kwargs
 ) -> np.ndarray:
-    """Seed 000's inference: 32-slice slabs, step 1 along k, whole j and i, plain mean of the overlaps."""
+    """The SV-net paper's inference: 32-slice slabs, step 1 along k, whole j and i, plain mean of the overlaps."""
     return slab_sliding_window(
         image, predictor, slab_slices=slab_slices, slab_step=1, blend="constant", **kwargs
     )
@@ -533,7 +486,7 @@ def whole_volume_or_patches(
     overlap: float = 0.5,
     **kwargs,
 ) -> np.ndarray:
-    """For fully convolutional whole-volume models (AnatomyNet, seed 004).
+    """For fully convolutional whole-volume models (the AnatomyNet paper).
 
     The whole volume, padded up to a multiple of ``size_multiple`` (the network's total down-sampling
     factor), is run in one pass when it has at most ``max_voxels`` voxels -- what the paper does and
@@ -562,102 +515,37 @@ def whole_volume_or_patches(
     )
 
 
-def prepare_model(
-    model: torch.nn.Module, device: Union[str, torch.device], channels_last: bool = True
-) -> torch.nn.Module:
-    """Put ``model`` in eval mode on ``device`` (channels_last_3d on CUDA) so it can serve as a predictor."""
-    device = torch.device(device)
-    model = model.eval().to(device)
-    if channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack it
-    return model
-
-
 # ----------------------------------------------------------------------------------------------------
-# Out-of-memory fallback
+# The card's strategy
 # ----------------------------------------------------------------------------------------------------
-def is_out_of_memory(error: BaseException) -> bool:
-    """True for CUDA/MPS out-of-memory errors (typed or only recognisable by their message)."""
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(error, oom_type):
-        return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-
-
-def _release_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif device.type == "mps" and _mps_available():
-        torch.mps.empty_cache()
-
-
-@dataclass
-class FallbackResult(Generic[T]):
-    """What :func:`run_with_fallback` returned and where it finally ran; ``notes`` are for the user log."""
-
-    output: T
-    device: torch.device
-    batch_size: int
-    notes: List[str] = field(default_factory=list)
-
-
-def run_with_fallback(
-    fn: Callable[[torch.device, int], T],
+def predict_probabilities(
+    model: Predictor,
+    image,
+    card: ModelCard,
     device: Union[str, torch.device],
-    batch_size: int = 4,
     *,
-    allow_cpu: bool = True,
-    model: Optional[torch.nn.Module] = None,
-) -> FallbackResult[T]:
-    """Call ``fn(device, batch_size)``, retrying on out-of-memory errors with fewer resources.
+    batch_size: Optional[int] = None,
+    amp: bool = True,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> np.ndarray:
+    """Class probabilities ``[C, k, j, i]`` of ``model`` for one normalised model-grid image ``[k, j, i]``,
+    run the way ``card`` says: an orbit crop with the slab window (``window_kji[0]`` slices spanning the
+    crop in j and i) sliding along k by ``inference.step_k``; a whole-volume (han) image in one pass, or in
+    ``inference.patch_kji`` patches above ``inference.max_voxels``.
 
-    Sequence: the requested batch size, half of it, 1, then (if ``allow_cpu`` and not already on the
-    CPU) the CPU with the requested batch size -- CPU RAM is usually plentiful and the batch size barely
-    changes CPU speed. The device cache is emptied between attempts. ``fn`` must put the model on the
-    device it receives and restart from scratch (progress restarts too); pass ``model`` to have it moved
-    there (with :func:`prepare_model`) before each attempt, so ``fn`` can simply close over it.
-    Errors other than out-of-memory propagate at once. If every attempt runs out of memory,
-    :class:`InferenceOutOfMemoryError` says what to do.
-    """
-    device = torch.device(device)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
-    attempts: List[Tuple[torch.device, int]] = []
-    for size in (batch_size, batch_size // 2, 1):
-        if size >= 1 and (device, size) not in attempts:
-            attempts.append((device, size))
-    if allow_cpu and device.type != "cpu":
-        attempts.append((torch.device("cpu"), batch_size))
-
-    notes: List[str] = []
-    for number, (attempt_device, attempt_batch) in enumerate(attempts):
-        failure = ""
-        try:
-            if model is not None:
-                prepare_model(model, attempt_device)
-            output = fn(attempt_device, attempt_batch)
-            return FallbackResult(output, attempt_device, attempt_batch, notes)
-        except Exception as error:  # noqa: BLE001 -- filtered right below
-            if not is_out_of_memory(error):
-                raise
-            failure = str(error).splitlines()[0] if str(error) else type(error).__name__
-        # Outside the except block, so the traceback (and the tensors its frames hold) can be freed.
-        _release_memory(attempt_device)
-        if number + 1 < len(attempts):
-            next_device, next_batch = attempts[number + 1]
-            note = (
-                f"Out of memory on {attempt_device} with batch size {attempt_batch} ({failure}); "
-                f"retrying on {next_device} with batch size {next_batch}."
-            )
-            if next_device.type == "cpu" and attempt_device.type != "cpu":
-                note += " Running on the CPU is much slower."
-            logger.warning(note)
-            notes.append(note)
-    raise InferenceOutOfMemoryError(
-        f"Out of memory even with batch size 1 on {device}"
-        + (" and on the CPU" if allow_cpu and device.type != "cpu" else "")
-        + ". Close other programs using the GPU/RAM, crop the image to the region of interest, or use a "
-        "machine with more memory."
-    )
+    The one predictor of ``headseg segment`` (``headseg.segment.pipeline``, which adds the out-of-memory
+    fallback of ``headseg.segment.runtime.run_with_fallback``) and of training's validation
+    (``training.engine.validate_items``). ``batch_size`` None: the card's ``inference.batch_size``."""
+    x = np.asarray(image, dtype=np.float32)[None]
+    inference = card.inference
+    common: Dict[str, Any] = dict(batch_size=int(batch_size or inference.batch_size), device=device, amp=amp,
+                  out_channels=len(card.classes), activation=card.output_activation, progress=progress,
+                  cancel=cancel)
+    window_kji = card.window_kji
+    if window_kji is not None:
+        window = (window_kji[0], x.shape[2], x.shape[3])  # the crop is exactly the in-plane window
+        return sliding_window_predict(x, model, window, step=(inference.step_k, window[1], window[2]),
+                                      blend=inference.blend, **common)
+    return whole_volume_or_patches(x, model, max_voxels=inference.max_voxels, patch=inference.patch_kji,
+                                   **common)

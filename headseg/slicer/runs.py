@@ -70,7 +70,7 @@ def model_choices(task: str, extra_dirs: Iterable[PathLike] = ()) -> List[ModelP
     from headseg.segment.packages import list_packages
 
     packages = list_packages([Path(d) for d in extra_dirs], task=task)
-    return sorted(packages, key=lambda p: (not p.card.get("default"), p.name))
+    return sorted(packages, key=lambda p: (not p.card.default, p.name))
 
 
 def child_environment() -> Optional[Dict[str, str]]:
