@@ -48,7 +48,6 @@ __all__ = [
     "TG263_NEW_NAMES",
     "ORBIT_MODEL_CLASSES",
     "orbit_combined_label",
-    "orbit_label",
     "orbit_model_to_combined_lut",
     "HEADSEG_TERMINOLOGY_CONTEXT",
     "SLICER_TERMINOLOGY_CONTEXT",
@@ -418,7 +417,6 @@ def orbit_combined_label(side: str, model_channel: int) -> int:
     return channel + len(ORBIT_MODEL_CLASSES) * _ORBIT_SIDES.index(side)
 
 
-orbit_label = orbit_combined_label  # short alias (used by the pipeline)
 
 
 def orbit_model_to_combined_lut(side: str):

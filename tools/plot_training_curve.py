@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.engine import plot_curve  # noqa: E402
+from training.run_log import plot_curve  # noqa: E402
 
 
 def _number(text: str) -> float:

@@ -26,8 +26,6 @@ from headseg.errors import ExitCode
 
 __all__ = ["main", "build_parser"]
 
-# The exit codes of headseg.errors.ExitCode, which headseg-train shares with headseg.
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_MODEL = (int(c) for c in (ExitCode.OK, ExitCode.BUG, ExitCode.INPUT, ExitCode.MODEL))
 
 
 def _say(message: str) -> None:
@@ -57,12 +55,12 @@ def cmd_train(args) -> int:
     from .distributed import is_main_process
 
     if not is_main_process():  # torchrun: rank 0 reports the run
-        return EXIT_OK
+        return ExitCode.OK
     _say(f"Run folder: {result.run_dir}  (best validation mean DSC {result.best_metric:.4f} at epoch "
          f"{result.best_epoch}, {result.epochs_done} epoch(s), {result.seconds / 60:.1f} min)")
     if result.package_dir:
         _say(f"Model package: {result.package_dir}  (use it with: headseg segment CT --model {result.package_dir})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_validate_data(args) -> int:
@@ -84,8 +82,8 @@ def cmd_validate_data(args) -> int:
     else:
         print(report.summary())
     if not report.usable or (args.strict and report.errors):
-        return EXIT_INPUT
-    return EXIT_OK
+        return ExitCode.INPUT
+    return ExitCode.OK
 
 
 def cmd_evaluate(args) -> int:
@@ -113,7 +111,7 @@ def cmd_evaluate(args) -> int:
     for line in summary_lines(rows, len(records)):
         _say(line)
     _say(f"Wrote {args.output} and {summary}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_export(args) -> int:
@@ -122,7 +120,7 @@ def cmd_export(args) -> int:
     folder = export_run(args.run, say=_say, evaluate=not args.no_evaluate, device=args.device, out_dir=args.out,
                         overrides=args.set or [])
     _say(f"Model package: {folder}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_recipes(args) -> int:
@@ -131,7 +129,7 @@ def cmd_recipes(args) -> int:
     for name in list_recipes():
         data = json.loads((CONFIG_DIR / f"{name}.json").read_text(encoding="utf-8"))
         print(f"{name:<22} {data.get('description', '')}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,16 +194,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.func(args))
     except ModelPackageError as exc:
         _say(f"Error: {exc}")
-        return EXIT_MODEL
+        return ExitCode.MODEL
     except (HeadSegError, ValueError, FileNotFoundError) as exc:
         if args.verbose:
             traceback.print_exc()
         _say(f"Error: {exc}")
-        return EXIT_INPUT
+        return ExitCode.INPUT
     except KeyboardInterrupt:
         _say("Interrupted. Continue with: headseg-train train --resume --data ... --out ...")
-        return EXIT_BUG
+        return ExitCode.BUG
     except Exception:  # a bug: show everything
         traceback.print_exc()
         _say("Unexpected error (a bug); please report it with the traceback above.")
-        return EXIT_BUG
+        return ExitCode.BUG

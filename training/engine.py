@@ -27,7 +27,6 @@ checkpoints, log), until the phases are done or a limit is reached.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -43,15 +42,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from headseg.segment.model_card import (
-    DEFAULT_ACTIVATION,
-    FORMAT_VERSION,
-    ModelCard,
-    is_orbit_task,
-    new_inference_section,
-)
+from headseg.segment.model_card import ModelCard
 
 from .augment import AugmentOptions
+from .card import build_card
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     TrainingState,
@@ -67,9 +61,10 @@ from .datasets import DatasetReport, discover_records, load_case, split_cases, v
 from .distributed import Distributed, rank_device, setup, sync_batchnorm
 from .export import export_run
 from .losses import annotation_weights, build_loss
+from .run_log import RunLog, plot_curve, write_metrics
 from .trainer import Precision, Trainer, autocast_dtype, check_phases, make_optimizer, make_scheduler
 
-__all__ = ["RunResult", "TrainingData", "train", "build_card", "set_determinism", "validate_items", "load_items",
+__all__ = ["RunResult", "TrainingData", "train", "set_determinism", "validate_items", "load_items",
            "prepare_data", "autocast_dtype", "checkpoint_path", "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger("training")
@@ -98,65 +93,6 @@ def set_determinism(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _classes(config: Dict[str, Any]) -> List[str]:
-    from headseg.labels import ORBIT_MODEL_CLASSES, get_label_set
-
-    if is_orbit_task(config["task"]):
-        return ["background", *ORBIT_MODEL_CLASSES]
-    label_set = get_label_set(config["label_set"])
-    wanted = config["data"].get("structures") or list(label_set.keys())
-    unknown = [k for k in wanted if k not in label_set]
-    if unknown:
-        raise ValueError(f"data.structures {unknown} are not in the {label_set.name!r} label set "
-                         f"({', '.join(label_set.keys())}).")
-    classes = ["background"]
-    split = config.get("side_split") or {}
-    merged_of = {side_key: merged for merged, sides in split.items() for side_key in sides.values()}
-    for key in wanted:  # a side-split pair becomes one network class, where its first side was
-        name = merged_of.get(key, key)
-        if name not in classes:
-            classes.append(name)
-    missing = [k for merged, sides in split.items() for k in sides.values() if k not in wanted]
-    if missing:
-        raise ValueError(f"side_split names {missing}, which data.structures leaves out.")
-    return classes
-
-
-def build_card(config: Dict[str, Any]) -> ModelCard:
-    """The model card of a recipe before training (what preprocessing and inference need); training
-    facts and metrics are added at export (to its ``to_dict()``, which the checkpoints keep)."""
-    inp = config["input"]
-    classes = _classes(config)
-    card: Dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "name": config["name"],
-        "description": config.get("description", ""),
-        "task": config["task"],
-        "architecture": config["model"]["architecture"],
-        "architecture_params": dict(config["model"].get("params") or {}),
-        "in_channels": 1,
-        "label_set": config["label_set"],
-        "classes": classes,
-        "output_activation": config["loss"].get("activation", DEFAULT_ACTIVATION),
-        "input": {"spacing_mm": [float(s) for s in inp["spacing_mm"]], "orientation": "LPS",
-                  "normalization": dict(inp["normalization"])},
-        "postprocess": dict(config.get("postprocess") or {}),
-        "weights": {},
-    }
-    if config.get("side_split"):
-        card["side_split"] = {k: dict(v) for k, v in config["side_split"].items()}
-    if is_orbit_task(config["task"]):
-        window = [int(w) for w in inp["window_kji"]]
-        card["input"]["window_kji"] = window
-        card["input"]["mirror_left"] = bool(inp.get("mirror_left", True))
-        card["inference"] = new_inference_section(window)
-    else:
-        card["inference"] = new_inference_section(max_voxels=config["data"].get("max_voxels"),
-                                                  patch_kji=config["data"].get("patch_kji"))
-    card["inference"].update(config.get("inference") or {})
-    return ModelCard.from_dict(card, where=f"model card of the recipe {config['name']!r}")
 
 
 def _device(spec: str) -> torch.device:
@@ -259,61 +195,6 @@ def validate_items(model: torch.nn.Module, items: Sequence[Item], card: ModelCar
 
 
 # -- the run -----------------------------------------------------------------------------------------
-class _Log:
-    def __init__(self, path: Path, echo: bool):
-        self.path, self.echo = path, echo
-
-    def __call__(self, message: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(message + "\n")
-        if self.echo:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-        log.info(message)
-
-
-def _write_metrics(path: Path, history: List[Dict[str, Any]], classes: Sequence[str]) -> None:
-    columns = ["epoch", "phase", "optimizer", "lr", "train_loss", "val_mean_dsc",
-               *[f"val_dsc_{c}" for c in classes[1:]], "epoch_seconds", "samples_per_second", "elapsed_hours",
-               "best"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def plot_curve(path: Path, history: List[Dict[str, Any]], title: str = "", marked_epoch: Optional[int] = None,
-               mark_label: str = "") -> None:
-    """Training loss and validation mean DSC per epoch (matplotlib, Agg: works without a display);
-    ``marked_epoch``: a vertical line at the epoch whose weights were shipped, labelled ``mark_label``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax_loss = plt.subplots(figsize=(7, 4), dpi=100)
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], color="tab:blue", label="training loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss", color="tab:blue")
-    ax_dsc = ax_loss.twinx()
-    ax_dsc.plot(epochs, [h["val_mean_dsc"] for h in history], color="tab:orange", marker=".",
-                label="validation mean DSC")
-    ax_dsc.set_ylabel("validation mean DSC", color="tab:orange")
-    ax_dsc.set_ylim(0, 1)
-    if marked_epoch is not None:
-        ax_loss.axvline(marked_epoch, color="tab:green", linestyle="--", linewidth=1.2)
-        ax_dsc.annotate(mark_label or f"epoch {marked_epoch}", (marked_epoch, 0.45), xytext=(4, 0),
-                        textcoords="offset points", color="tab:green", fontsize=9)
-    ax_loss.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-
 # -- data --------------------------------------------------------------------------------------------
 @dataclass
 class TrainingData:
@@ -403,7 +284,7 @@ class _Run:
         device = rank_device(device, self.ranks)
         main = self.ranks.main
         self.progress = progress and main
-        self.say: Callable[[str], None] = _Log(self.run_dir / "log.txt", self.progress) if main else log.debug
+        self.say: Callable[[str], None] = RunLog(self.run_dir / "log.txt", self.progress) if main else log.debug
         self.start_time = time.perf_counter()
         if config.get("num_threads"):  # ranks on one machine share its cores
             torch.set_num_threads(max(1, int(config["num_threads"]) // self.ranks.local_world))
@@ -613,7 +494,7 @@ class _Run:
                      or phase_over):
             save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
         if main:
-            _write_metrics(self.run_dir / "metrics.csv", state.history, self.card.output_classes)
+            write_metrics(self.run_dir / "metrics.csv", state.history, self.card.output_classes)
         self._log_epoch(row, phase, improved)
 
     def _next_phase(self) -> None:
@@ -646,7 +527,7 @@ class _Run:
             return RunResult(self.run_dir, None, float(state.best_metric), int(state.best_epoch), int(state.epoch),
                              list(state.history), bool(state.stopped_early), float(state.elapsed))
         save_checkpoint(checkpoint_path(self.run_dir, "last"), self.payload())
-        _write_metrics(self.run_dir / "metrics.csv", state.history, self.card.output_classes)
+        write_metrics(self.run_dir / "metrics.csv", state.history, self.card.output_classes)
         if state.history:
             try:
                 plot_curve(self.run_dir / "training_curve.png", state.history, self.config["name"])

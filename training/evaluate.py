@@ -44,7 +44,7 @@ def evaluate_package(package, records: Sequence[CaseRecord], device: str = "auto
     for record in iterator:
         case = load_case(record, label_set)
         if model is None:
-            from headseg.segment.windows import select_device
+            from headseg.segment.runtime import select_device
 
             device = str(select_device(device).device)
             model = package.load_model(device)

@@ -108,3 +108,33 @@ def test_training_uses_the_core_but_not_its_user_layers():
     wrong = [f"{m} -> {t}" for m, imported in import_graph("headseg", "training").items() if m.startswith("training")
              for t in imported if any(is_within(t, u) for u in TRAINING_MAY_NOT_IMPORT)]
     assert not wrong, wrong
+
+
+#: Lines a module or a function may have; longer needs a reason (functions: in their docstring).
+MAX_FILE_LINES = 600
+MAX_FUNCTION_LINES = 80
+LONG_ON_PURPOSE = "One long function on purpose"
+
+
+def test_rooms_are_small():
+    """No module over 600 lines; no function whose code (docstring left out) is over 80 lines unless its
+    docstring says why it is "One long function on purpose"."""
+    import ast
+
+    from import_rules import python_files
+
+    big, long = [], []
+    for path in python_files("headseg", "training"):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            big.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.body[0]
+                has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+                start = first.end_lineno + 1 if has_doc and len(node.body) > 1 else node.lineno
+                lines = node.end_lineno - start + 1
+                if lines > MAX_FUNCTION_LINES and LONG_ON_PURPOSE not in (ast.get_docstring(node) or ""):
+                    long.append(f"{path.name}:{node.lineno} {node.name}: {lines} lines")
+    assert not big, f"modules over {MAX_FILE_LINES} lines: {big}"
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines with no reason: {long}"

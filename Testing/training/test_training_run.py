@@ -148,7 +148,7 @@ def test_cli_validate_data_and_overrides(phantom_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="Unknown recipe key"):
         load_config("svnet_seed000", ["learning_rate=0.1"])
     for name in ("svnet_seed000", "anatomynet_seed004", "orbit_demo_cpu"):
-        from training.engine import build_card
+        from training.card import build_card
 
         card = build_card(load_config(name))
         assert card.classes[0] == "background"

@@ -14,7 +14,8 @@ from headseg.geometry import Volume
 from headseg.io.cases import Case, discover_cases
 from headseg.io.diagnostics import collect_warnings, native_stderr_captured
 from headseg.io.files import OutputExistsError, PathLike, check_write_extension
-from headseg.io.images import read_volume, write_volume
+from headseg.io.images import write_volume
+from headseg.io.read import read_volume
 
 __all__ = ["CONVERT_EXTENSIONS", "Converted", "convert_input"]
 

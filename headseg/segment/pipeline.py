@@ -230,7 +230,7 @@ def _predict_orbit_crop(volume, crop, card, model, device, progress, cancel, bat
 
 def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch_size, review: _Review,
                     tta: bool = False):
-    from headseg.labels import orbit_label
+    from headseg.labels import orbit_combined_label
     from headseg.resample import resample_probabilities_to_grid
     from headseg.segment.postprocess import postprocess_labels
 
@@ -252,12 +252,12 @@ def _segment_orbits(volume, package, model, device, roi, progress, cancel, batch
         sub_grid, slices = subgrid_covering(volume, crop.image)
         raw = resample_probabilities_to_grid(probs, crop.image, sub_grid).array
         sub_labels = postprocess_labels(raw, **card.postprocess.kwargs())
-        review.add_removed(raw, sub_labels, np.array([0] + [orbit_label(crop.side, c)
+        review.add_removed(raw, sub_labels, np.array([0] + [orbit_combined_label(crop.side, c)
                                                             for c in range(1, probs.shape[0])]))
         review.add_uncertainty(probs, crop.image, sub_grid, slices)
         mapped = np.zeros_like(sub_labels, dtype=np.uint8)
         for c in range(1, probs.shape[0]):
-            mapped[sub_labels == c] = orbit_label(crop.side, c)
+            mapped[sub_labels == c] = orbit_combined_label(crop.side, c)
         target = labels[slices]
         free = target == 0  # the other orbit's result is never overwritten
         target[free] = mapped[free]

@@ -44,17 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 import torch
 
-from headseg.errors import Cancelled, DeviceUnavailableError, InferenceOutOfMemoryError, InputError
-
-# Re-exported for older imports: these moved to headseg.segment.runtime.
-from headseg.segment.runtime import (
-    DeviceChoice,
-    FallbackResult,
-    is_out_of_memory,
-    prepare_model,
-    run_with_fallback,
-    select_device,
-)
+from headseg.errors import Cancelled, InputError
 
 if TYPE_CHECKING:
     from headseg.segment.model_card import ModelCard
@@ -70,15 +60,6 @@ __all__ = [
     "paper_sliding_window",
     "whole_volume_or_patches",
     "predict_probabilities",
-    # re-exported from headseg.segment.runtime and headseg.errors for older imports
-    "DeviceChoice",
-    "DeviceUnavailableError",
-    "InferenceOutOfMemoryError",
-    "FallbackResult",
-    "select_device",
-    "prepare_model",
-    "run_with_fallback",
-    "is_out_of_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,7 +268,7 @@ def sliding_window_predict(
     """Probabilities ``[out_channels, k, j, i]`` of ``predictor`` over ``image`` ``[C, k, j, i]``.
 
     Windows are batched, moved to ``device``, passed through ``predictor`` (under ``torch.inference_mode``;
-    put models in ``eval()`` first, e.g. with :func:`prepare_model`), turned into probabilities by
+    put models in ``eval()`` first, e.g. with :func:`headseg.segment.runtime.prepare_model`), turned into probabilities by
     ``activation``, weighted and added into a CPU array. A 3D ``[k, j, i]`` image is taken as one channel.
     Axes where the volume is smaller than the window are padded (``pad_value``, default the image
     minimum) and cropped back. ``progress`` is called after every batch (monotonic, ends at 1.0);
