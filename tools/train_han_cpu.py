@@ -340,7 +340,7 @@ def curve(run_dir: Path, out_png: Path) -> Path:
     if shipped:  # the last best epoch is the one whose weights are exported
         for ax in (ax_loss, ax_dsc):
             ax.axvline(shipped[-1] * steps_per_epoch, color="tab:green", linestyle="--", linewidth=1.2)
-        ax_dsc.annotate(f"shipped: epoch {shipped[-1]}", (shipped[-1] * steps_per_epoch, 0.92), xytext=(-4, 0),
+        ax_dsc.annotate(f"best: epoch {shipped[-1]} (exported)", (shipped[-1] * steps_per_epoch, 0.92), xytext=(-4, 0),
                         textcoords="offset points", ha="right", color="tab:green", fontsize=9)
     ax_dsc.set_ylim(0, 1)
     ax_dsc.set_ylabel(f"validation DSC ({config['validation'].get('max_cases') or 'all'} cases, model grid)")
