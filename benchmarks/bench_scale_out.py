@@ -94,6 +94,24 @@ def _case_seconds(case, outputs, settings) -> float:
     return float(segment_case_on_worker(case, outputs, settings).seconds)
 
 
+def _on_a_thread(case, outputs, settings) -> float:
+    """:func:`_case_seconds` on a new thread of this process, as a Dask worker runs a task off its main thread."""
+    import threading
+
+    result: List[float] = []
+    thread = threading.Thread(target=lambda: result.append(_case_seconds(case, outputs, settings)))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _without(settings: Dict, variable: str) -> Dict:
+    """``settings`` with ``variable`` left out of the workers' environment."""
+    environ = dict(settings["distributed.nanny.pre-spawn-environ"])
+    environ.pop(variable, None)
+    return {**settings, "distributed.nanny.pre-spawn-environ": environ}
+
+
 def _local_cluster(settings: Dict):
     import dask
     from distributed import Client, LocalCluster
@@ -122,8 +140,11 @@ def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
         (case,) = [Case(n, Path(p)) for n, p in discover_cases([str(Path(tmp) / "cases")])]
         settings = SegmentSettings(str(find_package(model, task="orbit").path), "cpu", uncertainty=False,
                                    torch_threads=worker_threads(1))
-        runners = {"in this process": None, "local:1, Dask's worker settings": _local_cluster({}),
-                   "local:1, headseg's worker settings": _local_cluster(local_worker_settings(1))}
+        ours = local_worker_settings(1)
+        runners = {"in this process": None, "in this process, another thread": "thread",
+                   "local:1, Dask's worker settings": _local_cluster({}),
+                   "local:1, headseg's worker settings": _local_cluster(ours),
+                   "local:1, headseg's, OpenMP waits actively": _local_cluster(_without(ours, "OMP_WAIT_POLICY"))}
         times: Dict[str, List[float]] = {name: [] for name in runners}
         try:
             for n in range(rounds + 1):
@@ -131,20 +152,24 @@ def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
                     folder = Path(tmp) / f"out{n}_{len(times[name])}_{abs(hash(name)) % 1000}"
                     folder.mkdir()
                     outputs = case_outputs(folder, case.name)
-                    seconds = (_case_seconds(case, outputs, settings) if runner is None
-                               else runner[1].submit(_case_seconds, case, outputs, settings, pure=False).result())
+                    if runner is None:
+                        seconds = _case_seconds(case, outputs, settings)
+                    elif runner == "thread":
+                        seconds = _on_a_thread(case, outputs, settings)
+                    else:
+                        seconds = runner[1].submit(_case_seconds, case, outputs, settings, pure=False).result()
                     if n:
                         times[name].append(seconds)
         finally:
             for runner in runners.values():
-                if runner is not None:
+                if isinstance(runner, tuple):
                     runner[1].close()
                     runner[0].close()
     base = statistics.median(times["in this process"])
     print(f"One phantom case, model {model}, {worker_threads(1)} torch threads everywhere, {rounds} interleaved rounds "
           f"after a warm-up (median seconds segmenting; worker / this process)")
     for name, values in times.items():
-        print(f"  {name:<36} {statistics.median(values):7.2f} s   {statistics.median(values) / base:5.2f}x   "
+        print(f"  {name:<44} {statistics.median(values):7.2f} s   {statistics.median(values) / base:5.2f}x   "
               f"({', '.join(f'{v:.1f}' for v in values)})")
 
 
