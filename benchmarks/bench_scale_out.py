@@ -144,7 +144,8 @@ def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
         runners = {"in this process": None, "in this process, another thread": "thread",
                    "local:1, Dask's worker settings": _local_cluster({}),
                    "local:1, headseg's worker settings": _local_cluster(ours),
-                   "local:1, headseg's, OpenMP waits actively": _local_cluster(_without(ours, "OMP_WAIT_POLICY"))}
+                   "local:1, headseg's, OpenMP waits actively": _local_cluster(_without(ours, "OMP_WAIT_POLICY")),
+                   "local:1, headseg's, glibc's own malloc trim": _local_cluster(_without(ours, "MALLOC_TRIM_THRESHOLD_"))}
         times: Dict[str, List[float]] = {name: [] for name in runners}
         try:
             for n in range(rounds + 1):
