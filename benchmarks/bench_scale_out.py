@@ -15,7 +15,11 @@ asserted.
 
 0. One case segmented in this process, in a ``local:1`` worker with Dask's own worker settings, and in one
    with ``headseg.run.cluster.local_worker_settings`` (what ``--cluster local:N`` uses), interleaved round by
-   round: the seconds and the worker / in-process ratio, before and after that fix.
+   round: the seconds and the worker / in-process ratio, before and after that fix; beside them the suspects
+   (another thread of this process, OpenMP waiting actively, glibc's own malloc trim, a worker inside this
+   process). Each cluster starts from this process's own environment: Dask's nanny writes its worker
+   variables into the parent's environment and never overrides one already set, so one cluster's
+   ``OMP_NUM_THREADS=1`` would otherwise reach the next cluster's workers.
 
 Both sides of each comparison run the same code (``headseg.cli.main``; ``training.trainer.Trainer``).
 """
@@ -112,12 +116,29 @@ def _without(settings: Dict, variable: str) -> Dict:
     return {**settings, "distributed.nanny.pre-spawn-environ": environ}
 
 
-def _local_cluster(settings: Dict):
+#: What Dask's nanny writes into this process's own environment before it spawns a worker (the worker
+#: inherits it): a variant that leaves one out must also take it out of here, or an earlier cluster's
+#: value leaks into the next worker.
+_WORKER_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "OMP_WAIT_POLICY")
+
+
+def _local_cluster(settings: Dict, processes: bool = True):
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set(settings):
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    before = dict(os.environ)
+    wanted = settings.get("distributed.nanny.pre-spawn-environ",
+                          dask.config.get("distributed.nanny.pre-spawn-environ", default={})) or {}
+    for variable in _WORKER_VARIABLES:
+        if variable not in wanted:
+            os.environ.pop(variable, None)
+    try:
+        with dask.config.set(settings):
+            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=processes, dashboard_address=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
     return cluster, Client(cluster)
 
 
@@ -145,7 +166,8 @@ def bench_worker_ratio(rounds: int, model: str, coarse: bool) -> None:
                    "local:1, Dask's worker settings": _local_cluster({}),
                    "local:1, headseg's worker settings": _local_cluster(ours),
                    "local:1, headseg's, OpenMP waits actively": _local_cluster(_without(ours, "OMP_WAIT_POLICY")),
-                   "local:1, headseg's, glibc's own malloc trim": _local_cluster(_without(ours, "MALLOC_TRIM_THRESHOLD_"))}
+                   "local:1, headseg's, glibc's own malloc trim": _local_cluster(_without(ours, "MALLOC_TRIM_THRESHOLD_")),
+                   "a Dask worker inside this process": _local_cluster(ours, processes=False)}
         times: Dict[str, List[float]] = {name: [] for name in runners}
         try:
             for n in range(rounds + 1):
