@@ -128,6 +128,20 @@ def uniform_table(knots: np.ndarray, values: Sequence[np.ndarray], step: float =
 
 
 # -- the canvas ------------------------------------------------------------------------------------
+def _frame_coords(lin: np.ndarray, off: np.ndarray, idx: Sequence[np.ndarray]) -> Tuple[np.ndarray, ...]:
+    """(x, y, z) float32 arrays, broadcastable over k, j, i, of the frame ``lin @ (i, j, k) + off`` at the
+    index values ``idx`` (i, j, k); axes the frame does not mix in are skipped, so a box stays separable."""
+    shapes = [(1, 1, -1), (1, -1, 1), (-1, 1, 1)]
+    out = []
+    for row in range(3):
+        value: Any = np.float32(off[row])
+        for n in range(3):
+            if abs(lin[row, n]) > 1e-12:
+                value = value + np.float32(lin[row, n]) * idx[n].reshape(shapes[n])
+        out.append(np.asarray(value, dtype=np.float32))
+    return tuple(out)
+
+
 class Canvas:
     """Tissue (and optionally label) arrays on a grid, with physical coordinates of any sub-box.
 
@@ -161,16 +175,8 @@ class Canvas:
             return None
         slices = (slice(first[2], last[2]), slice(first[1], last[1]), slice(first[0], last[0]))
         idx = [np.arange(first[n], last[n], dtype=np.float32) for n in range(3)]
-        shapes = [(1, 1, -1), (1, -1, 1), (-1, 1, 1)]
-        out = []
-        for row in range(3):
-            value: Any = np.float32(off[row])
-            for n in range(3):
-                if abs(lin[row, n]) > 1e-12:
-                    value = value + np.float32(lin[row, n]) * idx[n].reshape(shapes[n])
-            out.append(np.asarray(value, dtype=np.float32))
         sub_shape = tuple(s.stop - s.start for s in slices)
-        return slices, tuple(out), sub_shape
+        return slices, _frame_coords(lin, off, idx), sub_shape
 
     def lattice(self, sl: Tuple[slice, slice, slice], step_mm: float, frame: str = "anat"):
         """Coordinates of a coarse lattice spanning the sub-box ``sl`` (corners included), for smooth
@@ -182,15 +188,7 @@ class Canvas:
             count = s.stop - s.start
             m = max(2, int(math.ceil((count - 1) * spacing[n] / step_mm)) + 1) if count > 1 else 1
             idx.append(np.linspace(s.start, s.stop - 1, m, dtype=np.float64).astype(np.float32))
-        shapes = [(1, 1, -1), (1, -1, 1), (-1, 1, 1)]
-        out = []
-        for row in range(3):
-            value: Any = np.float32(off[row])
-            for n in range(3):
-                if abs(lin[row, n]) > 1e-12:
-                    value = value + np.float32(lin[row, n]) * idx[n].reshape(shapes[n])
-            out.append(np.asarray(value, dtype=np.float32))
-        return tuple(out)
+        return _frame_coords(lin, off, idx)
 
     def side_coords(self, sign: float, lo_mm: Vector, hi_mm: Vector):
         """Like :meth:`coords` for a box in side-local coordinates (x' = sign * x); returns x', y, z."""
