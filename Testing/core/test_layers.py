@@ -4,9 +4,10 @@ itself through a circle of imports. ``docs/ARCHITECTURE.md`` draws the same laye
 
 from __future__ import annotations
 
+import ast
 from typing import Dict, List, Optional, Set
 
-from import_rules import import_graph, is_within
+from import_rules import import_graph, is_within, python_files
 
 #: Bottom to top; a unit is a module or a package with everything inside it.
 LAYERS: List[Set[str]] = [
@@ -119,10 +120,6 @@ LONG_ON_PURPOSE = "One long function on purpose"
 def test_rooms_are_small():
     """No module over 600 lines; no function whose code (docstring left out) is over 80 lines unless its
     docstring says why it is "One long function on purpose"."""
-    import ast
-
-    from import_rules import python_files
-
     big, long = [], []
     for path in python_files("headseg", "training"):
         text = path.read_text(encoding="utf-8")
